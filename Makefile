@@ -1,0 +1,40 @@
+# jobgate: `make run` and `make test` are all a fresh machine needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run test lint typecheck openapi bench check clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Gateway (with consumer and scheduler as they land) on SQLite + the local engine.
+run: install
+	$(BIN)/jobgate dev
+
+## The whole suite (SQLite by default; PostgreSQL when JOBGATE_DATABASE_URL points at one).
+test: install
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check app tests bench alembic
+
+typecheck: install
+	$(BIN)/mypy --strict app
+
+check: lint typecheck test
+
+openapi: install
+	$(BIN)/jobgate openapi > openapi.yaml
+
+bench: install
+	$(BIN)/python bench/accept_throughput.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

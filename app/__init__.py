@@ -1,0 +1,3 @@
+"""jobgate: background jobs on Cloudflare Queues from Python."""
+
+__version__ = "0.1.0"

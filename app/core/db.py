@@ -1,0 +1,115 @@
+"""Database engine and sessions (async SQLAlchemy over aiosqlite or asyncpg)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator, event
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import URL, Dialect, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlmodel import SQLModel
+
+from app.core.config import Settings
+
+# Stable constraint names, so migrations can drop and alter them on every database.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata: MetaData = SQLModel.metadata
+
+SessionMaker = async_sessionmaker[AsyncSession]
+
+
+def async_url(raw: str) -> URL:
+    """Map a plain URL (`sqlite:///x.db`, `postgresql://...`) onto its async driver."""
+    url = make_url(raw)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return url.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres"):
+        return url.set(drivername="postgresql+asyncpg")
+    raise ValueError(f"unsupported database URL scheme {url.drivername!r}")
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def create_engine(settings: Settings, *, search_path: str | None = None) -> AsyncEngine:
+    url = async_url(settings.database_url)
+    kwargs: dict[str, Any] = {"pool_pre_ping": False}
+    if url.get_backend_name() == "sqlite":
+        kwargs["connect_args"] = {"timeout": 30}
+    else:
+        kwargs["pool_size"] = settings.db_pool_size
+        kwargs["max_overflow"] = settings.db_pool_size
+        if search_path:
+            kwargs["connect_args"] = {"server_settings": {"search_path": search_path}}
+    engine = create_async_engine(url, **kwargs)
+    if url.get_backend_name() == "sqlite":
+        _configure_sqlite(engine, synchronous=settings.sqlite_synchronous)
+    return engine
+
+
+def _configure_sqlite(engine: AsyncEngine, *, synchronous: str) -> None:
+    """WAL, a busy timeout, and BEGIN IMMEDIATE for every transaction.
+
+    BEGIN IMMEDIATE takes the write lock up front: concurrent writers queue on the busy
+    timeout instead of failing with SQLITE_BUSY when a read lock would have to be upgraded,
+    and it is what makes a pull an exclusive read-modify-write on SQLite.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_sessionmaker(engine: AsyncEngine) -> SessionMaker:
+    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+async def session_scope(maker: SessionMaker) -> AsyncIterator[AsyncSession]:
+    async with maker() as session:
+        yield session
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every database (SQLite drops the offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")

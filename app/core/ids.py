@@ -1,0 +1,35 @@
+"""Identifiers: time-ordered UUIDv7 strings (newest-first listing is an index scan)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+import uuid
+
+_lock = threading.Lock()
+_last_ms = 0
+_counter = 0
+
+
+def uuid7() -> str:
+    """A UUIDv7 (RFC 9562) with a 12-bit counter, monotonic within this process."""
+    global _last_ms, _counter
+    with _lock:
+        now_ms = time.time_ns() // 1_000_000
+        if now_ms > _last_ms:
+            _last_ms, _counter = now_ms, int.from_bytes(os.urandom(2)) & 0x3FF
+        else:
+            _counter += 1
+            if _counter > 0xFFF:  # counter exhausted: borrow the next millisecond
+                _last_ms, _counter = _last_ms + 1, 0
+        ms, counter = _last_ms, _counter
+    rand_b = int.from_bytes(os.urandom(8)) & 0x3FFF_FFFF_FFFF_FFFF
+    value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand_b
+    return str(uuid.UUID(int=value))
+
+
+def hex_id() -> str:
+    """32 lowercase hex characters, the shape of Cloudflare's resource identifiers."""
+    return secrets.token_hex(16)

@@ -1,0 +1,90 @@
+"""Job store tables: the system of record for job status."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlmodel import Field, SQLModel
+
+from app.core.db import JSONType, UTCDateTime
+
+
+class JobStatus(StrEnum):
+    accepted = "accepted"
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    retrying = "retrying"
+    failed = "failed"
+    dead = "dead"
+    cancelled = "cancelled"
+
+
+FINISHED_STATUSES = frozenset(
+    {JobStatus.succeeded, JobStatus.failed, JobStatus.dead, JobStatus.cancelled}
+)
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "job"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "idempotency_key"),
+        Index("ix_job_tenant_id_id", "tenant_id", "id"),
+        Index("ix_job_tenant_id_status_id", "tenant_id", "status", "id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    tenant_id: str = Field(
+        sa_column=Column(String(36), ForeignKey("tenant.id", ondelete="CASCADE"), nullable=False)
+    )
+    type: str = Field(max_length=64)
+    queue: str = Field(max_length=63)
+    payload: dict[str, Any] = Field(sa_column=Column(JSONType, nullable=False))
+    status: str = Field(max_length=16)
+    attempts: int = 0
+    progress: int = 0
+    progress_message: str | None = Field(default=None, max_length=500)
+    idempotency_key: str | None = Field(default=None, max_length=255)
+    # SHA-256 of the canonical request, to tell a true repeat from a reused key.
+    request_hash: str | None = Field(default=None, max_length=64)
+    delay_seconds: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    started_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+
+
+class JobEvent(SQLModel, table=True):
+    """One status change of a job, with when and why."""
+
+    __tablename__ = "job_event"
+
+    # SQLite only auto-increments a plain INTEGER primary key.
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(
+            BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+        ),
+    )
+    job_id: str = Field(
+        sa_column=Column(
+            String(36), ForeignKey("job.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    status: str = Field(max_length=16)
+    attempt: int = 0
+    detail: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

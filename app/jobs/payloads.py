@@ -1,0 +1,189 @@
+"""Typed job payloads, one model per job type, as a discriminated union on `type`.
+
+Field names follow the company's TypeScript jobs (camelCase). Options common to every job
+(`delay_seconds`, `idempotency_key`, `tenantId`) sit beside the payload fields and are not
+part of the stored payload.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+from app.queues.topology import MAX_DELAY_SECONDS
+
+SiteId = Annotated[str, Field(min_length=1, max_length=64, examples=["shop-1"])]
+OPTION_FIELDS = frozenset({"type", "delay_seconds", "idempotency_key", "tenantId"})
+
+
+class JobOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    type: str
+    delay_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_DELAY_SECONDS,
+        description="Deliver no sooner than this many seconds from now.",
+    )
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="Per-job idempotency key (batch submissions; single jobs use the header).",
+    )
+    tenantId: str | None = Field(
+        default=None,
+        description="Optional; must equal the authenticated tenant (403 otherwise).",
+    )
+
+    def payload(self) -> dict[str, Any]:
+        """The stored payload: the job's own fields, JSON-ready."""
+        return self.model_dump(mode="json", exclude=set(OPTION_FIELDS))
+
+
+class SyncOrdersJob(JobOptions):
+    """Sync a shop's recent orders from PrestaShop."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"type": "sync-orders", "siteId": "shop-1"}]}
+    )
+    type: Literal["sync-orders"]
+    siteId: SiteId
+    lastDays: int = Field(default=40, ge=1, le=3650)
+    bulkMode: bool = True
+
+
+class SyncProductsJob(JobOptions):
+    """Sync a shop's products from PrestaShop."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"type": "sync-products", "siteId": "shop-1"}]}
+    )
+    type: Literal["sync-products"]
+    siteId: SiteId
+    incremental: bool = True
+    linkVendors: bool = True
+
+
+class SyncSingleOrderJob(JobOptions):
+    """Sync one order, typically after an order webhook."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"type": "sync-single-order", "orderId": 42}]}
+    )
+    type: Literal["sync-single-order"]
+    orderId: int = Field(ge=1)
+    siteId: SiteId | None = None
+
+
+class SendEmailJob(JobOptions):
+    """Render a template and send one email."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "send-email",
+                    "to": "ana@example.com",
+                    "subject": "Your order shipped",
+                    "templateId": "order-shipped",
+                    "variables": {"orderId": 42},
+                }
+            ]
+        }
+    )
+    type: Literal["send-email"]
+    to: EmailStr
+    subject: str = Field(min_length=1, max_length=998)
+    templateId: str = Field(min_length=1, max_length=100)
+    variables: dict[str, Any] = Field(default_factory=dict)
+    priority: Literal["low", "normal", "high"] = "normal"
+
+
+class ThumbnailOperation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["thumbnail"]
+    width: int = Field(ge=1, le=8192)
+    height: int = Field(ge=1, le=8192)
+
+
+class AltTextOperation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["alt-text"]
+
+
+ImageOperation = Annotated[ThumbnailOperation | AltTextOperation, Field(discriminator="type")]
+
+
+class ProcessImageJob(JobOptions):
+    """Make thumbnails and alt text for one stored image."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "process-image",
+                    "key": "products/42/main.jpg",
+                    "operations": [{"type": "thumbnail", "width": 200, "height": 200}],
+                }
+            ]
+        }
+    )
+    type: Literal["process-image"]
+    key: str = Field(min_length=1, max_length=1024)
+    operations: list[ImageOperation] = Field(min_length=1, max_length=20)
+
+
+class AnalyticsEventJob(JobOptions):
+    """Record one analytics event."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"type": "analytics-event", "name": "order.paid", "properties": {}}]
+        }
+    )
+    type: Literal["analytics-event"]
+    name: str = Field(min_length=1, max_length=200)
+    properties: dict[str, Any] = Field(default_factory=dict)
+    occurredAt: datetime | None = Field(
+        default=None, description="When it happened; the submission time when omitted."
+    )
+
+
+class AgentTaskJob(JobOptions):
+    """Run an AI agent for the tenant."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"type": "agent-task", "agentType": "content-management"}]}
+    )
+    type: Literal["agent-task"]
+    agentType: str = Field(min_length=1, max_length=100)
+    dryRun: bool = False
+
+
+JobRequest = Annotated[
+    SyncOrdersJob
+    | SyncProductsJob
+    | SyncSingleOrderJob
+    | SendEmailJob
+    | ProcessImageJob
+    | AnalyticsEventJob
+    | AgentTaskJob,
+    Field(discriminator="type"),
+]
+
+JOB_MODELS: dict[str, type[JobOptions]] = {
+    "sync-orders": SyncOrdersJob,
+    "sync-products": SyncProductsJob,
+    "sync-single-order": SyncSingleOrderJob,
+    "send-email": SendEmailJob,
+    "process-image": ProcessImageJob,
+    "analytics-event": AnalyticsEventJob,
+    "agent-task": AgentTaskJob,
+}
+JOB_TYPES = frozenset(JOB_MODELS)

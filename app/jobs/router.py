@@ -1,0 +1,151 @@
+"""HTTP routes of the jobs domain: thin, they authorise, call one service, commit."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
+
+from app.core.clock import to_datetime
+from app.core.deps import RuntimeDep, SessionDep, require_json
+from app.core.errors import ValidationFailed, problem_responses
+from app.core.openapi import Tag
+from app.jobs import service as jobs_service
+from app.jobs.models import Job, JobStatus
+from app.jobs.payloads import JOB_TYPES, JobRequest
+from app.jobs.schemas import JobBatchRequest, JobBatchResponse, JobPage, JobPublic
+from app.observability import metrics
+from app.tenants.deps import JobsReader, JobsWriter
+
+router = APIRouter(prefix="/v1/jobs", tags=[Tag.jobs])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Repeat within the window → the original job (200); other body → 409.",
+    ),
+]
+JobId = Annotated[str, Path(description="The job id returned on submission.", max_length=64)]
+
+
+def _trace(request: Request) -> dict[str, str] | None:
+    traceparent = request.headers.get("traceparent")
+    return {"traceparent": traceparent} if traceparent else None
+
+
+def _public(job: Job) -> JobPublic:
+    return JobPublic.model_validate(job)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobPublic,
+    dependencies=[Depends(require_json)],
+    responses={
+        200: {"model": JobPublic, "description": "Idempotent repeat: the original job."},
+        **problem_responses(400, 401, 403, 409, 413, 415, 422, 503),
+    },
+)
+async def submit_job(
+    job: JobRequest,
+    principal: JobsWriter,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    request: Request,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> JobPublic:
+    """Accept one job: 202 once it is stored durably and queued."""
+    [submitted] = await jobs_service.submit_jobs(
+        session,
+        principal=principal,
+        requests=[(job, idempotency_key or job.idempotency_key)],
+        dispatcher=runtime.dispatcher,
+        topology=runtime.topology,
+        now=to_datetime(runtime.clock.now_ms()),
+        idempotency_window=timedelta(seconds=runtime.settings.idempotency_window_seconds),
+        trace=_trace(request),
+    )
+    await session.commit()
+    if submitted.created:
+        metrics.jobs_accepted.labels(type=submitted.job.type, queue=submitted.job.queue).inc()
+    else:
+        response.status_code = status.HTTP_200_OK
+    return _public(submitted.job)
+
+
+@router.post(
+    "/batch",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobBatchResponse,
+    dependencies=[Depends(require_json)],
+    responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 503),
+)
+async def submit_job_batch(
+    batch: JobBatchRequest,
+    principal: JobsWriter,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    request: Request,
+) -> JobBatchResponse:
+    """Accept 1..100 jobs atomically: all are stored, or none."""
+    submitted = await jobs_service.submit_jobs(
+        session,
+        principal=principal,
+        requests=[(job, job.idempotency_key) for job in batch.jobs],
+        dispatcher=runtime.dispatcher,
+        topology=runtime.topology,
+        now=to_datetime(runtime.clock.now_ms()),
+        idempotency_window=timedelta(seconds=runtime.settings.idempotency_window_seconds),
+        trace=_trace(request),
+        batch=True,
+    )
+    await session.commit()
+    for item in submitted:
+        if item.created:
+            metrics.jobs_accepted.labels(type=item.job.type, queue=item.job.queue).inc()
+    return JobBatchResponse(jobs=[_public(item.job) for item in submitted])
+
+
+@router.get(
+    "/{job_id}",
+    response_model=JobPublic,
+    responses=problem_responses(401, 403, 404),
+)
+async def get_job(job_id: JobId, principal: JobsReader, session: SessionDep) -> JobPublic:
+    """One of the caller's jobs, with its status, attempts and progress."""
+    return _public(
+        await jobs_service.get_job(session, tenant_id=principal.tenant_id, job_id=job_id)
+    )
+
+
+@router.get(
+    "",
+    response_model=JobPage,
+    responses=problem_responses(400, 401, 403, 422),
+)
+async def list_jobs(
+    principal: JobsReader,
+    session: SessionDep,
+    status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
+    job_type: Annotated[str | None, Query(alias="type", max_length=64)] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> JobPage:
+    """The caller's jobs, newest first, filtered by status and type, cursor-paged."""
+    if job_type is not None and job_type not in JOB_TYPES:
+        raise ValidationFailed(f"type must be one of {', '.join(sorted(JOB_TYPES))}")
+    jobs, next_cursor = await jobs_service.list_jobs(
+        session,
+        tenant_id=principal.tenant_id,
+        status=status_filter,
+        job_type=job_type,
+        cursor=cursor,
+        limit=limit,
+    )
+    return JobPage(data=[_public(job) for job in jobs], next_cursor=next_cursor)

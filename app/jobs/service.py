@@ -1,0 +1,314 @@
+"""Accepting and reading jobs. Services never commit: the request boundary does.
+
+A submission writes the job row, its first event and its queue message (local engine) or
+outbox row (Cloudflare) in the caller's transaction, so a 202 is only sent for a job
+that is durably stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import insert, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from app.core.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
+from app.core.ids import uuid7
+from app.jobs.models import Job, JobEvent, JobStatus
+from app.jobs.payloads import JobOptions
+from app.jobs.schemas import MAX_BATCH_JOBS
+from app.queues.base import (
+    MAX_BATCH_BYTES,
+    MAX_MESSAGE_BYTES,
+    MESSAGE_OVERHEAD_BYTES,
+    OutgoingMessage,
+)
+from app.queues.topology import Topology
+from app.tenants.schemas import Principal
+
+MAX_ENVELOPE_BYTES = MAX_MESSAGE_BYTES - MESSAGE_OVERHEAD_BYTES  # 127,900
+_job_table = Job.__table__  # type: ignore[attr-defined]
+_event_table = JobEvent.__table__  # type: ignore[attr-defined]
+
+
+class Dispatcher(Protocol):
+    """Hands accepted jobs to a queue backend inside the submitting transaction."""
+
+    @property
+    def initial_status(self) -> JobStatus: ...
+
+    async def dispatch(
+        self, session: AsyncSession, queue: str, messages: Sequence[OutgoingMessage]
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SubmittedJob:
+    job: Job
+    created: bool  # False: an idempotent repeat answered with the original job
+
+
+@dataclass(slots=True)
+class _Prepared:
+    request: JobOptions
+    key: str | None
+    payload: dict[str, Any]
+    queue: str
+    request_hash: str
+    job_id: str
+    envelope: bytes
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _prepare(
+    principal: Principal,
+    request: JobOptions,
+    key: str | None,
+    topology: Topology,
+    trace: dict[str, str] | None,
+    index: int | None,
+) -> _Prepared:
+    where = "" if index is None else f"jobs[{index}]: "
+    if request.tenantId is not None and request.tenantId != principal.tenant_id:
+        raise Forbidden(f"{where}tenantId does not match the authenticated tenant")
+    job_type = request.type
+    payload = request.payload()
+    job_id = uuid7()
+    envelope = _canonical(
+        {
+            "job_id": job_id,
+            "tenant_id": principal.tenant_id,
+            "type": job_type,
+            "payload": payload,
+            "idempotency_key": key,
+            "trace": trace,
+        }
+    )
+    if len(envelope) > MAX_ENVELOPE_BYTES:
+        raise PayloadTooLarge(
+            f"{where}a job may be {MAX_ENVELOPE_BYTES} bytes serialized, not {len(envelope)}"
+        )
+    fingerprint = {"type": job_type, "payload": payload, "delay_seconds": request.delay_seconds}
+    return _Prepared(
+        request=request,
+        key=key,
+        payload=payload,
+        queue=topology.queue_for(job_type),
+        request_hash=hashlib.sha256(_canonical(fingerprint)).hexdigest(),
+        job_id=job_id,
+        envelope=envelope,
+    )
+
+
+async def submit_jobs(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    requests: Sequence[tuple[JobOptions, str | None]],
+    dispatcher: Dispatcher,
+    topology: Topology,
+    now: datetime,
+    idempotency_window: timedelta,
+    trace: dict[str, str] | None = None,
+    batch: bool = False,
+) -> list[SubmittedJob]:
+    """Store jobs (all or none) and hand them to the queue; repeats return the original."""
+    if len(requests) > MAX_BATCH_JOBS:
+        raise PayloadTooLarge(f"a batch holds at most {MAX_BATCH_JOBS} jobs, not {len(requests)}")
+    prepared = [
+        _prepare(principal, request, key, topology, trace, index if batch else None)
+        for index, (request, key) in enumerate(requests)
+    ]
+    total = sum(len(p.envelope) for p in prepared)
+    if batch and total > MAX_BATCH_BYTES:
+        raise PayloadTooLarge(f"a batch may be {MAX_BATCH_BYTES} bytes serialized, not {total}")
+    if not any(p.key for p in prepared):
+        return await _insert(session, prepared, [], principal, dispatcher, now)
+    # With keys, a concurrent twin may win the unique index: the savepoint lets us
+    # fall back to its row instead of failing the request.
+    for attempt in range(2):
+        existing = await _resolve_keys(session, principal, prepared, now, idempotency_window)
+        try:
+            async with session.begin_nested():
+                return await _insert(session, prepared, existing, principal, dispatcher, now)
+        except IntegrityError:
+            if attempt == 1:
+                raise Conflict(
+                    "the idempotency key is being used by a concurrent request"
+                ) from None
+    raise AssertionError("unreachable")
+
+
+async def _resolve_keys(
+    session: AsyncSession,
+    principal: Principal,
+    prepared: list[_Prepared],
+    now: datetime,
+    window: timedelta,
+) -> list[Job | None]:
+    """For each job, the original job its idempotency key points to, if any."""
+    keys = sorted({p.key for p in prepared if p.key})
+    rows = (
+        (
+            await session.execute(
+                select(Job).where(
+                    Job.tenant_id == principal.tenant_id, col(Job.idempotency_key).in_(keys)
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    by_key: dict[str, Job] = {}
+    for row in rows:
+        assert row.idempotency_key is not None
+        if row.created_at < now - window:
+            # Outside the window the key is free again: detach it from the old job.
+            await session.execute(
+                update(_job_table).where(_job_table.c.id == row.id).values(idempotency_key=None)
+            )
+            continue
+        by_key[row.idempotency_key] = row
+    result: list[Job | None] = []
+    seen: dict[str, _Prepared] = {}
+    for p in prepared:
+        if p.key is None:
+            result.append(None)
+            continue
+        original = by_key.get(p.key)
+        first = seen.get(p.key)
+        if original is not None:
+            if original.request_hash != p.request_hash:
+                raise Conflict(f"idempotency key {p.key!r} was already used for a different job")
+        elif first is not None:
+            if first.request_hash != p.request_hash:
+                raise Conflict(f"idempotency key {p.key!r} is used twice in one batch")
+            p.job_id = first.job_id  # the twin inside this batch answers with the first job
+        else:
+            seen[p.key] = p
+        result.append(original)
+    return result
+
+
+async def _insert(
+    session: AsyncSession,
+    prepared: list[_Prepared],
+    existing: list[Job | None],
+    principal: Principal,
+    dispatcher: Dispatcher,
+    now: datetime,
+) -> list[SubmittedJob]:
+    status = dispatcher.initial_status
+    new_jobs: dict[str, Job] = {}
+    by_queue: dict[str, list[OutgoingMessage]] = {}
+    results: list[SubmittedJob] = []
+    for index, p in enumerate(prepared):
+        original = existing[index] if existing else None
+        if original is not None:
+            results.append(SubmittedJob(job=original, created=False))
+            continue
+        if p.job_id in new_jobs:
+            results.append(SubmittedJob(job=new_jobs[p.job_id], created=False))
+            continue
+        delay = p.request.delay_seconds or 0
+        job = Job(
+            id=p.job_id,
+            tenant_id=principal.tenant_id,
+            type=p.request.type,
+            queue=p.queue,
+            payload=p.payload,
+            status=status.value,
+            attempts=0,
+            progress=0,
+            idempotency_key=p.key,
+            request_hash=p.request_hash if p.key else None,
+            delay_seconds=delay,
+            created_at=now,
+            updated_at=now,
+        )
+        new_jobs[job.id] = job
+        results.append(SubmittedJob(job=job, created=True))
+        by_queue.setdefault(p.queue, []).append(
+            OutgoingMessage(body=json.loads(p.envelope), delay_seconds=delay)
+        )
+    if new_jobs:
+        await session.execute(insert(_job_table), [_job_row(job) for job in new_jobs.values()])
+        detail = "stored and queued" if status is JobStatus.queued else "stored"
+        await session.execute(
+            insert(_event_table),
+            [
+                {
+                    "job_id": job_id,
+                    "status": status.value,
+                    "attempt": 0,
+                    "detail": detail,
+                    "created_at": now,
+                }
+                for job_id in new_jobs
+            ],
+        )
+        for queue, messages in by_queue.items():
+            for start in range(0, len(messages), MAX_BATCH_JOBS):
+                await dispatcher.dispatch(session, queue, messages[start : start + MAX_BATCH_JOBS])
+    return results
+
+
+def _job_row(job: Job) -> dict[str, Any]:
+    return {column.name: getattr(job, column.name) for column in _job_table.columns}
+
+
+async def get_job(session: AsyncSession, *, tenant_id: str, job_id: str) -> Job:
+    """The tenant's job; another tenant's job is indistinguishable from a missing one."""
+    job = await session.get(Job, job_id)
+    if job is None or job.tenant_id != tenant_id:
+        raise NotFound(f"job {job_id} does not exist")
+    return job
+
+
+def encode_cursor(job_id: str) -> str:
+    return base64.urlsafe_b64encode(job_id.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadRequest("cursor is not one this API returned") from None
+    if len(value) != 36:
+        raise BadRequest("cursor is not one this API returned")
+    return value
+
+
+async def list_jobs(
+    session: AsyncSession,
+    *,
+    tenant_id: str,
+    status: JobStatus | None,
+    job_type: str | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[Job], str | None]:
+    """The tenant's jobs, newest first (UUIDv7 ids sort by creation time)."""
+    stmt = select(Job).where(Job.tenant_id == tenant_id)
+    if status is not None:
+        stmt = stmt.where(Job.status == status.value)
+    if job_type is not None:
+        stmt = stmt.where(Job.type == job_type)
+    if cursor is not None:
+        stmt = stmt.where(col(Job.id) < decode_cursor(cursor))
+    ordered = stmt.order_by(col(Job.id).desc()).limit(limit + 1)
+    rows = list((await session.execute(ordered)).scalars().all())
+    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    return rows[:limit], next_cursor

@@ -1,0 +1,109 @@
+"""The queue backend protocol, with Cloudflare Queues' semantics.
+
+Every backend (the local SQL engine, Cloudflare over REST) passes one conformance suite
+(`tests/contract/test_queue_backends.py`):
+
+- delivery is at-least-once, ordering best effort;
+- a message becomes visible after its delay (message, else batch, else queue default);
+- `pull` leases up to `batch_size` visible messages for `visibility_timeout_ms`, counting one
+  attempt per delivery; concurrent pullers never get the same message inside one lease;
+- an unacked lease expires and the message is delivered again;
+- `ack` deletes (permissively: an old lease of a still-stored message still deletes it);
+  `retry` makes it visible again after a delay;
+- after `max_retries + 1` deliveries a failed message moves to the dead letter queue, or is
+  dropped when the queue has none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+ContentType = Literal["json", "text"]
+
+MAX_MESSAGE_BYTES = 128_000
+# Cloudflare counts about 100 bytes of its own metadata against each message.
+MESSAGE_OVERHEAD_BYTES = 100
+MAX_BATCH_MESSAGES = 100
+MAX_BATCH_BYTES = 256_000
+MAX_PULL_BATCH = 100
+DEFAULT_PULL_BATCH = 5
+DEFAULT_VISIBILITY_TIMEOUT_MS = 30_000
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    body: Any
+    content_type: ContentType = "json"
+    delay_seconds: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMetrics:
+    backlog_count: int
+    backlog_bytes: int
+    oldest_message_timestamp_ms: int  # 0 when the queue is empty
+
+
+@dataclass(frozen=True, slots=True)
+class LeasedMessage:
+    id: str
+    body: Any
+    content_type: ContentType
+    attempts: int
+    lease_id: str
+    timestamp_ms: int
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PullResult:
+    messages: list[LeasedMessage]
+    metrics: QueueMetrics
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRequest:
+    lease_id: str
+    delay_seconds: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AckResult:
+    ack_count: int
+    retry_count: int
+    warnings: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class QueueBackend(Protocol):
+    async def send(self, queue: str, message: OutgoingMessage) -> QueueMetrics: ...
+
+    async def send_batch(
+        self,
+        queue: str,
+        messages: Sequence[OutgoingMessage],
+        *,
+        delay_seconds: int | None = None,
+    ) -> QueueMetrics: ...
+
+    async def pull(
+        self,
+        queue: str,
+        *,
+        batch_size: int = DEFAULT_PULL_BATCH,
+        visibility_timeout_ms: int = DEFAULT_VISIBILITY_TIMEOUT_MS,
+    ) -> PullResult: ...
+
+    async def ack(
+        self,
+        queue: str,
+        *,
+        acks: Sequence[str] = (),
+        retries: Sequence[RetryRequest] = (),
+    ) -> AckResult: ...
+
+    async def metrics(self, queue: str) -> QueueMetrics: ...
+
+    async def close(self) -> None: ...

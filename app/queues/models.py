@@ -1,0 +1,27 @@
+"""Tables of the local queue engine."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Index, Text
+from sqlmodel import Field, SQLModel
+
+
+class QueueMessage(SQLModel, table=True):
+    """One stored message. A lease sets `lease_id` and pushes `visible_at_ms` forward."""
+
+    __tablename__ = "queue_message"
+    __table_args__ = (
+        Index("ix_queue_message_queue_visible_at_ms", "queue", "visible_at_ms"),
+        Index("ix_queue_message_queue_enqueued_ms", "queue", "enqueued_ms"),
+    )
+
+    id: str = Field(primary_key=True, max_length=32)
+    queue: str = Field(max_length=63)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    content_type: str = Field(max_length=8)
+    size_bytes: int
+    enqueued_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+    visible_at_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+    delay_seconds: int = 0
+    attempts: int = 0
+    lease_id: str | None = Field(default=None, max_length=128)

@@ -1,0 +1,128 @@
+"""Test fixtures: a migrated database (SQLite, or PostgreSQL when JOBGATE_DATABASE_URL
+points at one, in a fresh schema per run), a manual clock, the app over ASGI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import app.models  # noqa: F401
+from app.core.clock import ManualClock, SystemClock
+from app.core.config import REPO_ROOT, Environment, Settings
+from app.core.db import create_engine, metadata
+from app.core.migrations import upgrade
+from app.core.runtime import Runtime, build_runtime
+from app.main import create_app
+from tests.factories import TenantFactory
+
+
+def _target_url() -> str | None:
+    raw = os.environ.get("JOBGATE_DATABASE_URL", "")
+    if raw and make_url(raw).get_backend_name() in ("postgresql", "postgres"):
+        return raw
+    return None
+
+
+@pytest.fixture(scope="session")
+def database() -> Iterator[tuple[str, str | None]]:
+    """(database URL, PostgreSQL schema or None), migrated once for the whole run."""
+    pg_url = _target_url()
+    if pg_url is None:
+        with tempfile.TemporaryDirectory(prefix="jobgate-test-") as tmp:
+            url = f"sqlite:///{Path(tmp) / 'test.db'}"
+            asyncio.run(_migrate(url, None))
+            yield url, None
+        return
+    schema = f"test_{os.getpid()}_{secrets.token_hex(3)}"
+    asyncio.run(_pg_schema(pg_url, schema, create=True))
+    try:
+        asyncio.run(_migrate(pg_url, schema))
+        yield pg_url, schema
+    finally:
+        asyncio.run(_pg_schema(pg_url, schema, create=False))
+
+
+async def _pg_schema(url: str, schema: str, *, create: bool) -> None:
+    engine = create_engine(Settings(database_url=url))
+    async with engine.begin() as conn:
+        if create:
+            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        else:
+            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    await engine.dispose()
+
+
+async def _migrate(url: str, schema: str | None) -> None:
+    engine = create_engine(Settings(database_url=url), search_path=schema)
+    await upgrade(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+def settings(database: tuple[str, str | None]) -> Settings:
+    url, _ = database
+    return Settings(
+        database_url=url,
+        environment=Environment.test,
+        wrangler_config=REPO_ROOT / "wrangler.jsonc",
+        # Tests need speed, not fsync-per-commit durability (the crash test checks that).
+        sqlite_synchronous="NORMAL",
+    )
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(start_ms=SystemClock().now_ms())
+
+
+async def _clean(engine: AsyncEngine) -> None:
+    tables = [table.name for table in reversed(metadata.sorted_tables)]
+    async with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            await conn.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
+        else:
+            for name in tables:
+                await conn.execute(text(f"DELETE FROM {name}"))
+
+
+@pytest_asyncio.fixture
+async def db_engine(
+    settings: Settings, database: tuple[str, str | None]
+) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(settings, search_path=database[1])
+    await _clean(engine)
+    yield engine
+    await engine.dispose()
+
+
+@pytest_asyncio.fixture
+async def runtime(
+    settings: Settings, clock: ManualClock, db_engine: AsyncEngine
+) -> AsyncIterator[Runtime]:
+    built = build_runtime(settings, clock=clock, engine=db_engine)
+    yield built
+    await built.queue_engine.close()
+
+
+@pytest_asyncio.fixture
+async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    application = create_app(runtime=runtime)
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+@pytest.fixture
+def tenants(runtime: Runtime) -> TenantFactory:
+    return TenantFactory(runtime)

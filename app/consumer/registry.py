@@ -52,14 +52,17 @@ class JobContext:
 HandlerFunc = Callable[[JobContext], Awaitable[None]]
 
 
+ExceptionTypes = tuple[type[BaseException], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class HandlerSpec:
-    type: str
+    job_type: str
     func: HandlerFunc
     # Per-handler override of the queue's max_retries; None keeps the topology's.
     max_retries: int | None = None
     # Exceptions that are permanent failures for this handler (never retried).
-    throws: tuple[type[BaseException], ...] = ()
+    throws: ExceptionTypes = ()
     timeout_seconds: float | None = None
 
 
@@ -68,9 +71,9 @@ class HandlerRegistry:
         self._specs: dict[str, HandlerSpec] = {}
 
     def register(self, spec: HandlerSpec) -> None:
-        if spec.type in self._specs:
-            raise ValueError(f"a handler for {spec.type!r} is registered already")
-        self._specs[spec.type] = spec
+        if spec.job_type in self._specs:
+            raise ValueError(f"a handler for {spec.job_type!r} is registered already")
+        self._specs[spec.job_type] = spec
 
     def get(self, job_type: str) -> HandlerSpec | None:
         return self._specs.get(job_type)
@@ -84,13 +87,13 @@ class HandlerRegistry:
         job_type: str,
         *,
         max_retries: int | None = None,
-        throws: tuple[type[BaseException], ...] = (),
+        throws: ExceptionTypes = (),
         timeout_seconds: float | None = None,
     ) -> Callable[[HandlerFunc], HandlerFunc]:
         def decorate(func: HandlerFunc) -> HandlerFunc:
             self.register(
                 HandlerSpec(
-                    type=job_type,
+                    job_type=job_type,
                     func=func,
                     max_retries=max_retries,
                     throws=throws,

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import httpx
+
+    from app.core.clock import Clock
+    from app.core.config import Settings
+    from app.core.db import SessionMaker
+    from app.core.security import SecretBox
 
 
 class RetryLater(Exception):
@@ -32,6 +40,19 @@ class ProgressReporter(Protocol):
 
 
 @dataclass(slots=True)
+class Resources:
+    """Shared by every handler run in one consumer process."""
+
+    settings: Settings
+    sessionmaker: SessionMaker
+    http: httpx.AsyncClient
+    box: SecretBox
+    clock: Clock
+    # Per-handler-module state (clients, caches), keyed by module; created lazily.
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class JobContext:
     """What one run of a handler knows about its job."""
 
@@ -41,9 +62,8 @@ class JobContext:
     payload: dict[str, Any]
     attempt: int
     report_progress: ProgressReporter
-    # Shared resources of the consumer process (settings, sessionmaker, http client...).
-    resources: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    resources: Resources
+    created_at_ms: int = 0
 
     async def progress(self, percent: int, message: str | None = None) -> None:
         await self.report_progress(max(0, min(100, percent)), message)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
 import sys
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 import uvicorn
@@ -14,6 +17,11 @@ from rich.console import Console
 from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.security import SecretBox
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from app.handlers.models import ShopConnection
 
 cli = typer.Typer(help="jobgate: background jobs on Cloudflare Queues.", no_args_is_help=True)
 db_cli = typer.Typer(help="Database migrations.", no_args_is_help=True)
@@ -123,7 +131,12 @@ def dev() -> None:
     else:
         err.print("tenants exist already; make another key with `jobgate tenants create NAME`")
     err.print(f"gateway on http://{settings.host}:{settings.port} (docs at /docs)")
-    _serve(settings)
+    # The consumer runs as a child process and stops with the gateway (SIGTERM, then wait).
+    consumer = _spawn_consumer()
+    try:
+        _serve(settings)
+    finally:
+        _stop_child(consumer, grace=settings.consumer_shutdown_grace_seconds + 10)
 
 
 @cli.command()
@@ -133,6 +146,409 @@ def openapi() -> None:
     from app.main import create_app
 
     sys.stdout.write(openapi_yaml(create_app(get_settings())))
+
+
+@cli.command()
+def emulator(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8787,
+    host: Annotated[str | None, typer.Option(help="Interface (default JOBGATE_HOST).")] = None,
+) -> None:
+    """Migrate, then serve the Cloudflare-compatible Queues REST API on the local engine."""
+    settings = get_settings()
+    if not settings.cf_api_token:
+        err.print("[red]error:[/red] set JOBGATE_CF_API_TOKEN (the one token the emulator accepts)")
+        raise typer.Exit(2)
+    asyncio.run(_upgrade(settings))
+    bind = host or settings.host
+    err.print(
+        f"Cloudflare Queues emulator on http://{bind}:{port}/client/v4 "
+        f"(account {settings.cf_account_id})"
+    )
+    uvicorn.run(
+        "app.emulator.app:create_app",
+        factory=True,
+        host=bind,
+        port=port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+
+
+# --- shops: a tenant's PrestaShop connections and email sender (app/handlers) ---
+
+shops_cli = typer.Typer(
+    help="A tenant's PrestaShop shops (URL + Webservice key) and email sender.",
+    no_args_is_help=True,
+)
+cli.add_typer(shops_cli, name="shops")
+_T = TypeVar("_T")
+
+
+def _shop_json(row: ShopConnection) -> dict[str, object]:
+    # Never the key, not even encrypted: listings end up in tickets and chats.
+    return {
+        "site_id": row.site_id,
+        "base_url": row.base_url,
+        "default": row.is_default,
+        "timezone": row.timezone,
+        "ps_version": row.ps_version,
+    }
+
+
+def _run_shops(work: Callable[[AsyncSession, Settings], Awaitable[_T]]) -> _T:
+    """Run `work` in one committed session; AppErrors become a red message and exit 1."""
+    from app.core.errors import AppError
+
+    async def run(settings: Settings) -> _T:
+        engine = create_engine(settings)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                result = await work(session, settings)
+                await session.commit()
+                return result
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run(get_settings()))
+    except AppError as exc:
+        err.print(f"[red]error:[/red] {exc.detail}")
+        raise typer.Exit(1) from exc
+
+
+@shops_cli.command("set")
+def shops_set(
+    tenant_id: Annotated[str, typer.Argument(help="The tenant's id.")],
+    url: Annotated[str, typer.Option("--url", help="Shop base URL, e.g. https://shop.example")],
+    key: Annotated[
+        str,
+        typer.Option(
+            "--key",
+            envvar="JOBGATE_SHOP_KEY",
+            prompt="Webservice key",
+            hide_input=True,
+            help="The 32-character Webservice key (prompted when omitted; or JOBGATE_SHOP_KEY).",
+        ),
+    ],
+    site_id: Annotated[str, typer.Option("--site-id", help="The shop's site id.")] = "default",
+    timezone: Annotated[str, typer.Option("--timezone", help="The shop's time zone.")] = "UTC",
+    make_default: Annotated[
+        bool, typer.Option("--default", help="Make it the tenant's default shop.")
+    ] = False,
+) -> None:
+    """Add or replace a tenant's shop; the key is stored encrypted and never printed."""
+    from app.handlers import service as handlers_service
+
+    async def work(session: AsyncSession, settings: Settings) -> dict[str, object]:
+        row = await handlers_service.set_shop_connection(
+            session,
+            tenant_id=tenant_id,
+            site_id=site_id,
+            base_url=url,
+            key=key,
+            box=SecretBox(settings.secret_key),
+            timezone=timezone,
+            make_default=make_default,
+        )
+        return _shop_json(row)
+
+    print(json.dumps(_run_shops(work)))
+
+
+@shops_cli.command("list")
+def shops_list(tenant_id: Annotated[str, typer.Argument(help="The tenant's id.")]) -> None:
+    """List a tenant's shops as JSON (without keys)."""
+    from app.handlers import service as handlers_service
+
+    async def work(session: AsyncSession, _settings: Settings) -> list[dict[str, object]]:
+        rows = await handlers_service.list_shop_connections(session, tenant_id=tenant_id)
+        return [_shop_json(row) for row in rows]
+
+    print(json.dumps(_run_shops(work)))
+
+
+@shops_cli.command("set-sender")
+def shops_set_sender(
+    tenant_id: Annotated[str, typer.Argument(help="The tenant's id.")],
+    address: Annotated[str, typer.Argument(help="From address, e.g. shop@example.com")],
+    name: Annotated[str | None, typer.Option("--name", help="Display name.")] = None,
+) -> None:
+    """Set the From address of the tenant's emails."""
+    from app.handlers import service as handlers_service
+
+    async def work(session: AsyncSession, _settings: Settings) -> None:
+        await handlers_service.set_email_sender(
+            session, tenant_id=tenant_id, address=address, display_name=name
+        )
+
+    _run_shops(work)
+    err.print(f"sender of tenant {tenant_id} set to {address}")
+
+
+def _spawn_consumer() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "app", "consume"])
+
+
+def _stop_child(child: subprocess.Popen[bytes], *, grace: float) -> None:
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+@cli.command()
+def consume(
+    queue: Annotated[
+        list[str] | None,
+        typer.Option("--queue", help="A queue to consume (repeatable; default: all of them)."),
+    ] = None,
+) -> None:
+    """Run the consumer: handlers for every job, retries, DLQ, breakers (until SIGTERM)."""
+    import logging
+
+    from app.consumer import service as consumer_service
+    from app.core.runtime import build_runtime
+
+    settings = get_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+
+    async def run() -> None:
+        runtime = build_runtime(settings)
+        try:
+            await consumer_service.serve(runtime, queues=queue or None)
+        finally:
+            await runtime.close()
+
+    try:
+        asyncio.run(run())
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+# --- keys and webhooks: credentials administration and signing (app/tenants, app/webhooks) ---
+
+keys_cli = typer.Typer(help="A tenant's API keys.", no_args_is_help=True)
+webhooks_cli = typer.Typer(
+    help="Webhook secrets (rotation) and signing test deliveries.", no_args_is_help=True
+)
+cli.add_typer(keys_cli, name="keys")
+cli.add_typer(webhooks_cli, name="webhooks")
+
+
+def _run_admin(work: Callable[[AsyncSession, Settings], Awaitable[_T]]) -> _T:
+    """Run one unit of admin work in a transaction that commits; AppError → exit 1."""
+    from app.core.errors import AppError
+
+    settings = get_settings()
+
+    async def run() -> _T:
+        engine = create_engine(settings)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                result = await work(session, settings)
+                await session.commit()
+                return result
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except AppError as exc:
+        err.print(f"[red]error:[/red] {exc.detail}")
+        raise typer.Exit(1) from exc
+
+
+@keys_cli.command("create")
+def keys_create(
+    tenant_id: Annotated[str, typer.Argument(help="The tenant's id.")],
+    scope: Annotated[
+        list[str] | None, typer.Option("--scope", help="jobs:write, jobs:read or admin.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
+) -> None:
+    """Create an API key (printed once, as JSON)."""
+    from app.tenants import service as tenants_service
+    from app.tenants.schemas import DEFAULT_SCOPES, Scope
+
+    try:
+        scopes = [Scope(s) for s in scope] if scope else list(DEFAULT_SCOPES)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+    async def work(session: AsyncSession, _settings: Settings) -> dict[str, object]:
+        await tenants_service.get_tenant(session, tenant_id=tenant_id)
+        key, row = await tenants_service.create_api_key(
+            session, tenant_id=tenant_id, scopes=scopes, name=name
+        )
+        return {"id": row.id, "prefix": row.prefix, "scopes": row.scopes.split(), "api_key": key}
+
+    print(json.dumps(_run_admin(work)))
+
+
+@keys_cli.command("list")
+def keys_list(
+    tenant_id: Annotated[str, typer.Argument(help="The tenant's id.")],
+    prefix: Annotated[str | None, typer.Option(help="Only keys whose prefix starts so.")] = None,
+) -> None:
+    """List a tenant's keys (never their secret part), one JSON object per line."""
+    from app.tenants import service as tenants_service
+
+    async def work(session: AsyncSession, _settings: Settings) -> list[dict[str, object]]:
+        rows = await tenants_service.list_api_keys(session, tenant_id=tenant_id, prefix=prefix)
+        return [
+            {
+                "id": r.id,
+                "prefix": r.prefix,
+                "scopes": r.scopes.split(),
+                "name": r.name,
+                "revoked": r.revoked_at is not None,
+            }
+            for r in rows
+        ]
+
+    for row in _run_admin(work):
+        print(json.dumps(row))
+
+
+@keys_cli.command("revoke")
+def keys_revoke(
+    tenant_id: Annotated[str, typer.Argument(help="The tenant's id.")],
+    key_id: Annotated[str, typer.Argument(help="The key's id (from `keys list`).")],
+) -> None:
+    """Revoke an API key (running gateways forget it within seconds)."""
+    from app.tenants import service as tenants_service
+
+    async def work(session: AsyncSession, _settings: Settings) -> None:
+        await tenants_service.revoke_api_key(session, tenant_id=tenant_id, key_id=key_id)
+
+    _run_admin(work)
+    err.print(f"key {key_id} revoked")
+
+
+@webhooks_cli.command("rotate")
+def webhooks_rotate(tenant_id: Annotated[str, typer.Argument(help="The tenant's id.")]) -> None:
+    """Add a webhook secret; old ones stay valid until `webhooks revoke`. Prints JSON."""
+    from app.tenants import service as tenants_service
+
+    async def work(session: AsyncSession, settings: Settings) -> dict[str, str]:
+        secret, row = await tenants_service.add_webhook_secret(
+            session, tenant_id=tenant_id, box=SecretBox(settings.secret_key)
+        )
+        return {"id": row.id, "webhook_secret": secret}
+
+    print(json.dumps(_run_admin(work)))
+
+
+@webhooks_cli.command("secrets")
+def webhooks_secrets(tenant_id: Annotated[str, typer.Argument(help="The tenant's id.")]) -> None:
+    """List a tenant's webhook secrets (ids and dates only)."""
+    from app.tenants import service as tenants_service
+
+    async def work(session: AsyncSession, _settings: Settings) -> list[dict[str, object]]:
+        rows = await tenants_service.list_webhook_secrets(session, tenant_id=tenant_id)
+        return [
+            {
+                "id": r.id,
+                "created_at": r.created_at.isoformat(),
+                "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None,
+            }
+            for r in rows
+        ]
+
+    for row in _run_admin(work):
+        print(json.dumps(row))
+
+
+@webhooks_cli.command("revoke")
+def webhooks_revoke(
+    tenant_id: Annotated[str, typer.Argument(help="The tenant's id.")],
+    secret_id: Annotated[str, typer.Argument(help="The secret's id (from `webhooks secrets`).")],
+) -> None:
+    """Revoke an old webhook secret (the last active one cannot be revoked)."""
+    from app.tenants import service as tenants_service
+
+    async def work(session: AsyncSession, _settings: Settings) -> None:
+        await tenants_service.revoke_webhook_secret(
+            session, tenant_id=tenant_id, secret_id=secret_id
+        )
+
+    _run_admin(work)
+    err.print(f"webhook secret {secret_id} revoked")
+
+
+@webhooks_cli.command("sign")
+def webhooks_sign(
+    tenant_id: Annotated[str, typer.Argument(help="The tenant's id.")],
+    body: Annotated[str | None, typer.Option(help="The JSON body, exactly as sent.")] = None,
+    file: Annotated[
+        typer.FileBinaryRead | None, typer.Option(help="Read the body from a file ('-': stdin).")
+    ] = None,
+    secret: Annotated[
+        str | None,
+        typer.Option(
+            envvar="JOBGATE_WEBHOOK_SECRET",
+            help="whsec_... (default: the tenant's newest active secret from the database).",
+        ),
+    ] = None,
+    message_id: Annotated[str | None, typer.Option("--id", help="webhook-id.")] = None,
+    timestamp: Annotated[int | None, typer.Option(help="Unix seconds (default: now).")] = None,
+    curl: Annotated[bool, typer.Option("--curl", help="Print a full curl command.")] = False,
+    url: Annotated[
+        str | None, typer.Option(help="Gateway base URL (default http://HOST:PORT).")
+    ] = None,
+) -> None:
+    """Sign a body with Standard Webhooks: print the headers, or a ready curl command."""
+    import secrets as random_secrets
+    import shlex
+    import time
+
+    from app.webhooks.verifiers import sign_headers
+
+    if (body is None) == (file is None):
+        err.print("[red]error:[/red] give exactly one of --body and --file")
+        raise typer.Exit(2)
+    raw = body.encode() if body is not None else file.read() if file is not None else b""
+    if secret is None:
+        from app.tenants import service as tenants_service
+
+        async def work(session: AsyncSession, settings: Settings) -> list[str]:
+            return await tenants_service.active_webhook_secrets(
+                session, tenant_id=tenant_id, box=SecretBox(settings.secret_key)
+            )
+
+        active = _run_admin(work)
+        if not active:
+            err.print(f"[red]error:[/red] tenant {tenant_id} has no webhook secret")
+            raise typer.Exit(1)
+        secret = active[0]
+    try:
+        headers = sign_headers(
+            [secret],
+            message_id or f"msg_{random_secrets.token_hex(12)}",
+            timestamp if timestamp is not None else int(time.time()),
+            raw,
+        )
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if not curl:
+        for name, value in headers.items():
+            print(f"{name}: {value}")
+        return
+    settings = get_settings()
+    base = (url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    parts = ["curl", "-sS", "-X", "POST", f"{base}/v1/webhooks/prestashop/{tenant_id}"]
+    for name, value in headers.items():
+        parts += ["-H", f"{name}: {value}"]
+    parts += ["--data-binary", raw.decode()]
+    print(" ".join(shlex.quote(p) for p in parts))
 
 
 def main() -> None:

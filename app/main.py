@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from app import __version__
+from app.admission.service import AdmissionControl
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.middleware import BodyLimit
@@ -15,6 +18,8 @@ from app.core.openapi import TAG_METADATA, install_openapi, operation_id
 from app.core.runtime import Runtime, build_runtime
 from app.jobs.router import router as jobs_router
 from app.observability.router import router as observability_router
+from app.tenants.router import router as admin_router
+from app.webhooks.router import router as webhooks_router
 
 DESCRIPTION = """\
 Run background jobs on Cloudflare Queues. Authenticate with `Authorization: Bearer <api key>`.
@@ -27,13 +32,24 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     settings = settings or (runtime.settings if runtime else get_settings())
     # Fail at start-up, not on the first request, when the configuration is wrong.
     state = runtime or build_runtime(settings)
+    admission = AdmissionControl.from_runtime(state)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = state
+        app.state.admission.start()  # samples queue depth in the background
+        relay_task = asyncio.create_task(state.relay.run()) if state.relay else None
         try:
             yield
         finally:
+            if state.relay is not None and relay_task is not None:
+                state.relay.stop()
+                await relay_task
+                if state.relay.ready:
+                    # Publish what is still waiting, without lingering.
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(state.relay.relay_once(force=True), timeout=10)
+            await app.state.admission.close()
             if runtime is None:
                 await state.close()
 
@@ -46,9 +62,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         lifespan=lifespan,
     )
     app.state.runtime = state
+    app.state.admission = admission
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(jobs_router)
+    app.include_router(webhooks_router)
+    app.include_router(admin_router)
     app.include_router(observability_router)
     return app

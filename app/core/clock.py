@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Protocol
 
 
@@ -40,3 +42,35 @@ def to_datetime(ms: int) -> datetime:
 
 def utcnow() -> datetime:
     return datetime.now(tz=UTC)
+
+
+class OffsetFileClock:
+    """TEST ONLY: real time plus an offset in ms read from a file (missing or empty = 0).
+
+    Every process of an end-to-end test points at the same file, so a test moves time for
+    the gateway and the consumer at once by rewriting it (`write_clock_offset`).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._stamp: tuple[int, int] | None = None
+        self._offset_ms = 0
+
+    def now_ms(self) -> int:
+        try:
+            stat = self._path.stat()
+        except FileNotFoundError:
+            return time.time_ns() // 1_000_000
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp != self._stamp:
+            text = self._path.read_text(encoding="ascii").strip()
+            self._offset_ms = int(text) if text else 0
+            self._stamp = stamp
+        return time.time_ns() // 1_000_000 + self._offset_ms
+
+
+def write_clock_offset(path: Path, offset_ms: int) -> None:
+    """Atomically set the offset an `OffsetFileClock` adds (tests)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(str(offset_ms), encoding="ascii")
+    os.replace(tmp, path)

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -31,14 +31,36 @@ class Settings(BaseSettings):
     # SQLite `synchronous` pragma: FULL fsyncs every commit so a 202 survives power loss too.
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
     db_pool_size: int = Field(default=10, ge=1, le=200)
+    # PostgreSQL schema put first on the search_path (tests and benchmarks run in a fresh one).
+    database_schema: str | None = None
     queue_backend: Literal["local", "cloudflare"] = "local"
     cf_account_id: str = "023e105f4ecef8ad9ca31a8372d0c353"
     cf_api_token: str = ""
     cf_api_base_url: str = "https://api.cloudflare.com/client/v4"
+    # Cloudflare client: per-request timeout and retries on 429/5xx/network errors.
+    cf_timeout_seconds: float = Field(default=10.0, gt=0)
+    cf_max_retries: int = Field(default=4, ge=0, le=20)
+    # Outbox relay: publish when 100 jobs wait or the oldest has waited this long.
+    outbox_linger_ms: int = Field(default=1000, ge=0, le=60_000)
+    outbox_poll_ms: int = Field(default=250, ge=10, le=60_000)
     wrangler_config: Path = DEFAULT_WRANGLER_CONFIG
     redis_url: str | None = None
     rate_limit_jobs: str = "600/minute"
     admin_token: str | None = None
+    # JWT bearer tokens (RFC 9068 access tokens) beside API keys: keys from a JWKS URL
+    # (RS/PS/ES/EdDSA) and/or a shared HS256 secret; unset both to accept API keys only.
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_hs256_secret: str | None = None
+    jwt_tenant_claim: str = "tenant_id"
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=600)
+    jwt_jwks_cache_seconds: int = Field(default=300, ge=1)
+    jwt_jwks_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Webhook ingress: timestamp tolerance (both ways), body cap, product-burst window.
+    webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
+    webhook_max_body_bytes: int = Field(default=262_144, ge=1024)
+    webhook_product_debounce_seconds: int = Field(default=30, ge=1, le=3600)
     secret_key: str = DEV_SECRET_KEY
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -47,6 +69,76 @@ class Settings(BaseSettings):
     idempotency_window_seconds: int = Field(default=86_400, ge=1)
     # Cap on any request body, checked while it streams in.
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    # Consumer (app/consumer): modules imported to register handlers, comma-separated.
+    handler_modules: str = "app.handlers"
+    # `retry_delay: "exponential"`: base * 2^(attempt-1) s, capped at 86,400 s, minus jitter.
+    consumer_retry_base_seconds: int = Field(default=30, ge=1, le=86_400)
+    consumer_retry_jitter: float = Field(default=0.2, ge=0.0, le=1.0)
+    # Handlers run at once per queue when the topology sets no `max_concurrency`.
+    consumer_default_concurrency: int = Field(default=10, ge=1, le=250)
+    # Messages leased ahead per queue (fair selection by tenant needs more than one batch).
+    consumer_prefetch: int = Field(default=100, ge=1, le=100)
+    # Idle polling: starts at the minimum, doubles while queues stay empty.
+    consumer_poll_min_ms: int = Field(default=100, ge=10, le=60_000)
+    consumer_poll_max_ms: int = Field(default=2_000, ge=10, le=60_000)
+    # Lease heartbeat period; unset = a third of the queue's visibility timeout.
+    consumer_heartbeat_ms: int | None = Field(default=None, ge=10)
+    # On SIGTERM: how long in-flight handlers may finish before they are released.
+    consumer_shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    # A final-delivery attempt whose lease ran out this long ago is lost: the job is dead.
+    consumer_lost_grace_seconds: int = Field(default=30, ge=0)
+    consumer_sweep_interval_seconds: float = Field(default=30.0, gt=0)
+    # Circuit breaker per (tenant, job type).
+    breaker_threshold: int = Field(default=5, ge=1)
+    breaker_window_seconds: int = Field(default=60, ge=1)
+    breaker_cooldown_seconds: int = Field(default=30, ge=1, le=86_400)
+    # TEST ONLY: the clock is real time plus the offset (ms) in this file, shared by every
+    # process of a test; refused in production.
+    test_clock_file: Path | None = None
+    # Handlers (app/handlers): outbound email.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Delay before re-sending after a 4xx SMTP reply (the company's code waits a minute).
+    smtp_retry_delay_seconds: int = Field(default=60, ge=0)
+    email_default_sender: str = "jobgate <noreply@localhost>"
+    # Handlers: PrestaShop Webservice.
+    prestashop_page_size: int = Field(default=100, ge=1, le=1000)
+    prestashop_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Handlers: images and object store (local directory unless `s3`).
+    object_store: Literal["local", "s3"] = "local"
+    object_store_dir: Path = Path("./.jobgate/objects")
+    object_store_s3_bucket: str | None = None
+    object_store_s3_endpoint_url: str | None = None
+    # Keys are read under `{tenant_id}/` so one tenant's job cannot touch another's objects.
+    object_store_per_tenant: bool = True
+    alt_text_url: str | None = None
+    alt_text_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Handlers: AI agents.
+    agent_executor_url: str | None = None
+    agent_timeout_seconds: float = Field(default=300.0, gt=0)
+    # Handlers: analytics events are coalesced into one INSERT per batch.
+    analytics_batch_size: int = Field(default=200, ge=1, le=10_000)
+    analytics_flush_interval_ms: int = Field(default=50, ge=0, le=60_000)
+    # `jobgate emulator` (the Cloudflare-compatible Queues API; reference §8).
+    # How pulled `json` bodies are encoded: base64 (documented) or plain JSON (seen in the wild).
+    emulator_json_body: Literal["base64", "plain"] = "base64"
+    # Mount `/_emulator/*` (clock, reset, state, faults, config): tests only.
+    emulator_test_controls: bool = False
+    # Simulate Cloudflare's rate limits (429 + Retry-After), so client backoff is exercised.
+    emulator_rate_limits: bool = False
+    emulator_global_limit: int = Field(default=1200, ge=1)
+    emulator_global_window_seconds: int = Field(default=300, ge=1)
+    emulator_queue_msgs_per_second: int = Field(default=5000, ge=1)
+    emulator_max_backlog_bytes: int = Field(default=25_000_000_000, ge=1)
+    emulator_max_queues: int = Field(default=10_000, ge=1)
+    # Pulling from a queue without an http_pull consumer (405 was reported by a third party).
+    emulator_no_consumer_status: int = Field(default=405, ge=400, le=499)
+    # Share of Cloudflare API calls answered with a 500 (code 15000), for soak tests.
+    emulator_fault_rate: float = Field(default=0.0, ge=0.0, le=1.0)
 
     @field_validator("secret_key")
     @classmethod
@@ -55,10 +147,20 @@ class Settings(BaseSettings):
             raise ValueError("JOBGATE_SECRET_KEY must not be empty")
         return value
 
+    @model_validator(mode="after")
+    def _jwt_needs_issuer_and_audience(self) -> Settings:
+        if (self.jwt_jwks_url or self.jwt_hs256_secret) and not (
+            self.jwt_issuer and self.jwt_audience
+        ):
+            raise ValueError("JWT keys are configured: set JOBGATE_JWT_ISSUER and _AUDIENCE too")
+        return self
+
     def check_production_secrets(self) -> None:
         """Refuse to run outside development with the placeholder secret key."""
         if self.environment is Environment.production and self.secret_key == DEV_SECRET_KEY:
             raise ValueError("set JOBGATE_SECRET_KEY: the development placeholder is refused")
+        if self.environment is Environment.production and self.test_clock_file is not None:
+            raise ValueError("JOBGATE_TEST_CLOCK_FILE is for tests only")
 
 
 @lru_cache

@@ -55,6 +55,7 @@ def create_engine(settings: Settings, *, search_path: str | None = None) -> Asyn
     else:
         kwargs["pool_size"] = settings.db_pool_size
         kwargs["max_overflow"] = settings.db_pool_size
+        search_path = search_path or settings.database_schema
         if search_path:
             kwargs["connect_args"] = {"server_settings": {"search_path": search_path}}
     engine = create_async_engine(url, **kwargs)

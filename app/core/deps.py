@@ -12,7 +12,7 @@ from app.core.errors import UnsupportedMediaType
 from app.core.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -22,14 +22,20 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
     # Routers commit explicitly before answering; anything uncommitted is rolled back here.
-    async with runtime.sessionmaker() as session:
+    if runtime.write_gate is None:
+        async with runtime.sessionmaker() as session:
+            yield session
+        return
+    # SQLite runs one write transaction at a time; queueing requests here, in order, beats
+    # SQLite's busy handler, whose sleep-and-retry gives multi-second tail latencies.
+    async with runtime.write_gate, runtime.sessionmaker() as session:
         yield session
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
-def require_json(request: Request) -> None:
+async def require_json(request: Request) -> None:
     """415 unless the body is declared as JSON (checked before the body is validated)."""
     content_type = request.headers.get("content-type", "")
     media_type = content_type.split(";", 1)[0].strip().lower()

@@ -13,11 +13,21 @@ from fastapi.routing import APIRoute
 
 class Tag(StrEnum):
     jobs = "jobs"
+    webhooks = "webhooks"
+    admin = "admin"
     health = "health"
 
 
 TAG_METADATA: list[dict[str, Any]] = [
     {"name": Tag.jobs, "description": "Submit typed jobs and follow their status."},
+    {
+        "name": Tag.webhooks,
+        "description": "Event ingress: PrestaShop (Standard Webhooks) and R2 notifications.",
+    },
+    {
+        "name": Tag.admin,
+        "description": "Tenants, API keys, webhook secrets, shops (admin scope or ADMIN_TOKEN).",
+    },
     {"name": Tag.health, "description": "Liveness and readiness probes."},
 ]
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.core.clock import Clock, SystemClock
+from app.core.clock import Clock, OffsetFileClock, SystemClock
 from app.core.config import Settings
 from app.core.db import SessionMaker, create_engine, create_sessionmaker
 from app.core.security import SecretBox
 from app.jobs.payloads import JOB_TYPES
 from app.jobs.service import Dispatcher
+from app.outbox.relay import OutboxRelay
+from app.outbox.service import OutboxDispatcher
+from app.queues.base import QueueBackend
+from app.queues.cloudflare import CloudflareQueues, RetryPolicy
 from app.queues.local import LocalDispatcher, LocalQueueEngine
 from app.queues.topology import Topology, load_topology
 from app.tenants.service import ApiKeyCache
@@ -24,12 +30,25 @@ class Runtime:
     sessionmaker: SessionMaker
     clock: Clock
     topology: Topology
+    # The local engine on the job store's database (the backend when QUEUE_BACKEND=local).
     queue_engine: LocalQueueEngine
+    # Where jobs are published and pulled: the local engine or Cloudflare.
+    backend: QueueBackend
     dispatcher: Dispatcher
     box: SecretBox
+    # Set with the Cloudflare backend: publishes the outbox after commit.
+    relay: OutboxRelay | None = None
     key_cache: ApiKeyCache = field(default_factory=ApiKeyCache)
+    # Serializes request transactions on SQLite (one writer at a time anyway); None elsewhere.
+    write_gate: asyncio.Lock | None = None
+
+    async def open(self) -> None:
+        """Resolve queue ids with Cloudflare (processes that pull or publish directly)."""
+        if isinstance(self.backend, CloudflareQueues):
+            await self.backend.start(self.topology)
 
     async def close(self) -> None:
+        await self.backend.close()
         await self.queue_engine.close()
         await self.engine.dispose()
 
@@ -45,12 +64,32 @@ def build_runtime(
     topology = load_topology(settings.wrangler_config, job_types=JOB_TYPES)
     db_engine = engine or create_engine(settings)
     sessionmaker = create_sessionmaker(db_engine)
-    clock = clock or SystemClock()
+    clock = clock or (
+        OffsetFileClock(settings.test_clock_file) if settings.test_clock_file else SystemClock()
+    )
     queue_engine = LocalQueueEngine(sessionmaker, topology.queues, clock=clock)
-    if settings.queue_backend != "local":
-        raise ValueError(
-            f"JOBGATE_QUEUE_BACKEND={settings.queue_backend!r} is not available in this build"
+    backend: QueueBackend = queue_engine
+    dispatcher: Dispatcher = LocalDispatcher(queue_engine)
+    relay: OutboxRelay | None = None
+    if settings.queue_backend == "cloudflare":
+        if not settings.cf_api_token:
+            raise ValueError("JOBGATE_QUEUE_BACKEND=cloudflare needs JOBGATE_CF_API_TOKEN")
+        backend = CloudflareQueues(
+            account_id=settings.cf_account_id,
+            api_token=settings.cf_api_token,
+            base_url=settings.cf_api_base_url,
+            timeout_seconds=settings.cf_timeout_seconds,
+            retry=RetryPolicy(max_retries=settings.cf_max_retries),
         )
+        relay = OutboxRelay(
+            sessionmaker,
+            backend,
+            clock,
+            linger_ms=settings.outbox_linger_ms,
+            poll_ms=settings.outbox_poll_ms,
+            prepare=partial(backend.start, topology),
+        )
+        dispatcher = OutboxDispatcher(clock, wake=relay.wake)
     return Runtime(
         settings=settings,
         engine=db_engine,
@@ -58,6 +97,9 @@ def build_runtime(
         clock=clock,
         topology=topology,
         queue_engine=queue_engine,
-        dispatcher=LocalDispatcher(queue_engine),
+        backend=backend,
+        dispatcher=dispatcher,
         box=SecretBox(settings.secret_key),
+        relay=relay,
+        write_gate=asyncio.Lock() if db_engine.dialect.name == "sqlite" else None,
     )

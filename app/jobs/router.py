@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 
+from app.admission.deps import BatchGate, JobsGate, admit_read
 from app.core.clock import to_datetime
 from app.core.deps import RuntimeDep, SessionDep, require_json
 from app.core.errors import ValidationFailed, problem_responses
@@ -48,12 +49,13 @@ def _public(job: Job) -> JobPublic:
     dependencies=[Depends(require_json)],
     responses={
         200: {"model": JobPublic, "description": "Idempotent repeat: the original job."},
-        **problem_responses(400, 401, 403, 409, 413, 415, 422, 503),
+        **problem_responses(400, 401, 403, 409, 413, 415, 422, 429, 503),
     },
 )
 async def submit_job(
     job: JobRequest,
     principal: JobsWriter,
+    gate: JobsGate,
     session: SessionDep,
     runtime: RuntimeDep,
     request: Request,
@@ -61,6 +63,7 @@ async def submit_job(
     idempotency_key: IdempotencyKey = None,
 ) -> JobPublic:
     """Accept one job: 202 once it is stored durably and queued."""
+    await gate.admit_jobs(principal.tenant_id, [job.type])
     [submitted] = await jobs_service.submit_jobs(
         session,
         principal=principal,
@@ -84,16 +87,18 @@ async def submit_job(
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobBatchResponse,
     dependencies=[Depends(require_json)],
-    responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 503),
+    responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 429, 503),
 )
 async def submit_job_batch(
     batch: JobBatchRequest,
     principal: JobsWriter,
+    gate: BatchGate,
     session: SessionDep,
     runtime: RuntimeDep,
     request: Request,
 ) -> JobBatchResponse:
     """Accept 1..100 jobs atomically: all are stored, or none."""
+    await gate.admit_jobs(principal.tenant_id, [job.type for job in batch.jobs])
     submitted = await jobs_service.submit_jobs(
         session,
         principal=principal,
@@ -115,7 +120,8 @@ async def submit_job_batch(
 @router.get(
     "/{job_id}",
     response_model=JobPublic,
-    responses=problem_responses(401, 403, 404),
+    dependencies=[Depends(admit_read)],
+    responses=problem_responses(401, 403, 404, 429, 503),
 )
 async def get_job(job_id: JobId, principal: JobsReader, session: SessionDep) -> JobPublic:
     """One of the caller's jobs, with its status, attempts and progress."""
@@ -127,7 +133,8 @@ async def get_job(job_id: JobId, principal: JobsReader, session: SessionDep) -> 
 @router.get(
     "",
     response_model=JobPage,
-    responses=problem_responses(400, 401, 403, 422),
+    dependencies=[Depends(admit_read)],
+    responses=problem_responses(400, 401, 403, 422, 429, 503),
 )
 async def list_jobs(
     principal: JobsReader,

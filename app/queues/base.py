@@ -4,14 +4,20 @@ Every backend (the local SQL engine, Cloudflare over REST) passes one conformanc
 (`tests/contract/test_queue_backends.py`):
 
 - delivery is at-least-once, ordering best effort;
-- a message becomes visible after its delay (message, else batch, else queue default);
+- a message becomes visible after its delay (message, else batch, else queue default; an
+  explicit 0 means now);
 - `pull` leases up to `batch_size` visible messages for `visibility_timeout_ms`, counting one
   attempt per delivery; concurrent pullers never get the same message inside one lease;
 - an unacked lease expires and the message is delivered again;
 - `ack` deletes (permissively: an old lease of a still-stored message still deletes it);
-  `retry` makes it visible again after a delay;
+  `retry` needs the current lease and makes the message visible again after its delay (else
+  the consumer's `retry_delay`); unknown or stale leases only add warnings, and the counts
+  are of effective operations;
 - after `max_retries + 1` deliveries a failed message moves to the dead letter queue, or is
-  dropped when the queue has none.
+  dropped when the queue has none;
+- messages older than the retention period are deleted; metrics count every stored message,
+  delayed and in flight included (`oldest_message_timestamp_ms` is 0 when empty);
+- invalid input raises the `QueueError` subclass carrying Cloudflare's error code.
 """
 
 from __future__ import annotations
@@ -107,3 +113,12 @@ class QueueBackend(Protocol):
     async def metrics(self, queue: str) -> QueueMetrics: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class SupportsLeaseExtension(Protocol):
+    """Optional capability: push held leases forward (the consumer's heartbeat uses it)."""
+
+    async def extend_leases(
+        self, queue: str, lease_ids: Sequence[str], visibility_timeout_ms: int
+    ) -> int: ...

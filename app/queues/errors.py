@@ -57,3 +57,32 @@ class QueueUnavailable(QueueError, ServiceUnavailable):
     """The backend could not be reached or kept failing (network, 5xx)."""
 
     code = 15000
+
+
+class QueueAuthFailed(QueueError, ServiceUnavailable):
+    """The backend refused our credentials (Cloudflare code 10000): a configuration error."""
+
+    code = 10000
+
+
+class QueueRequestInvalid(QueueError, BadRequest):
+    """The backend refused the request's shape (codes 10107, 10207, 10208)."""
+
+    code = 10207
+
+
+ERRORS_BY_CODE: dict[int, type[QueueError]] = {
+    cls.code: cls
+    for cls in (
+        QueueNotFound,
+        MessageTooLarge,
+        BatchTooLarge,
+        BatchCountInvalid,
+        MessageInvalid,
+        BatchDelayInvalid,
+        QueuePaused,
+        QueueOverloaded,
+        QueueAuthFailed,
+        QueueRequestInvalid,
+    )
+}

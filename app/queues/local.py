@@ -3,6 +3,10 @@
 It is the embedded default (SQLite) and also runs on PostgreSQL, where concurrent pullers
 use `SELECT ... FOR UPDATE SKIP LOCKED`; on SQLite every transaction is `BEGIN IMMEDIATE`,
 so a pull is an exclusive read-modify-write. All times come from an injectable clock.
+
+Time is applied lazily: every call first sweeps the queue (and the queues that dead-letter
+into it), deleting messages past retention and moving messages whose final lease ran out to
+their dead letter queue. Every step is one bulk statement, whatever the batch size.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import RowMapping, and_, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import Select
 
 from app.core.clock import Clock, SystemClock
 from app.core.db import SessionMaker
@@ -44,6 +49,7 @@ from app.queues.errors import (
     MessageInvalid,
     MessageTooLarge,
     QueueNotFound,
+    QueueRequestInvalid,
 )
 from app.queues.models import QueueMessage
 from app.queues.topology import (
@@ -55,27 +61,40 @@ from app.queues.topology import (
 
 _table = QueueMessage.__table__  # type: ignore[attr-defined]
 
+UNKNOWN_LEASE = "unknown lease"
+ACK_GONE = "message already acknowledged, expired or dead-lettered"
+RETRY_STALE = "lease not found or no longer valid"
+
 
 def encode_body(body: Any, content_type: ContentType) -> str:
     if content_type == "text":
         if not isinstance(body, str):
-            raise MessageInvalid("a text message body must be a string")
+            # A wrong type is a schema mismatch (10207); 10203 is for the content type itself.
+            raise QueueRequestInvalid("a text message body must be a string")
         return body
     if content_type != "json":
         raise MessageInvalid(f"content_type must be 'json' or 'text', not {content_type!r}")
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    try:
+        # allow_nan=False: NaN and Infinity are not JSON, a consumer could not parse them.
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise MessageInvalid(f"a json message body must be JSON-serialisable: {exc}") from None
 
 
 def decode_body(raw: str, content_type: str) -> Any:
     return raw if content_type == "text" else json.loads(raw)
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_delay(delay: int | None, *, batch: bool = False) -> None:
     if delay is None:
         return
-    if isinstance(delay, bool) or not isinstance(delay, int) or not 0 <= delay <= MAX_DELAY_SECONDS:
+    if not _is_int(delay) or not 0 <= delay <= MAX_DELAY_SECONDS:
         error = BatchDelayInvalid if batch else MessageInvalid
-        raise error(f"delay_seconds must be an integer 0..{MAX_DELAY_SECONDS}")
+        raise error(f"delay_seconds must be an integer 0..{MAX_DELAY_SECONDS}, not {delay!r}")
 
 
 def make_lease_id(message_id: str) -> str:
@@ -85,6 +104,9 @@ def make_lease_id(message_id: str) -> str:
 
 
 def message_id_of(lease_id: str) -> str | None:
+    """The message a lease id names, or None when it is not one of ours."""
+    if not isinstance(lease_id, str):
+        return None
     try:
         raw = base64.urlsafe_b64decode(lease_id + "=" * (-len(lease_id) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
@@ -94,7 +116,14 @@ def message_id_of(lease_id: str) -> str | None:
 
 
 class LocalQueueEngine:
-    """A `QueueBackend` on the job store's database."""
+    """A `QueueBackend` on the job store's database.
+
+    Guarantees (the conformance suite checks them, see `app.queues.base`): at-least-once
+    delivery; a pulled message stays invisible to every other puller until its lease expires,
+    is acked or retried; `attempts` counts deliveries; after `max_retries + 1` deliveries a
+    failed message moves to the queue's dead letter queue (declared on first use) or is
+    deleted; messages older than the retention period are deleted, leased or not.
+    """
 
     def __init__(
         self,
@@ -110,6 +139,7 @@ class LocalQueueEngine:
     # -- configuration -------------------------------------------------------------------
 
     def declare(self, settings: QueueSettings) -> None:
+        """Create or replace a queue's settings (effective from the next call)."""
         self._queues[settings.name] = settings
 
     def settings(self, queue: str) -> QueueSettings:
@@ -131,10 +161,15 @@ class LocalQueueEngine:
         *,
         delay_seconds: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Validate messages against Cloudflare's limits and return rows to insert."""
+        """Validate messages against Cloudflare's limits and return rows to insert.
+
+        All or nothing: one invalid message refuses the whole batch.
+        """
         settings = self.settings(queue)
         if not 1 <= len(messages) <= MAX_BATCH_MESSAGES:
-            raise BatchCountInvalid(f"a batch holds 1..{MAX_BATCH_MESSAGES} messages")
+            raise BatchCountInvalid(
+                f"a batch holds 1..{MAX_BATCH_MESSAGES} messages, not {len(messages)}"
+            )
         _check_delay(delay_seconds, batch=True)
         now = self.clock.now_ms()
         rows: list[dict[str, Any]] = []
@@ -192,9 +227,12 @@ class LocalQueueEngine:
         *,
         delay_seconds: int | None = None,
     ) -> QueueMetrics:
+        rows = self.build_rows(queue, messages, delay_seconds=delay_seconds)
         async with self._sessionmaker() as session:
-            await self.stage(session, queue, messages, delay_seconds=delay_seconds)
-            metrics = await self._metrics(session, queue)
+            settings, now = self.settings(queue), self.clock.now_ms()
+            await self._expire(session, settings, now)
+            await session.execute(insert(_table), rows)
+            metrics = await self._metrics(session, settings, now)
             await session.commit()
         return metrics
 
@@ -207,82 +245,70 @@ class LocalQueueEngine:
         batch_size: int = DEFAULT_PULL_BATCH,
         visibility_timeout_ms: int = DEFAULT_VISIBILITY_TIMEOUT_MS,
     ) -> PullResult:
+        """Lease up to `batch_size` visible messages, oldest visible first."""
         settings = self.settings(queue)
-        if not 1 <= batch_size <= MAX_PULL_BATCH:
-            raise MessageInvalid(f"batch_size must be 1..{MAX_PULL_BATCH}")
-        if not 1 <= visibility_timeout_ms <= MAX_VISIBILITY_TIMEOUT_MS:
-            raise MessageInvalid(f"visibility_timeout_ms must be 1..{MAX_VISIBILITY_TIMEOUT_MS}")
-        max_deliveries = settings.max_retries + 1
+        if not _is_int(batch_size) or not 1 <= batch_size <= MAX_PULL_BATCH:
+            raise QueueRequestInvalid(f"batch_size must be 1..{MAX_PULL_BATCH}")
+        if not _is_int(visibility_timeout_ms) or not (
+            1 <= visibility_timeout_ms <= MAX_VISIBILITY_TIMEOUT_MS
+        ):
+            raise QueueRequestInvalid(
+                f"visibility_timeout_ms must be 1..{MAX_VISIBILITY_TIMEOUT_MS}"
+            )
         async with self._sessionmaker() as session:
             now = self.clock.now_ms()
             await self._expire(session, settings, now)
-            leased: list[LeasedMessage] = []
-            updates: list[dict[str, Any]] = []
-            while len(leased) < batch_size:
-                wanted = batch_size - len(leased)
-                stmt = (
-                    select(QueueMessage)
-                    .where(QueueMessage.queue == queue, QueueMessage.visible_at_ms <= now)  # type: ignore[arg-type]
-                    .order_by(QueueMessage.visible_at_ms, QueueMessage.id)  # type: ignore[arg-type]
-                    .limit(wanted)
-                    .with_for_update(skip_locked=True)
+            stmt = (
+                select(_table)
+                .where(
+                    _table.c.queue == queue,
+                    _table.c.visible_at_ms <= now,
+                    # Exhausted rows are dead-lettered by `_metrics` below, never redelivered.
+                    _table.c.attempts < settings.max_retries + 1,
                 )
-                rows = list((await session.execute(stmt)).scalars().all())
-                for row in rows:
-                    if row.lease_id is not None and row.attempts >= max_deliveries:
-                        # The last delivery's lease ran out: this was its final attempt.
-                        await self._dead_letter(session, row.id, settings, now)
-                        continue
-                    lease_id = make_lease_id(row.id)
-                    attempts = row.attempts + 1
-                    updates.append(
-                        {
-                            "b_id": row.id,
-                            "attempts": attempts,
-                            "lease_id": lease_id,
-                            "visible_at_ms": now + visibility_timeout_ms,
-                        }
-                    )
-                    leased.append(self._leased(row, attempts=attempts, lease_id=lease_id))
-                if len(rows) < wanted:
-                    break
-                if updates:
-                    await self._apply_leases(session, updates)
-                    updates = []
-            if updates:
-                await self._apply_leases(session, updates)
-            metrics = await self._metrics(session, queue)
+                # The index order alone: a tie-breaker would sort every same-ms batch.
+                .order_by(_table.c.visible_at_ms)
+                .limit(batch_size)
+                .with_for_update(skip_locked=True)
+            )
+            rows = (await session.execute(stmt)).mappings().all()
+            leased = [
+                self._leased(row, attempts=row["attempts"] + 1, lease_id=make_lease_id(row["id"]))
+                for row in rows
+            ]
+            if leased:
+                await session.execute(
+                    update(_table)
+                    .where(_table.c.id == bindparam("b_id"))
+                    .values(
+                        attempts=bindparam("b_attempts"),
+                        lease_id=bindparam("b_lease_id"),
+                        visible_at_ms=now + visibility_timeout_ms,
+                    ),
+                    [
+                        {"b_id": m.id, "b_attempts": m.attempts, "b_lease_id": m.lease_id}
+                        for m in leased
+                    ],
+                )
+            metrics = await self._metrics(session, settings, now)
             await session.commit()
         return PullResult(messages=leased, metrics=metrics)
 
     @staticmethod
-    def _leased(row: QueueMessage, *, attempts: int, lease_id: str) -> LeasedMessage:
-        metadata = {"CF-sourceMessageSource": "api", "CF-Content-Type": row.content_type}
-        if row.delay_seconds:
-            metadata["CF-msg-delay-secs"] = str(row.delay_seconds)
-        content_type: ContentType = "text" if row.content_type == "text" else "json"
+    def _leased(row: RowMapping, *, attempts: int, lease_id: str) -> LeasedMessage:
+        metadata = {"CF-sourceMessageSource": "api", "CF-Content-Type": row["content_type"]}
+        if row["delay_seconds"]:
+            metadata["CF-msg-delay-secs"] = str(row["delay_seconds"])
+        content_type: ContentType = "text" if row["content_type"] == "text" else "json"
         return LeasedMessage(
-            id=row.id,
-            body=decode_body(row.body, row.content_type),
+            id=row["id"],
+            body=decode_body(row["body"], row["content_type"]),
             content_type=content_type,
             attempts=attempts,
             lease_id=lease_id,
-            timestamp_ms=row.enqueued_ms,
+            timestamp_ms=row["enqueued_ms"],
             metadata=metadata,
         )
-
-    @staticmethod
-    async def _apply_leases(session: AsyncSession, updates: list[dict[str, Any]]) -> None:
-        stmt = (
-            update(_table)
-            .where(_table.c.id == bindparam("b_id"))
-            .values(
-                attempts=bindparam("attempts"),
-                lease_id=bindparam("lease_id"),
-                visible_at_ms=bindparam("visible_at_ms"),
-            )
-        )
-        await session.execute(stmt, updates)
 
     async def ack(
         self,
@@ -291,63 +317,136 @@ class LocalQueueEngine:
         acks: Sequence[str] = (),
         retries: Sequence[RetryRequest] = (),
     ) -> AckResult:
+        """Acknowledge and retry leased messages in one transaction.
+
+        An ack deletes its message even when the lease is stale (Cloudflare is permissive);
+        a retry needs the current lease. Unknown leases only add a warning; the counts are
+        of effective operations.
+        """
         settings = self.settings(queue)
         for retry in retries:
             _check_delay(retry.delay_seconds)
         warnings: dict[str, str] = {}
-        ack_count = retry_count = 0
-        max_deliveries = settings.max_retries + 1
+        ack_ids: dict[str, str] = {}  # message id -> lease id
+        retry_ids: dict[str, RetryRequest] = {}
+        for lease_id in acks:
+            message_id = message_id_of(lease_id)
+            if message_id is None:
+                warnings[lease_id] = UNKNOWN_LEASE
+            else:
+                ack_ids[message_id] = lease_id
+        for retry in retries:
+            message_id = message_id_of(retry.lease_id)
+            if message_id is None:
+                warnings[retry.lease_id] = UNKNOWN_LEASE
+            elif message_id in ack_ids:
+                warnings[retry.lease_id] = "acknowledged in the same call"
+            else:
+                retry_ids[message_id] = retry
+        if not ack_ids and not retry_ids:
+            return AckResult(ack_count=0, retry_count=0, warnings=warnings)
+
+        requeue: list[dict[str, Any]] = []
+        exhausted: list[str] = []
         async with self._sessionmaker() as session:
             now = self.clock.now_ms()
-            ack_ids: dict[str, str] = {}
-            for lease_id in acks:
-                message_id = message_id_of(lease_id)
-                if message_id is None:
-                    warnings[lease_id] = "unknown lease"
+            # By primary key only (a queue condition steers planners to the queue index), and
+            # locked in id order so two acks of overlapping leases cannot deadlock.
+            stmt = (
+                select(_table.c.id, _table.c.queue, _table.c.lease_id, _table.c.attempts)
+                .where(_table.c.id.in_([*ack_ids, *retry_ids]))
+                .order_by(_table.c.id)
+                .with_for_update()
+            )
+            found = {
+                row["id"]: row
+                for row in (await session.execute(stmt)).mappings()
+                if row["queue"] == queue
+            }
+            acked = [message_id for message_id in ack_ids if message_id in found]
+            for message_id, lease_id in ack_ids.items():
+                if message_id not in found:
+                    warnings[lease_id] = ACK_GONE
+            for message_id, retry in retry_ids.items():
+                row = found.get(message_id)
+                if row is None or row["lease_id"] != retry.lease_id:
+                    warnings[retry.lease_id] = RETRY_STALE
+                elif row["attempts"] >= settings.max_retries + 1:
+                    exhausted.append(message_id)
                 else:
-                    ack_ids[message_id] = lease_id
-            if ack_ids:
-                result = await session.execute(
-                    delete(_table)
-                    .where(_table.c.queue == queue, _table.c.id.in_(list(ack_ids)))
-                    .returning(_table.c.id)
-                )
-                deleted = set(result.scalars().all())
-                ack_count = len(deleted)
-                for message_id, lease_id in ack_ids.items():
-                    if message_id not in deleted:
-                        warnings[lease_id] = "message already acknowledged or expired"
-            for retry in retries:
-                message_id = message_id_of(retry.lease_id)
-                row = (
-                    await session.get(QueueMessage, message_id, with_for_update=True)
-                    if message_id
-                    else None
-                )
-                if row is None or row.queue != queue or row.lease_id != retry.lease_id:
-                    warnings[retry.lease_id] = "lease not found or no longer valid"
-                    continue
-                retry_count += 1
-                if row.attempts >= max_deliveries:
-                    await self._dead_letter(session, row.id, settings, now)
-                    continue
-                delay = (
-                    retry.delay_seconds if retry.delay_seconds is not None else settings.retry_delay
-                )
+                    delay = (
+                        retry.delay_seconds
+                        if retry.delay_seconds is not None
+                        else settings.retry_delay
+                    )
+                    requeue.append({"b_id": message_id, "b_visible_at_ms": now + delay * 1000})
+            if acked:
+                await session.execute(delete(_table).where(_table.c.id.in_(acked)))
+            if requeue:
                 await session.execute(
                     update(_table)
-                    .where(_table.c.id == row.id)
-                    .values(lease_id=None, visible_at_ms=now + delay * 1000)
+                    .where(_table.c.id == bindparam("b_id"))
+                    .values(lease_id=None, visible_at_ms=bindparam("b_visible_at_ms")),
+                    requeue,
                 )
+            if exhausted:
+                await self._dead_letter(session, settings, _table.c.id.in_(exhausted), now)
             await session.commit()
-        return AckResult(ack_count=ack_count, retry_count=retry_count, warnings=warnings)
+        return AckResult(
+            ack_count=len(acked), retry_count=len(requeue) + len(exhausted), warnings=warnings
+        )
+
+    # -- time ----------------------------------------------------------------------------
+
+    async def _sweep(self, session: AsyncSession, settings: QueueSettings, now: int) -> None:
+        """Apply retention and lease expiry to `settings`' queue and the queues feeding it."""
+        await self._expire(session, settings, now)
+        await self._dead_letter_exhausted(session, settings, now)
+
+    async def _expire(self, session: AsyncSession, settings: QueueSettings, now: int) -> None:
+        """`_sweep`, except the queue's own exhausted messages, which `_metrics` finds in the
+        scan it makes anyway (a separate search would cost a second scan of the backlog)."""
+        feeding = self._feeding(settings.name)
+        for source in [settings, *feeding]:
+            cutoff = now - source.message_retention_period * 1000
+            await session.execute(
+                delete(_table).where(
+                    _table.c.id.in_(
+                        self._lockable(_table.c.queue == source.name, _table.c.enqueued_ms < cutoff)
+                    )
+                )
+            )
+        for source in feeding:
+            await self._dead_letter_exhausted(session, source, now)
+
+    async def _dead_letter_exhausted(
+        self, session: AsyncSession, settings: QueueSettings, now: int
+    ) -> None:
+        # The final delivery's lease ran out (or max_retries was lowered meanwhile).
+        final = self._lockable(
+            _table.c.queue == settings.name,
+            _table.c.visible_at_ms <= now,
+            _table.c.attempts >= settings.max_retries + 1,
+        )
+        await self._dead_letter(session, settings, _table.c.id.in_(final), now)
+
+    def _feeding(self, queue: str) -> list[QueueSettings]:
+        return [
+            s for s in self._queues.values() if s.dead_letter_queue == queue and s.name != queue
+        ]
+
+    @staticmethod
+    def _lockable(*where: Any) -> Select[Any]:
+        # SKIP LOCKED: a row locked by another call is being handled by it (no deadlocks).
+        return select(_table.c.id).where(*where).with_for_update(skip_locked=True)
 
     async def _dead_letter(
-        self, session: AsyncSession, message_id: str, settings: QueueSettings, now: int
+        self, session: AsyncSession, settings: QueueSettings, where: Any, now: int
     ) -> None:
+        """Move the selected messages to the dead letter queue, or drop them without one."""
         dlq = settings.dead_letter_queue
         if dlq is None:
-            await session.execute(delete(_table).where(_table.c.id == message_id))
+            await session.execute(delete(_table).where(where))
             return
         if dlq not in self._queues:
             # Cloudflare creates a missing DLQ on first use; so do we.
@@ -361,30 +460,39 @@ class LocalQueueEngine:
                     retry_delay=0,
                 )
             )
+        # A new message in the DLQ: fresh attempts, timestamp and retention.
         await session.execute(
             update(_table)
-            .where(_table.c.id == message_id)
-            .values(queue=dlq, attempts=0, lease_id=None, enqueued_ms=now, visible_at_ms=now)
+            .where(where)
+            .values(
+                queue=dlq,
+                attempts=0,
+                lease_id=None,
+                delay_seconds=0,
+                enqueued_ms=now,
+                visible_at_ms=now,
+            )
         )
 
     # -- observing -----------------------------------------------------------------------
 
-    async def _expire(self, session: AsyncSession, settings: QueueSettings, now: int) -> None:
-        cutoff = now - settings.message_retention_period * 1000
-        await session.execute(
-            delete(_table).where(_table.c.queue == settings.name, _table.c.enqueued_ms < cutoff)
+    async def _metrics(
+        self, session: AsyncSession, settings: QueueSettings, now: int
+    ) -> QueueMetrics:
+        """The queue's metrics, after dead-lettering its messages whose final lease ran out."""
+        exhausted = and_(
+            _table.c.visible_at_ms <= now, _table.c.attempts >= settings.max_retries + 1
         )
-
-    async def _metrics(self, session: AsyncSession, queue: str) -> QueueMetrics:
-        row = (
-            await session.execute(
-                select(
-                    func.count(),
-                    func.coalesce(func.sum(_table.c.size_bytes), 0),
-                    func.min(_table.c.enqueued_ms),
-                ).where(_table.c.queue == queue)
-            )
-        ).one()
+        stmt = select(
+            func.count(),
+            func.coalesce(func.sum(_table.c.size_bytes), 0),
+            func.min(_table.c.enqueued_ms),
+            func.coalesce(func.sum(case((exhausted, 1), else_=0)), 0),
+        ).where(_table.c.queue == settings.name)
+        row = (await session.execute(stmt)).one()
+        if row[3]:  # rare: dead-letter them, then count again
+            await self._dead_letter_exhausted(session, settings, now)
+            row = (await session.execute(stmt)).one()
         return QueueMetrics(
             backlog_count=int(row[0]),
             backlog_bytes=int(row[1]),
@@ -392,10 +500,12 @@ class LocalQueueEngine:
         )
 
     async def metrics(self, queue: str) -> QueueMetrics:
+        """Every stored message counts: visible, delayed and in flight."""
         settings = self.settings(queue)
         async with self._sessionmaker() as session:
-            await self._expire(session, settings, self.clock.now_ms())
-            metrics = await self._metrics(session, queue)
+            now = self.clock.now_ms()
+            await self._expire(session, settings, now)
+            metrics = await self._metrics(session, settings, now)
             await session.commit()
         return metrics
 
@@ -409,6 +519,63 @@ class LocalQueueEngine:
 
     async def close(self) -> None:
         """Nothing to release: the engine borrows the application's sessions."""
+
+    async def extend_leases(
+        self, queue: str, lease_ids: Sequence[str], visibility_timeout_ms: int
+    ) -> int:
+        """Keep still-held leases invisible for `visibility_timeout_ms` more (a heartbeat).
+
+        Only a message whose current lease is one of `lease_ids` is extended; returns how many.
+        """
+        if not lease_ids:
+            return 0
+        self.settings(queue)
+        async with self._sessionmaker() as session:
+            now = self.clock.now_ms()
+            result = await session.execute(
+                update(_table)
+                .where(_table.c.queue == queue, _table.c.lease_id.in_(list(lease_ids)))
+                .values(visible_at_ms=now + visibility_timeout_ms)
+            )
+            await session.commit()
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    # -- inspection (the emulator's peek and purge-by-ref) ---------------------------------
+
+    async def peek(self, queue: str, *, batch_size: int = DEFAULT_PULL_BATCH) -> list[QueueMessage]:
+        """Up to `batch_size` deliverable messages, oldest visible first, without leasing them."""
+        settings = self.settings(queue)
+        async with self._sessionmaker() as session:
+            now = self.clock.now_ms()
+            await self._sweep(session, settings, now)
+            stmt = (
+                select(QueueMessage)
+                .where(QueueMessage.queue == queue, QueueMessage.visible_at_ms <= now)  # type: ignore[arg-type]
+                .order_by(QueueMessage.visible_at_ms, QueueMessage.id)  # type: ignore[arg-type]
+                .limit(batch_size)
+            )
+            rows = list((await session.execute(stmt)).scalars().all())
+            await session.commit()
+        return rows
+
+    async def delete_messages(self, queue: str, message_ids: Sequence[str]) -> set[str]:
+        """Delete the given messages of `queue` whatever their state; return the ids deleted."""
+        self.settings(queue)
+        if not message_ids:
+            return set()
+        async with self._sessionmaker() as session:
+            result = await session.execute(
+                delete(_table)
+                .where(_table.c.queue == queue, _table.c.id.in_(list(message_ids)))
+                .returning(_table.c.id)
+            )
+            deleted = set(result.scalars().all())
+            await session.commit()
+        return deleted
+
+    def forget(self, queue: str) -> None:
+        """Drop a queue's declaration (its messages are the caller's to purge first)."""
+        self._queues.pop(queue, None)
 
 
 class LocalDispatcher:

@@ -8,14 +8,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import json5
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 MAX_DELAY_SECONDS = 86_400
 MAX_VISIBILITY_TIMEOUT_MS = 43_200_000
 DEFAULT_RETENTION_SECONDS = 345_600
+MAX_QUEUE_NAME = 63
+
+QueueName = Annotated[str, Field(min_length=1, max_length=MAX_QUEUE_NAME)]
 
 
 class TopologyError(ValueError):
@@ -23,32 +26,38 @@ class TopologyError(ValueError):
 
 
 class ProducerConfig(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # strict: `true` or "5" where a number belongs is a typo, not a value.
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     binding: str = Field(min_length=1)
-    queue: str = Field(min_length=1, max_length=63)
+    queue: QueueName
 
 
 class ConsumerConfig(BaseModel):
     """One `queues.consumers[]` entry, with Cloudflare's limits and defaults."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
-    queue: str = Field(min_length=1, max_length=63)
+    queue: QueueName
     max_batch_size: int = Field(default=10, ge=1, le=100)
     max_batch_timeout: float = Field(default=5, ge=0, le=60)
     max_retries: int = Field(default=3, ge=0, le=100)
-    dead_letter_queue: str | None = None
+    dead_letter_queue: QueueName | None = None
     retry_delay: int | Literal["exponential"] = 0
     max_concurrency: int | None = Field(default=None, ge=1, le=250)
     # Pull consumers only: how long a pulled batch stays leased.
     visibility_timeout_ms: int = Field(default=30_000, ge=1, le=MAX_VISIBILITY_TIMEOUT_MS)
 
-    @model_validator(mode="after")
-    def _check_retry_delay(self) -> ConsumerConfig:
-        if isinstance(self.retry_delay, int) and not 0 <= self.retry_delay <= MAX_DELAY_SECONDS:
-            raise ValueError(f"retry_delay must be 0..{MAX_DELAY_SECONDS} seconds or 'exponential'")
-        return self
+    @field_validator("retry_delay", mode="plain")
+    @classmethod
+    def _check_retry_delay(cls, value: object) -> int | Literal["exponential"]:
+        # One clear message instead of one error per member of the union.
+        if value == "exponential" and isinstance(value, str):
+            return "exponential"
+        if isinstance(value, int) and not isinstance(value, bool):
+            if 0 <= value <= MAX_DELAY_SECONDS:
+                return value
+        raise ValueError(f"must be 0..{MAX_DELAY_SECONDS} seconds or 'exponential', not {value!r}")
 
 
 class QueuesSection(BaseModel):
@@ -59,9 +68,9 @@ class QueuesSection(BaseModel):
 
 
 class JobgateSection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    queues: list[str] = Field(default_factory=list)
+    queues: list[QueueName] = Field(default_factory=list)
     default_dead_letter_queues: bool = True
     delivery_delay: int = Field(default=0, ge=0, le=MAX_DELAY_SECONDS)
     message_retention_period: int = Field(default=DEFAULT_RETENTION_SECONDS, ge=60, le=1_209_600)
@@ -148,11 +157,23 @@ def parse_topology(raw: Mapping[str, Any], *, job_types: frozenset[str]) -> Topo
         if producer.queue not in consumers:
             consumers[producer.queue] = ConsumerConfig(queue=producer.queue)
     if jobgate.default_dead_letter_queues:
-        for name, consumer in list(consumers.items()):
-            if consumer.dead_letter_queue is None and name not in dead_letter_names:
-                dlq = f"{name}-dlq"
-                consumers[name] = consumer.model_copy(update={"dead_letter_queue": dlq})
-                known[dlq] = None
+        defaults = {
+            name: f"{name}-dlq"
+            for name, consumer in consumers.items()
+            if consumer.dead_letter_queue is None and name not in dead_letter_names
+        }
+        # A queue that receives dead letters gets no DLQ of its own (no `-dlq-dlq` chains).
+        targets = dead_letter_names | set(defaults.values())
+        for name, dlq in defaults.items():
+            if name in targets:
+                continue
+            if len(dlq) > MAX_QUEUE_NAME:
+                raise TopologyError(
+                    f"jobgate.default_dead_letter_queues: {dlq!r} would exceed "
+                    f"{MAX_QUEUE_NAME} characters; set dead_letter_queue for {name!r}"
+                )
+            consumers[name] = consumers[name].model_copy(update={"dead_letter_queue": dlq})
+            known[dlq] = None
 
     for job_type, queue in jobgate.routes.items():
         if job_type not in job_types:

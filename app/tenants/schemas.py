@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Scope(StrEnum):
@@ -35,3 +36,96 @@ class TenantCreated(BaseModel):
     tenant_id: str
     api_key: str
     webhook_secret: str
+
+
+# --- Admin API shapes -------------------------------------------------------------------
+
+
+class TenantCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    scopes: list[Scope] = Field(
+        default_factory=lambda: list(DEFAULT_SCOPES), description="Scopes of the first API key."
+    )
+
+
+class TenantPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    created_at: datetime
+
+
+class TenantList(BaseModel):
+    data: list[TenantPublic]
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scopes: list[Scope] = Field(default_factory=lambda: list(DEFAULT_SCOPES), min_length=1)
+    name: str | None = Field(default=None, max_length=200)
+
+
+class ApiKeyPublic(BaseModel):
+    """A key without its secret part: the prefix identifies it."""
+
+    id: str
+    tenant_id: str
+    prefix: str
+    scopes: list[str]
+    name: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    api_key: str = Field(description="The whole key, shown only now.")
+
+
+class ApiKeyList(BaseModel):
+    data: list[ApiKeyPublic]
+
+
+class WebhookSecretPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    tenant_id: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class WebhookSecretCreated(WebhookSecretPublic):
+    secret: str = Field(description="The whsec_ secret, shown only now.")
+
+
+class WebhookSecretList(BaseModel):
+    data: list[WebhookSecretPublic]
+
+
+class ShopConnectionSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = Field(max_length=500, examples=["https://shop.example"])
+    webservice_key: str = Field(min_length=1, max_length=64, description="Stored encrypted.")
+    timezone: str = Field(default="UTC", max_length=64)
+    make_default: bool = False
+
+
+class ShopConnectionPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    site_id: str
+    base_url: str
+    timezone: str
+    is_default: bool
+    ps_version: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ShopConnectionList(BaseModel):
+    data: list[ShopConnectionPublic]

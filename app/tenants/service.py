@@ -6,10 +6,10 @@ import time
 from collections.abc import Iterable
 
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import select
+from sqlmodel import col, select
 
 from app.core.clock import utcnow
-from app.core.errors import Conflict
+from app.core.errors import Conflict, NotFound
 from app.core.ids import uuid7
 from app.core.security import (
     SecretBox,
@@ -120,3 +120,90 @@ async def authenticate_api_key(
     if cache is not None:
         cache.put(key_hash, principal)
     return principal
+
+
+# --- Administration (admin API and CLI) ---------------------------------------------------
+
+
+async def list_tenants(session: AsyncSession) -> list[Tenant]:
+    rows = await session.execute(select(Tenant).order_by(col(Tenant.created_at), col(Tenant.id)))
+    return list(rows.scalars().all())
+
+
+async def get_tenant(session: AsyncSession, *, tenant_id: str) -> Tenant:
+    tenant = await session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFound(f"tenant {tenant_id} does not exist")
+    return tenant
+
+
+async def list_api_keys(
+    session: AsyncSession, *, tenant_id: str, prefix: str | None = None
+) -> list[ApiKey]:
+    """The tenant's keys (revoked ones too), optionally those whose prefix starts so."""
+    stmt = select(ApiKey).where(ApiKey.tenant_id == tenant_id)
+    if prefix:
+        stmt = stmt.where(col(ApiKey.prefix).startswith(prefix, autoescape=True))
+    rows = await session.execute(stmt.order_by(col(ApiKey.created_at), col(ApiKey.id)))
+    return list(rows.scalars().all())
+
+
+async def revoke_api_key(
+    session: AsyncSession, *, tenant_id: str, key_id: str, cache: ApiKeyCache | None = None
+) -> ApiKey:
+    """Revoke a key (idempotent); other processes' caches forget it within their TTL."""
+    row = await session.get(ApiKey, key_id)
+    if row is None or row.tenant_id != tenant_id:
+        raise NotFound(f"API key {key_id} does not exist")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        await session.flush()
+    if cache is not None:
+        cache.clear()
+    return row
+
+
+async def list_webhook_secrets(session: AsyncSession, *, tenant_id: str) -> list[WebhookSecret]:
+    stmt = select(WebhookSecret).where(WebhookSecret.tenant_id == tenant_id)
+    rows = await session.execute(stmt.order_by(col(WebhookSecret.created_at)))
+    return list(rows.scalars().all())
+
+
+async def active_webhook_secrets(
+    session: AsyncSession, *, tenant_id: str, box: SecretBox
+) -> list[str]:
+    """The tenant's unrevoked secrets, newest first (every one verifies during rotation)."""
+    rows = await list_webhook_secrets(session, tenant_id=tenant_id)
+    return [box.decrypt(r.secret_encrypted) for r in reversed(rows) if r.revoked_at is None]
+
+
+async def add_webhook_secret(
+    session: AsyncSession, *, tenant_id: str, box: SecretBox
+) -> tuple[str, WebhookSecret]:
+    """Rotation, step one: a new secret; the old ones stay valid until revoked."""
+    await get_tenant(session, tenant_id=tenant_id)
+    secret = new_webhook_secret()
+    row = WebhookSecret(
+        id=uuid7(), tenant_id=tenant_id, secret_encrypted=box.encrypt(secret), created_at=utcnow()
+    )
+    session.add(row)
+    await session.flush()
+    return secret, row
+
+
+async def revoke_webhook_secret(
+    session: AsyncSession, *, tenant_id: str, secret_id: str
+) -> WebhookSecret:
+    """Rotation, step two: revoke the old secret. The last active one cannot be revoked."""
+    row = await session.get(WebhookSecret, secret_id)
+    if row is None or row.tenant_id != tenant_id:
+        raise NotFound(f"webhook secret {secret_id} does not exist")
+    if row.revoked_at is None:
+        active = [
+            r for r in await list_webhook_secrets(session, tenant_id=tenant_id) if not r.revoked_at
+        ]
+        if len(active) <= 1:
+            raise Conflict("this is the tenant's only active webhook secret: add one first")
+        row.revoked_at = utcnow()
+        await session.flush()
+    return row

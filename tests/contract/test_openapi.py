@@ -35,11 +35,7 @@ def test_cli_prints_the_same_document() -> None:
 
 def test_operations_declare_ids_tags_and_problem_responses() -> None:
     document = yaml.safe_load((REPO_ROOT / "openapi.yaml").read_text(encoding="utf-8"))
-    operations = [
-        operation
-        for path in document["paths"].values()
-        for operation in path.values()
-    ]
+    operations = [operation for path in document["paths"].values() for operation in path.values()]
     ids = [operation["operationId"] for operation in operations]
     assert len(ids) == len(set(ids))
     assert all("-" in op_id for op_id in ids)

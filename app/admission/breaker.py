@@ -1,0 +1,60 @@
+"""The consumer's circuit breakers, seen from the door.
+
+While the breaker of (tenant, job type) is open, the consumer defers that work anyway
+(`app.consumer.breaker`), so the gateway refuses new jobs of the pair with 503 until the
+breaker half-opens (`opened_at + cooldown`): that is the honest Retry-After. Open breakers of
+every tenant are read with one query (in the request's session) at most every `cache_ms`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.admission.depth import clamp_retry_after
+from app.consumer.breaker import BreakerState
+from app.consumer.models import CircuitBreaker
+from app.core.clock import Clock
+
+_table = CircuitBreaker.__table__  # type: ignore[attr-defined]
+
+
+class BreakerGate:
+    """Which (tenant, job type) pairs are refused now, and for how long."""
+
+    def __init__(self, clock: Clock, *, cooldown_ms: int, cache_ms: int) -> None:
+        self._clock = clock
+        self._cooldown_ms = cooldown_ms
+        self._cache_ms = cache_ms
+        self._open: dict[tuple[str, str], int] = {}  # -> opened_at_ms
+        self._read_ms: int | None = None
+        self._lock = asyncio.Lock()
+
+    async def _refresh(self, session: AsyncSession) -> None:
+        if self._fresh() or (self._read_ms is not None and self._lock.locked()):
+            return  # fresh, or being re-read by another request: the last read does
+        async with self._lock:
+            if self._fresh():
+                return
+            stmt = select(_table.c.tenant_id, _table.c.job_type, _table.c.opened_at_ms).where(
+                _table.c.state == BreakerState.open.value
+            )
+            rows = (await session.execute(stmt)).all()
+            self._open = {(str(t), str(j)): int(at or 0) for t, j, at in rows}
+            self._read_ms = self._clock.now_ms()
+
+    def _fresh(self) -> bool:
+        return self._read_ms is not None and self._clock.now_ms() - self._read_ms < self._cache_ms
+
+    async def retry_after(self, session: AsyncSession, tenant_id: str, job_type: str) -> int | None:
+        """Seconds until the pair's breaker half-opens; None when it admits work now."""
+        await self._refresh(session)
+        opened = self._open.get((tenant_id, job_type))
+        if opened is None:
+            return None
+        remaining_ms = opened + self._cooldown_ms - self._clock.now_ms()
+        if remaining_ms <= 0:
+            return None  # half-open (or about to be): the consumer lets a trial through
+        return clamp_retry_after(remaining_ms / 1000)

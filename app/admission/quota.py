@@ -1,0 +1,92 @@
+"""In-flight quota: how many of a tenant's jobs are not finished yet.
+
+The count (an indexed COUNT over `job(tenant_id, status)`) is read at most once per
+`cache_ms` per tenant and gateway, in the request's session, by one request while the others
+wait for it; between reads the gateway adds what it admitted itself. A refusal never writes.
+Retry-After comes from the tenant's measured completion rate (see `depth.DrainMeter`), else
+the fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from app.admission.depth import DrainMeter, retry_after_seconds
+from app.admission.errors import QuotaExceeded
+from app.core.clock import Clock
+from app.jobs.models import FINISHED_STATUSES, Job, JobStatus
+
+ACTIVE_STATUSES = sorted(status.value for status in JobStatus if status not in FINISHED_STATUSES)
+
+
+@dataclass(slots=True)
+class _Tenant:
+    meter: DrainMeter
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    count: int = 0
+    read_ms: int | None = None
+    admitted_total: int = 0
+    admitted_at_read: int = 0
+
+    def estimate(self) -> int:
+        return self.count + self.admitted_total - self.admitted_at_read
+
+
+class InFlightQuota:
+    """Refuses work that would take a tenant past its jobs-not-yet-finished quota."""
+
+    def __init__(
+        self, clock: Clock, *, cache_ms: int, window_ms: int, fallback_seconds: int
+    ) -> None:
+        self._clock = clock
+        self._cache_ms = cache_ms
+        self._window_ms = window_ms
+        self._fallback = fallback_seconds
+        self._tenants: dict[str, _Tenant] = {}
+
+    async def in_flight(self, session: AsyncSession, tenant_id: str) -> int:
+        """The tenant's unfinished jobs: counted at most every `cache_ms`, estimated between."""
+        tenant = self._tenants.get(tenant_id)
+        if tenant is None:
+            tenant = self._tenants[tenant_id] = _Tenant(meter=DrainMeter(self._window_ms))
+        if self._fresh(tenant) or (tenant.read_ms is not None and tenant.lock.locked()):
+            # Fresh, or being re-read by another request: the estimate does, don't queue.
+            return tenant.estimate()
+        async with tenant.lock:
+            if not self._fresh(tenant):  # another request may have read it meanwhile
+                admitted_before = tenant.admitted_total
+                stmt = (
+                    select(func.count())
+                    .select_from(Job)
+                    .where(col(Job.tenant_id) == tenant_id, col(Job.status).in_(ACTIVE_STATUSES))
+                )
+                count = int((await session.execute(stmt)).scalar_one())
+                tenant.count, tenant.read_ms = count, self._clock.now_ms()
+                tenant.admitted_at_read = admitted_before
+                tenant.meter.add(tenant.read_ms, count, admitted_before)
+        return tenant.estimate()
+
+    def _fresh(self, tenant: _Tenant) -> bool:
+        return tenant.read_ms is not None and self._clock.now_ms() - tenant.read_ms < self._cache_ms
+
+    async def check(self, session: AsyncSession, tenant_id: str, jobs: int, quota: int) -> None:
+        current = await self.in_flight(session, tenant_id)
+        if current + jobs <= quota:
+            return
+        tenant = self._tenants[tenant_id]
+        wait = retry_after_seconds(current + jobs - quota, tenant.meter.rate(), self._fallback)
+        raise QuotaExceeded(
+            f"in-flight quota exceeded: the tenant has {current} jobs not yet finished and its "
+            f"max_in_flight quota is {quota}; this request adds {jobs}",
+            retry_after=wait,
+        )
+
+    def note_admitted(self, tenant_id: str, jobs: int) -> None:
+        tenant = self._tenants.get(tenant_id)
+        if tenant is not None:
+            tenant.admitted_total += jobs

@@ -1,0 +1,99 @@
+"""Wiring a consumer process: handlers from modules, shared resources, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+from collections.abc import Callable, Sequence
+
+import httpx
+
+from app.consumer.registry import HandlerRegistry, Resources
+from app.consumer.registry import registry as global_registry
+from app.consumer.runtime import Consumer
+from app.core.runtime import Runtime
+
+log = logging.getLogger("jobgate.consumer")
+
+RegisterHook = Callable[[HandlerRegistry], None]
+
+
+def load_handlers(modules: Sequence[str]) -> HandlerRegistry:
+    """A fresh registry with the handlers of `modules`.
+
+    A module either defines `register(registry)` (tests use this to bring their own
+    handlers, so nothing is registered twice on the process-wide registry) or registers on
+    the process-wide registry with `@handler` when imported; those defined under a listed
+    module are copied in. A job type registered twice is an error.
+    """
+    fresh = HandlerRegistry()
+    hooks: list[RegisterHook] = []
+    for name in modules:
+        module = importlib.import_module(name)
+        hook = getattr(module, "register", None)
+        if callable(hook):
+            hooks.append(hook)
+    for hook in hooks:
+        hook(fresh)
+    prefixes = tuple(modules)
+    for job_type in sorted(global_registry.types):
+        spec = global_registry.get(job_type)
+        # Only handlers defined under a listed module (importing `app.models` elsewhere may
+        # have registered others on the process-wide registry).
+        if spec is None or not _defined_under(spec.func.__module__, prefixes):
+            continue
+        fresh.register(spec)
+    return fresh
+
+
+def _defined_under(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def handler_modules(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def build_consumer(
+    runtime: Runtime,
+    *,
+    http: httpx.AsyncClient,
+    queues: Sequence[str] | None = None,
+    registry: HandlerRegistry | None = None,
+) -> Consumer:
+    """A consumer on the runtime's queue backend (local engine or Cloudflare)."""
+    settings = runtime.settings
+    resources = Resources(
+        settings=settings,
+        sessionmaker=runtime.sessionmaker,
+        http=http,
+        box=runtime.box,
+        clock=runtime.clock,
+    )
+    return Consumer(
+        runtime.backend,
+        topology=runtime.topology,
+        registry=registry or load_handlers(handler_modules(settings.handler_modules)),
+        resources=resources,
+        queues=queues,
+    )
+
+
+async def serve(runtime: Runtime, *, queues: Sequence[str] | None = None) -> None:
+    """Consume until SIGTERM or SIGINT, then stop cleanly (nothing is lost)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await runtime.open()
+    async with httpx.AsyncClient(timeout=60.0) as http:
+        consumer = build_consumer(runtime, http=http, queues=queues)
+        log.info("consuming %s", ", ".join(consumer.queues))
+        try:
+            await consumer.run(stop)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+    log.info("consumer stopped")

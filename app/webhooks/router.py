@@ -1,0 +1,315 @@
+"""Webhook ingress: PrestaShop (Standard Webhooks, or the opt-in unsigned route) and R2.
+
+Order of checks on the signed route: body size → headers well formed and timestamp within
+the tolerance → the tenant's active secrets (an unknown tenant is checked against a dummy
+key, so it costs the same) → signature over the raw bytes → payload → replay → jobs. Every
+refusal is counted in `jobgate_webhook_refusals_total`; logs never carry secrets,
+signatures or bodies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, Response, status
+from pydantic import ValidationError
+
+from app.core.deps import RuntimeDep, SessionDep
+from app.core.errors import (
+    AppError,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    ValidationFailed,
+    problem_responses,
+    validation_error,
+)
+from app.core.openapi import Tag
+from app.tenants.deps import JobsWriter
+from app.webhooks import prestashop, r2
+from app.webhooks import service as webhooks_service
+from app.webhooks.schemas import (
+    PrestaShopEvent,
+    R2Notification,
+    R2NotificationBatch,
+    UnsignedPrestaShopEvent,
+    WebhookAccepted,
+)
+from app.webhooks.verifiers import WebhookVerificationError, check_fresh, verify
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/webhooks", tags=[Tag.webhooks])
+
+TenantId = Annotated[str, Path(max_length=64, description="The tenant the shop belongs to.")]
+SIGNATURE_SCHEME = 'Webhook-Signature realm="jobgate"'
+SIGNED_SOURCE = "prestashop"
+UNSIGNED_SOURCE = "prestashop-unsigned"
+R2_SOURCE = "r2"
+
+_SIGNED_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/PrestaShopEvent"}}
+        },
+    },
+    "parameters": [
+        {"name": name, "in": "header", "required": True, "schema": {"type": "string"}}
+        for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
+    ],
+}
+
+
+def _refuse(source: str, reason: str, error: AppError) -> AppError:
+    webhooks_service.refusals_total.labels(source=source, reason=reason).inc()
+    logger.info("webhook refused: source=%s reason=%s", source, reason)
+    return error
+
+
+async def _read_body(request: Request, limit: int, source: str) -> bytes:
+    """The raw bytes (signatures are over them), refused early when over the cap."""
+    too_large = PayloadTooLarge(f"webhook bodies are limited to {limit} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _refuse(source, "too_large", too_large)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _refuse(source, "too_large", too_large)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _malformed(source: str, exc: ValidationError | ValueError) -> AppError:
+    if isinstance(exc, ValidationError):
+        error = validation_error(exc.errors())
+        error.status = 422  # a webhook payload that is not JSON is as malformed as a bad one
+        return _refuse(source, "malformed", error)
+    return _refuse(source, "malformed", ValidationFailed(str(exc)))
+
+
+def _accepted(recorded: webhooks_service.Recorded, response: Response) -> WebhookAccepted:
+    if recorded.replay:
+        response.status_code = status.HTTP_200_OK
+    return WebhookAccepted(jobs=recorded.job_ids, replay=recorded.replay)
+
+
+@router.post(
+    "/prestashop/{tenant_id}",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=WebhookAccepted,
+    openapi_extra=_SIGNED_BODY_DOC,
+    responses={
+        200: {"model": WebhookAccepted, "description": "A replay: the first delivery's jobs."},
+        **problem_responses(401, 404, 413, 422, 503),
+    },
+)
+async def receive_prestashop_event(
+    tenant_id: TenantId,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> WebhookAccepted:
+    """Receive a PrestaShop event signed with Standard Webhooks; 202 once its jobs are stored."""
+    settings = runtime.settings
+    raw = await _read_body(request, settings.webhook_max_body_bytes, SIGNED_SOURCE)
+    now_s = runtime.clock.now_ms() // 1000
+    tolerance = settings.webhook_tolerance_seconds
+    refused = Unauthorized("missing, invalid or stale webhook signature", scheme=SIGNATURE_SCHEME)
+    try:
+        check_fresh(request.headers, now=now_s, tolerance=tolerance)
+    except WebhookVerificationError as exc:
+        reason = "stale" if "timestamp too" in str(exc) else "headers"
+        raise _refuse(SIGNED_SOURCE, reason, refused) from None
+    keys, known = await webhooks_service.signing_keys(session, tenant_id=tenant_id, runtime=runtime)
+    try:
+        verified = verify(raw, request.headers, keys, now=now_s, tolerance=tolerance)
+    except WebhookVerificationError:
+        if not known:
+            raise _refuse(
+                SIGNED_SOURCE, "unknown_tenant", NotFound(f"tenant {tenant_id} does not exist")
+            ) from None
+        raise _refuse(SIGNED_SOURCE, "signature", refused) from None
+    try:
+        event = prestashop.from_signed(PrestaShopEvent.model_validate_json(raw))
+    except (ValidationError, ValueError) as exc:
+        raise _malformed(SIGNED_SOURCE, exc) from None
+    site_id = await prestashop.resolve_site_id(
+        session, tenant_id=tenant_id, shop_id=event.shop_id, shop_url=event.shop_url
+    )
+    recorded = await webhooks_service.record_event(
+        session,
+        runtime=runtime,
+        source=SIGNED_SOURCE,
+        tenant_id=tenant_id,
+        external_id=verified.message_id,
+        event_type=event.type,
+        requests=prestashop.plan_jobs(
+            event,
+            site_id=site_id,
+            now_s=now_s,
+            debounce_seconds=settings.webhook_product_debounce_seconds,
+        ),
+    )
+    await session.commit()
+    logger.info(
+        "webhook %s: tenant=%s type=%s id=%s secret=%d jobs=%d",
+        "replay" if recorded.replay else "accepted",
+        tenant_id,
+        event.type,
+        verified.message_id,
+        verified.secret_index,
+        len(recorded.job_ids),
+    )
+    return _accepted(recorded, response)
+
+
+@router.post(
+    "/prestashop/{tenant_id}/unsigned/{token}",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=WebhookAccepted,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/UnsignedPrestaShopEvent"}
+                }
+            },
+        }
+    },
+    responses={
+        200: {"model": WebhookAccepted, "description": "A repeat of an identical body."},
+        **problem_responses(401, 404, 413, 422, 503),
+    },
+)
+async def receive_unsigned_prestashop_event(
+    tenant_id: TenantId,
+    token: Annotated[str, Path(max_length=128, description="The tenant's unsigned-route token.")],
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> WebhookAccepted:
+    """WEAKER, opt-in: a `ps_webhooks`-style unsigned `{action, entity, data}` payload.
+
+    Only the secret token in the URL authenticates it: no signature, no timestamp, so a
+    captured request can be replayed and the body is not integrity-protected. Identical
+    bodies are deduplicated. Prefer the signed route.
+    """
+    settings = runtime.settings
+    raw = await _read_body(request, settings.webhook_max_body_bytes, UNSIGNED_SOURCE)
+    matches = await webhooks_service.check_unsigned_token(session, tenant_id=tenant_id, token=token)
+    if matches is None:
+        raise _refuse(
+            UNSIGNED_SOURCE, "not_enabled", NotFound("no unsigned webhook route for this tenant")
+        )
+    if not matches:
+        raise _refuse(UNSIGNED_SOURCE, "token", Unauthorized("invalid webhook token"))
+    try:
+        event = prestashop.from_unsigned(UnsignedPrestaShopEvent.model_validate_json(raw))
+    except (ValidationError, ValueError) as exc:
+        raise _malformed(UNSIGNED_SOURCE, exc) from None
+    if event is None:
+        webhooks_service.events_total.labels(source=UNSIGNED_SOURCE, outcome="ignored").inc()
+        return WebhookAccepted(jobs=[])
+    now_s = runtime.clock.now_ms() // 1000
+    site_id = await prestashop.resolve_site_id(
+        session, tenant_id=tenant_id, shop_id=event.shop_id, shop_url=None
+    )
+    recorded = await webhooks_service.record_event(
+        session,
+        runtime=runtime,
+        source=UNSIGNED_SOURCE,
+        tenant_id=tenant_id,
+        external_id="sha256:" + hashlib.sha256(raw).hexdigest(),
+        event_type=event.type,
+        requests=prestashop.plan_jobs(
+            event,
+            site_id=site_id,
+            now_s=now_s,
+            debounce_seconds=settings.webhook_product_debounce_seconds,
+        ),
+    )
+    await session.commit()
+    return _accepted(recorded, response)
+
+
+@router.post(
+    "/r2",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=WebhookAccepted,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            {"$ref": "#/components/schemas/R2Notification"},
+                            {"$ref": "#/components/schemas/R2NotificationBatch"},
+                        ]
+                    }
+                }
+            },
+        }
+    },
+    responses={
+        200: {"model": WebhookAccepted, "description": "Every notification was seen before."},
+        **problem_responses(401, 403, 413, 422, 503),
+    },
+)
+async def receive_r2_notifications(
+    principal: JobsWriter,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> WebhookAccepted:
+    """R2 event notifications (one, or `{messages: [...]}`) → `process-image` jobs.
+
+    Objects created under a rule's bucket and prefix make one job per object version
+    (bucket + key + eTag); redeliveries answer with the same job; other events are ignored.
+    """
+    raw = await _read_body(request, runtime.settings.webhook_max_body_bytes, R2_SOURCE)
+    try:
+        parsed = json.loads(raw)
+        if isinstance(parsed, dict) and "messages" in parsed:
+            notifications = R2NotificationBatch.model_validate(parsed).messages
+        else:
+            notifications = [R2Notification.model_validate(parsed)]
+    except (ValidationError, ValueError) as exc:
+        raise _malformed(R2_SOURCE, exc) from None
+    rules = await r2.list_rules(session, tenant_id=principal.tenant_id)
+    job_ids: list[str] = []
+    processed = replays = 0
+    for notification in notifications:
+        rule = r2.match_rule(rules, notification)
+        job = r2.plan_job(rule, notification) if rule is not None else None
+        if job is None:
+            webhooks_service.events_total.labels(source=R2_SOURCE, outcome="ignored").inc()
+            continue
+        identity = r2.object_identity(notification)
+        recorded = await webhooks_service.record_event(
+            session,
+            runtime=runtime,
+            source=R2_SOURCE,
+            tenant_id=principal.tenant_id,
+            external_id=identity,
+            event_type=notification.action,
+            requests=[(job, identity)],
+        )
+        processed += 1
+        replays += recorded.replay
+        job_ids.extend(i for i in recorded.job_ids if i not in job_ids)
+    await session.commit()
+    replay = processed > 0 and replays == processed
+    if replay:
+        response.status_code = status.HTTP_200_OK
+    return WebhookAccepted(jobs=job_ids, replay=replay)

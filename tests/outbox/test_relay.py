@@ -1,0 +1,247 @@
+"""The outbox relay over a real queue backend (the local engine on the test database)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+
+import httpx
+import pytest
+import pytest_asyncio
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.core.clock import ManualClock, to_datetime
+from app.core.config import Settings
+from app.core.runtime import Runtime, build_runtime
+from app.jobs import service as jobs_service
+from app.jobs.models import Job, JobEvent
+from app.jobs.payloads import SyncSingleOrderJob
+from app.main import create_app
+from app.outbox.models import OutboxMessage
+from app.outbox.relay import OutboxRelay, plan_batches
+from app.outbox.service import OutboxDispatcher
+from app.queues.base import OutgoingMessage, QueueBackend, QueueMetrics
+from app.queues.errors import QueueUnavailable
+from app.tenants.schemas import Principal
+from tests.factories import TenantFactory, auth
+
+
+class FlakyBackend:
+    """The real local engine behind a switch that makes publishes fail (an outage)."""
+
+    def __init__(self, inner: QueueBackend) -> None:
+        self.inner = inner
+        self.down = False
+        self.calls = 0
+
+    async def send_batch(
+        self, queue: str, messages: Sequence[OutgoingMessage], *, delay_seconds: int | None = None
+    ) -> QueueMetrics:
+        self.calls += 1
+        if self.down:
+            raise QueueUnavailable("Cloudflare Queues unreachable: ConnectError")
+        return await self.inner.send_batch(queue, messages, delay_seconds=delay_seconds)
+
+
+async def _submit(
+    runtime: Runtime, principal: Principal, dispatcher: OutboxDispatcher, count: int, **extra: int
+) -> list[str]:
+    ids = []
+    for order_id in range(1, count + 1):
+        async with runtime.sessionmaker() as session:
+            [submitted] = await jobs_service.submit_jobs(
+                session,
+                principal=principal,
+                requests=[
+                    (SyncSingleOrderJob(type="sync-single-order", orderId=order_id, **extra), None)
+                ],
+                dispatcher=dispatcher,
+                topology=runtime.topology,
+                now=to_datetime(runtime.clock.now_ms()),
+                idempotency_window=timedelta(days=1),
+            )
+            await session.commit()
+        ids.append(submitted.job.id)
+    return ids
+
+
+async def _statuses(runtime: Runtime) -> dict[str, int]:
+    async with runtime.sessionmaker() as session:
+        rows = (await session.execute(select(Job.status, func.count()).group_by(Job.status))).all()
+    return {str(status): int(count) for status, count in rows}
+
+
+@pytest_asyncio.fixture
+async def principal(tenants: TenantFactory) -> Principal:
+    tenant = await tenants.create()
+    return Principal(tenant_id=tenant.tenant_id, scopes=frozenset({"jobs:write"}))
+
+
+def _relay(runtime: Runtime, backend: object, **kwargs: int) -> OutboxRelay:
+    return OutboxRelay(runtime.sessionmaker, backend, runtime.clock, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_jobs_are_accepted_then_queued_once_published(
+    runtime: Runtime, principal: Principal, clock: ManualClock
+) -> None:
+    relay = _relay(runtime, runtime.queue_engine, linger_ms=1000)
+    dispatcher = OutboxDispatcher(clock, wake=relay.wake)
+    ids = await _submit(runtime, principal, dispatcher, 3)
+    assert await _statuses(runtime) == {"accepted": 3}
+    assert await relay.relay_once() == 0  # lingering for more
+    clock.advance(ms=1000)
+    assert await relay.relay_once() == 3
+    assert relay.stats.publish_requests == 1
+    assert await _statuses(runtime) == {"queued": 3}
+    pulled = await runtime.queue_engine.pull("prestashop-sync", batch_size=10)
+    assert sorted(m.body["job_id"] for m in pulled.messages) == sorted(ids)
+    async with runtime.sessionmaker() as session:
+        events = (
+            (
+                await session.execute(
+                    select(JobEvent.status).where(JobEvent.job_id == ids[0]).order_by(JobEvent.id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert events == ["accepted", "queued"]
+    assert await relay.backlog() == 0
+
+
+@pytest.mark.asyncio
+async def test_a_full_batch_is_published_without_lingering(
+    runtime: Runtime, principal: Principal, clock: ManualClock
+) -> None:
+    relay = _relay(runtime, runtime.queue_engine, linger_ms=60_000)
+    dispatcher = OutboxDispatcher(clock, wake=relay.wake)
+    await _submit(runtime, principal, dispatcher, 250)
+    # Two full batches go at once; the partial third waits to fill up or to linger out.
+    assert await relay.relay_once() == 200
+    assert await relay.relay_once() == 0
+    assert relay.stats.publish_requests == 2
+    assert await relay.backlog() == 50
+    clock.advance(ms=60_000)
+    assert await relay.relay_once() == 50
+    assert relay.stats.messages_per_request == pytest.approx(250 / 3)
+
+
+@pytest.mark.asyncio
+async def test_outage_backs_off_and_every_row_is_published_exactly_once(
+    runtime: Runtime, principal: Principal, clock: ManualClock
+) -> None:
+    backend = FlakyBackend(runtime.queue_engine)
+    relay = _relay(runtime, backend, linger_ms=0)
+    dispatcher = OutboxDispatcher(clock, wake=relay.wake)
+    backend.down = True
+    ids = await _submit(runtime, principal, dispatcher, 120)
+    assert await relay.relay_once() == 0
+    assert relay.stats.failed_requests == 2
+    # Backing off: nothing is due yet, so no further calls.
+    calls = backend.calls
+    assert await relay.relay_once() == 0
+    assert backend.calls == calls
+    assert await _statuses(runtime) == {"accepted": 120}
+    backend.down = False
+    clock.advance(seconds=61)
+    assert await relay.relay_once() == 120
+    pulled = await runtime.queue_engine.pull("prestashop-sync", batch_size=100)
+    pulled2 = await runtime.queue_engine.pull("prestashop-sync", batch_size=100)
+    job_ids = [m.body["job_id"] for m in pulled.messages + pulled2.messages]
+    assert sorted(job_ids) == sorted(ids)
+    assert await _statuses(runtime) == {"queued": 120}
+    async with runtime.sessionmaker() as session:
+        attempts = (await session.execute(select(func.max(OutboxMessage.attempts)))).scalar_one()
+    assert attempts == 1
+
+
+@pytest.mark.asyncio
+async def test_remaining_delay_is_kept(
+    runtime: Runtime, principal: Principal, clock: ManualClock
+) -> None:
+    relay = _relay(runtime, runtime.queue_engine, linger_ms=0)
+    dispatcher = OutboxDispatcher(clock, wake=relay.wake)
+    await _submit(runtime, principal, dispatcher, 1, delay_seconds=60)
+    clock.advance(seconds=20)
+    assert await relay.relay_once() == 1
+    clock.advance(seconds=39)
+    assert (await runtime.queue_engine.pull("prestashop-sync")).messages == []
+    clock.advance(seconds=1)
+    assert len((await runtime.queue_engine.pull("prestashop-sync")).messages) == 1
+
+
+@pytest.mark.asyncio
+async def test_concurrent_relays_never_publish_a_row_twice(
+    runtime: Runtime, principal: Principal, clock: ManualClock
+) -> None:
+    relays = [_relay(runtime, runtime.queue_engine, linger_ms=0) for _ in range(4)]
+    dispatcher = OutboxDispatcher(clock)
+    ids = await _submit(runtime, principal, dispatcher, 300)
+    totals = await asyncio.gather(*(r.relay_once() for r in relays))
+    while (more := await relays[0].relay_once()) > 0:
+        totals.append(more)
+    assert sum(totals) == 300
+    seen: list[str] = []
+    while batch := (await runtime.queue_engine.pull("prestashop-sync", batch_size=100)).messages:
+        seen.extend(m.body["job_id"] for m in batch)
+    assert sorted(seen) == sorted(ids)
+
+
+@pytest.mark.asyncio
+async def test_crashed_claim_is_picked_up_after_it_lapses(
+    runtime: Runtime, principal: Principal, clock: ManualClock
+) -> None:
+    relay = _relay(runtime, runtime.queue_engine, linger_ms=0, claim_ttl_ms=5000)
+    await _submit(runtime, principal, OutboxDispatcher(clock), 5)
+    claimed = await relay._claim(clock.now_ms())  # a relay that dies right after claiming
+    assert len(claimed) == 5
+    assert await relay.relay_once() == 0
+    clock.advance(ms=5000)
+    assert await relay.relay_once() == 5
+
+
+def test_plan_batches_respects_count_and_bytes() -> None:
+    def row(queue: str, size: int) -> OutboxMessage:
+        return OutboxMessage(
+            job_id="j", queue=queue, body="{}", size_bytes=size, created_ms=0, available_at_ms=0
+        )
+
+    rows = [row("a", 1000)] * 150 + [row("b", 100_000)] * 5
+    batches = plan_batches(rows)
+    assert [len(b.rows) for b in batches] == [100, 50, 2, 2, 1]
+    assert [b.closed for b in batches] == [True, False, True, True, False]
+    assert all(sum(r.size_bytes for r in b.rows) <= 256_000 for b in batches)
+
+
+@pytest.mark.asyncio
+async def test_gateway_answers_202_accepted_while_cloudflare_is_unreachable(
+    settings: Settings, clock: ManualClock, db_engine: AsyncEngine
+) -> None:
+    unreachable = settings.model_copy(
+        update={
+            "queue_backend": "cloudflare",
+            "cf_api_token": "token",
+            "cf_api_base_url": "http://127.0.0.1:9/client/v4",
+        }
+    )
+    runtime = build_runtime(unreachable, clock=clock, engine=db_engine)
+    assert isinstance(runtime.dispatcher, OutboxDispatcher)
+    tenant = await TenantFactory(runtime).create()
+    app = create_app(runtime=runtime)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as client:
+        response = await client.post(
+            "/v1/jobs",
+            json={"type": "sync-single-order", "orderId": 42},
+            headers=auth(tenant.api_key),
+        )
+    assert response.status_code == 202
+    assert response.json()["status"] == "accepted"
+    async with runtime.sessionmaker() as session:
+        rows = (await session.execute(select(OutboxMessage))).scalars().all()
+    assert [row.job_id for row in rows] == [response.json()["id"]]
+    await runtime.backend.close()

@@ -1,0 +1,1 @@
+"""Helpers shared by tests and benchmarks that run jobgate as real processes."""

@@ -1,0 +1,278 @@
+"""Run jobgate commands (and other HTTP servers) as real subprocesses on loopback.
+
+`ServerProcess` starts a server on a free 127.0.0.1 port and returns once a readiness path
+answers 200; `run_jobgate` runs one-shot commands (`db upgrade`, `tenants create`) with the
+same environment. Environments come from `jobgate_env`, which drops every inherited
+`JOBGATE_*` variable so a subprocess sees exactly the settings the caller chose, including
+the PostgreSQL schema of the test run (`JOBGATE_DATABASE_SCHEMA`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from app.core.config import REPO_ROOT
+
+STARTUP_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+_OUTPUT_TAIL_CHARS = 4000
+_PORT_ATTEMPTS = 3
+
+Argv = Sequence[str] | Callable[[int], Sequence[str]]
+
+
+class ServerStartError(RuntimeError):
+    """The server exited, or did not answer its readiness path in time (output attached)."""
+
+
+class CommandFailed(RuntimeError):
+    """A one-shot command exited non-zero (its output is in the message)."""
+
+
+def free_port() -> int:
+    """A port that was free on 127.0.0.1 a moment ago (start-up retries if it is taken)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def jobgate_argv(*args: str) -> list[str]:
+    """The `jobgate` console script of this interpreter, else `python -m app`."""
+    script = Path(sys.executable).with_name("jobgate")
+    if script.exists():
+        return [str(script), *args]
+    return [sys.executable, "-m", "app", *args]
+
+
+def jobgate_env(
+    database_url: str,
+    *,
+    schema: str | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The process environment minus inherited `JOBGATE_*`, plus the given database."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("JOBGATE_")}
+    env["JOBGATE_DATABASE_URL"] = database_url
+    env["JOBGATE_ENVIRONMENT"] = "test"
+    env["JOBGATE_LOG_LEVEL"] = "warning"
+    env["JOBGATE_HOST"] = "127.0.0.1"
+    if schema:
+        env["JOBGATE_DATABASE_SCHEMA"] = schema
+    env.update(extra or {})
+    return env
+
+
+def run_jobgate(*args: str, env: Mapping[str, str], timeout: float = 120.0) -> str:
+    """Run `jobgate ARGS...` to completion and return its stdout; raise on failure."""
+    argv = jobgate_argv(*args)
+    try:
+        done = subprocess.run(
+            argv,
+            env=dict(env),
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise CommandFailed(f"{' '.join(argv)} timed out after {timeout} s") from exc
+    if done.returncode != 0:
+        raise CommandFailed(
+            f"{' '.join(argv)} exited {done.returncode}\n"
+            f"stdout:\n{done.stdout[-_OUTPUT_TAIL_CHARS:]}\n"
+            f"stderr:\n{done.stderr[-_OUTPUT_TAIL_CHARS:]}"
+        )
+    return done.stdout
+
+
+def db_upgrade(env: Mapping[str, str]) -> None:
+    run_jobgate("db", "upgrade", env=env)
+
+
+def create_tenant(env: Mapping[str, str], name: str) -> dict[str, str]:
+    """`jobgate tenants create NAME --json`: {"tenant_id", "api_key", "webhook_secret"}."""
+    created: dict[str, str] = json.loads(run_jobgate("tenants", "create", name, "--json", env=env))
+    return created
+
+
+class ServerProcess:
+    """One server subprocess listening on 127.0.0.1.
+
+    Guarantees: `start()` returns only once GET `ready_path` answered 200; if the process
+    exits first or `startup_timeout` passes, it is killed and `ServerStartError` carries its
+    stdout and stderr. A port taken between picking and binding is retried with another.
+    `kill()` (SIGKILL) and `terminate()` (SIGTERM, then SIGKILL after a grace period) wait
+    for the process and are no-ops once it has exited. The context manager terminates.
+
+    `argv` is a list, or a function of the port for servers that take it as a flag; the port
+    is also passed as `JOBGATE_PORT` (how `jobgate serve` reads it).
+    """
+
+    def __init__(
+        self,
+        argv: Argv,
+        *,
+        env: Mapping[str, str],
+        ready_path: str = "/healthz",
+        startup_timeout: float = STARTUP_TIMEOUT_S,
+        cwd: Path | None = None,
+    ) -> None:
+        self._argv = argv
+        self._env = dict(env)
+        self._ready_path = ready_path
+        self._startup_timeout = startup_timeout
+        self._cwd = cwd or REPO_ROOT
+        self._logs = tempfile.TemporaryDirectory(prefix="jobgate-proc-")
+        self._starts = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self._require().pid
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def start(self) -> ServerProcess:
+        for attempt in range(_PORT_ATTEMPTS):
+            self._spawn(free_port())
+            try:
+                self._wait_ready()
+                return self
+            except ServerStartError as exc:
+                in_use = "address already in use" in str(exc).lower()
+                if not in_use or attempt == _PORT_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks run, as in a crash or an OOM kill."""
+        if self.running:
+            proc = self._require()
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=STOP_TIMEOUT_S)
+
+    def terminate(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM and wait (a graceful stop); SIGKILL if it outlives `timeout`."""
+        if not self.running:
+            return
+        proc = self._require()
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def output(self) -> str:
+        """Stdout and stderr of the latest start (tails), for error messages."""
+        parts = []
+        for stream in ("stdout", "stderr"):
+            path = self._log_path(stream)
+            text = path.read_text(errors="replace") if path.exists() else ""
+            parts.append(f"{stream}:\n{text[-_OUTPUT_TAIL_CHARS:]}")
+        return "\n".join(parts)
+
+    def close(self) -> None:
+        self.terminate()
+        self._logs.cleanup()
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _require(self) -> subprocess.Popen[bytes]:
+        if self._proc is None:
+            raise RuntimeError("the server was not started")
+        return self._proc
+
+    def _log_path(self, stream: str) -> Path:
+        return Path(self._logs.name) / f"{self._starts}.{stream}.log"
+
+    def _spawn(self, port: int) -> None:
+        if self.running:
+            raise RuntimeError(f"the server is already running (pid {self.pid})")
+        self.port = port
+        self._starts += 1
+        argv = list(self._argv(port) if callable(self._argv) else self._argv)
+        env = {**self._env, "JOBGATE_PORT": str(port)}
+        # Files, not pipes: a chatty server must never block on a full pipe buffer.
+        with (
+            self._log_path("stdout").open("ab") as out,
+            self._log_path("stderr").open("ab") as err,
+        ):
+            self._proc = subprocess.Popen(
+                argv, env=env, cwd=self._cwd, stdout=out, stderr=err, start_new_session=True
+            )
+
+    def _wait_ready(self) -> None:
+        proc = self._require()
+        deadline = time.monotonic() + self._startup_timeout
+        url = self.url(self._ready_path)
+        last_error = "no answer yet"
+        with httpx.Client(timeout=2.0) as http:
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise ServerStartError(
+                        f"{self._describe()} exited with {proc.returncode} before it was "
+                        f"ready\n{self.output()}"
+                    )
+                try:
+                    response = http.get(url)
+                except httpx.TransportError as exc:
+                    last_error = repr(exc)
+                else:
+                    if response.status_code == 200:
+                        return
+                    last_error = f"HTTP {response.status_code}"
+                time.sleep(0.1)
+        self.kill()
+        raise ServerStartError(
+            f"{self._describe()} did not answer GET {url} with 200 within "
+            f"{self._startup_timeout} s (last: {last_error})\n{self.output()}"
+        )
+
+    def _describe(self) -> str:
+        argv = self._argv(self.port) if callable(self._argv) else self._argv
+        return f"`{' '.join(argv)}` (port {self.port})"
+
+
+def jobgate_server(
+    *args: str,
+    env: Mapping[str, str],
+    ready_path: str = "/healthz",
+    startup_timeout: float = STARTUP_TIMEOUT_S,
+) -> ServerProcess:
+    """A `jobgate ARGS...` server (e.g. `serve`), not started yet."""
+    return ServerProcess(
+        jobgate_argv(*args), env=env, ready_path=ready_path, startup_timeout=startup_timeout
+    )

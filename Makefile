@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Gateway (with consumer and scheduler as they land) on SQLite + the local engine.
+## Gateway and consumer on SQLite + the local engine (`jobgate dev`).
 run: install
 	$(BIN)/jobgate dev
 
@@ -33,8 +33,13 @@ check: lint typecheck test
 openapi: install
 	$(BIN)/jobgate openapi > openapi.yaml
 
+## Benchmarks (ratios against baselines measured in the same run; see bench/README.md).
 bench: install
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/accept_throughput.py
+	$(BIN)/python bench/outbox_coalescing.py
+	$(BIN)/python bench/e2e_throughput.py
+	$(BIN)/python bench/admission_overload.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

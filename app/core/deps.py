@@ -22,13 +22,7 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
     # Routers commit explicitly before answering; anything uncommitted is rolled back here.
-    if runtime.write_gate is None:
-        async with runtime.sessionmaker() as session:
-            yield session
-        return
-    # SQLite runs one write transaction at a time; queueing requests here, in order, beats
-    # SQLite's busy handler, whose sleep-and-retry gives multi-second tail latencies.
-    async with runtime.write_gate, runtime.sessionmaker() as session:
+    async with runtime.sessionmaker() as session:
         yield session
 
 

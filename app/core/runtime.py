@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -12,6 +11,7 @@ from app.core.clock import Clock, OffsetFileClock, SystemClock
 from app.core.config import Settings
 from app.core.db import SessionMaker, create_engine, create_sessionmaker
 from app.core.security import SecretBox
+from app.jobs.committer import GroupCommitter
 from app.jobs.payloads import JOB_TYPES
 from app.jobs.service import Dispatcher
 from app.outbox.relay import OutboxRelay
@@ -39,8 +39,8 @@ class Runtime:
     # Set with the Cloudflare backend: publishes the outbox after commit.
     relay: OutboxRelay | None = None
     key_cache: ApiKeyCache = field(default_factory=ApiKeyCache)
-    # Serializes request transactions on SQLite (one writer at a time anyway); None elsewhere.
-    write_gate: asyncio.Lock | None = None
+    # Group commit for key-less submissions (set by build_runtime).
+    committer: GroupCommitter | None = None
 
     async def open(self) -> None:
         """Resolve queue ids with Cloudflare (processes that pull or publish directly)."""
@@ -48,6 +48,8 @@ class Runtime:
             await self.backend.start(self.topology)
 
     async def close(self) -> None:
+        if self.committer is not None:
+            await self.committer.close()
         await self.backend.close()
         await self.queue_engine.close()
         await self.engine.dispose()
@@ -101,5 +103,5 @@ def build_runtime(
         dispatcher=dispatcher,
         box=SecretBox(settings.secret_key),
         relay=relay,
-        write_gate=asyncio.Lock() if db_engine.dialect.name == "sqlite" else None,
+        committer=GroupCommitter(sessionmaker, dispatcher),
     )

@@ -64,6 +64,9 @@ async def submit_job(
 ) -> JobPublic:
     """Accept one job: 202 once it is stored durably and queued."""
     await gate.admit_jobs(principal.tenant_id, [job.type])
+    # End the reads of authentication and admission first: on SQLite they hold the write
+    # lock, which the group committer needs.
+    await session.commit()
     [submitted] = await jobs_service.submit_jobs(
         session,
         principal=principal,
@@ -73,6 +76,7 @@ async def submit_job(
         now=to_datetime(runtime.clock.now_ms()),
         idempotency_window=timedelta(seconds=runtime.settings.idempotency_window_seconds),
         trace=_trace(request),
+        combiner=runtime.committer,
     )
     await session.commit()
     if submitted.created:
@@ -99,6 +103,7 @@ async def submit_job_batch(
 ) -> JobBatchResponse:
     """Accept 1..100 jobs atomically: all are stored, or none."""
     await gate.admit_jobs(principal.tenant_id, [job.type for job in batch.jobs])
+    await session.commit()  # as in submit_job: release the read transaction
     submitted = await jobs_service.submit_jobs(
         session,
         principal=principal,
@@ -109,6 +114,7 @@ async def submit_job_batch(
         idempotency_window=timedelta(seconds=runtime.settings.idempotency_window_seconds),
         trace=_trace(request),
         batch=True,
+        combiner=runtime.committer,
     )
     await session.commit()
     for item in submitted:

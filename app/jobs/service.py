@@ -12,7 +12,7 @@ import binascii
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -49,6 +49,12 @@ class Dispatcher(Protocol):
     async def dispatch(
         self, session: AsyncSession, queue: str, messages: Sequence[OutgoingMessage]
     ) -> None: ...
+
+
+class WriteCombiner(Protocol):
+    """Writes the rows of key-less submissions in a shared transaction (group commit)."""
+
+    async def write(self, writes: PendingWrites) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +129,13 @@ async def submit_jobs(
     idempotency_window: timedelta,
     trace: dict[str, str] | None = None,
     batch: bool = False,
+    combiner: WriteCombiner | None = None,
 ) -> list[SubmittedJob]:
-    """Store jobs (all or none) and hand them to the queue; repeats return the original."""
+    """Store jobs (all or none) and hand them to the queue; repeats return the original.
+
+    Without idempotency keys and with a `combiner`, the rows are committed by the combiner's
+    shared transaction before this returns, not by the caller's session.
+    """
     if len(requests) > MAX_BATCH_JOBS:
         raise PayloadTooLarge(f"a batch holds at most {MAX_BATCH_JOBS} jobs, not {len(requests)}")
     prepared = [
@@ -135,6 +146,12 @@ async def submit_jobs(
     if batch and total > MAX_BATCH_BYTES:
         raise PayloadTooLarge(f"a batch may be {MAX_BATCH_BYTES} bytes serialized, not {total}")
     if not any(p.key for p in prepared):
+        if combiner is not None:
+            results, writes = _build(
+                prepared, [], principal.tenant_id, dispatcher.initial_status, now
+            )
+            await combiner.write(writes)
+            return results
         return await _insert(session, prepared, [], principal, dispatcher, now)
     # With keys, a concurrent twin may win the unique index: the savepoint lets us
     # fall back to its row instead of failing the request.
@@ -202,18 +219,33 @@ async def _resolve_keys(
     return result
 
 
-async def _insert(
-    session: AsyncSession,
+@dataclass(slots=True)
+class PendingWrites:
+    """Rows for new jobs, ready to insert; several submissions' writes can be merged."""
+
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    # Per queue: (message, serialized size) in submission order.
+    messages: dict[str, list[tuple[OutgoingMessage, int]]] = field(default_factory=dict)
+
+    def extend(self, other: PendingWrites) -> None:
+        self.jobs += other.jobs
+        self.events += other.events
+        for queue, items in other.messages.items():
+            self.messages.setdefault(queue, []).extend(items)
+
+
+def _build(
     prepared: list[_Prepared],
     existing: list[Job | None],
-    principal: Principal,
-    dispatcher: Dispatcher,
+    tenant_id: str,
+    status: JobStatus,
     now: datetime,
-) -> list[SubmittedJob]:
-    status = dispatcher.initial_status
+) -> tuple[list[SubmittedJob], PendingWrites]:
     new_jobs: dict[str, Job] = {}
-    by_queue: dict[str, list[OutgoingMessage]] = {}
+    writes = PendingWrites()
     results: list[SubmittedJob] = []
+    detail = "stored and queued" if status is JobStatus.queued else "stored"
     for index, p in enumerate(prepared):
         original = existing[index] if existing else None
         if original is not None:
@@ -223,50 +255,78 @@ async def _insert(
             results.append(SubmittedJob(job=new_jobs[p.job_id], created=False))
             continue
         delay = p.request.delay_seconds or 0
-        job = Job(
-            id=p.job_id,
-            tenant_id=principal.tenant_id,
-            type=p.request.type,
-            queue=p.queue,
-            payload=p.payload,
-            status=status.value,
-            attempts=0,
-            progress=0,
-            idempotency_key=p.key,
-            request_hash=p.request_hash if p.key else None,
-            delay_seconds=delay,
-            created_at=now,
-            updated_at=now,
-        )
+        row: dict[str, Any] = {
+            "id": p.job_id,
+            "tenant_id": tenant_id,
+            "type": p.request.type,
+            "queue": p.queue,
+            "payload": p.payload,
+            "status": status.value,
+            "attempts": 0,
+            "progress": 0,
+            "progress_message": None,
+            "idempotency_key": p.key,
+            "request_hash": p.request_hash if p.key else None,
+            "delay_seconds": delay,
+            "last_error": None,
+            "created_at": now,
+            "updated_at": now,
+            "started_at": None,
+            "finished_at": None,
+        }
+        job = Job(**row)
         new_jobs[job.id] = job
         results.append(SubmittedJob(job=job, created=True))
-        by_queue.setdefault(p.queue, []).append(
-            OutgoingMessage(body=json.loads(p.envelope), delay_seconds=delay)
+        writes.jobs.append(row)
+        writes.events.append(
+            {
+                "job_id": job.id,
+                "status": status.value,
+                "attempt": 0,
+                "detail": detail,
+                "created_at": now,
+            }
         )
-    if new_jobs:
-        await session.execute(insert(_job_table), [_job_row(job) for job in new_jobs.values()])
-        detail = "stored and queued" if status is JobStatus.queued else "stored"
-        await session.execute(
-            insert(_event_table),
-            [
-                {
-                    "job_id": job_id,
-                    "status": status.value,
-                    "attempt": 0,
-                    "detail": detail,
-                    "created_at": now,
-                }
-                for job_id in new_jobs
-            ],
-        )
-        for queue, messages in by_queue.items():
-            for start in range(0, len(messages), MAX_BATCH_JOBS):
-                await dispatcher.dispatch(session, queue, messages[start : start + MAX_BATCH_JOBS])
+        message = OutgoingMessage(body=json.loads(p.envelope), delay_seconds=delay)
+        writes.messages.setdefault(p.queue, []).append((message, len(p.envelope)))
+    return results, writes
+
+
+async def write_pending(
+    session: AsyncSession, writes: PendingWrites, dispatcher: Dispatcher
+) -> None:
+    """Insert the rows in the caller's transaction: one statement per table and queue batch."""
+    if not writes.jobs:
+        return
+    await session.execute(insert(_job_table), writes.jobs)
+    await session.execute(insert(_event_table), writes.events)
+    for queue, items in writes.messages.items():
+        chunk: list[OutgoingMessage] = []
+        size = 0
+        # Queue batches hold at most 100 messages and 256,000 bytes.
+        for message, message_size in items:
+            if chunk and (len(chunk) >= MAX_BATCH_JOBS or size + message_size > MAX_BATCH_BYTES):
+                await dispatcher.dispatch(session, queue, chunk)
+                chunk, size = [], 0
+            chunk.append(message)
+            size += message_size
+        if chunk:
+            await dispatcher.dispatch(session, queue, chunk)
+
+
+async def _insert(
+    session: AsyncSession,
+    prepared: list[_Prepared],
+    existing: list[Job | None],
+    principal: Principal,
+    dispatcher: Dispatcher,
+    now: datetime,
+) -> list[SubmittedJob]:
+    results, writes = _build(
+        prepared, existing, principal.tenant_id, dispatcher.initial_status, now
+    )
+    await write_pending(session, writes, dispatcher)
     return results
-
-
-def _job_row(job: Job) -> dict[str, Any]:
-    return {column.name: getattr(job, column.name) for column in _job_table.columns}
 
 
 async def get_job(session: AsyncSession, *, tenant_id: str, job_id: str) -> Job:

@@ -93,17 +93,37 @@ async def resolve_site_id(
 
 
 def plan_jobs(
-    event: ShopEvent, *, site_id: str | None, now_s: int, debounce_seconds: int
+    event: ShopEvent,
+    *,
+    site_id: str | None,
+    now_s: int,
+    debounce_seconds: int,
+    breaker_delay: int = 0,
 ) -> JobPlan:
-    """The job requests (with idempotency keys) one event makes."""
+    """The job requests (with idempotency keys) one event makes.
+
+    `breaker_delay`: while the consumer's circuit breaker for the job type is open, the
+    jobs are stored anyway and delivered once it half-opens (webhooks are not refused).
+    """
     if event.type in ORDER_EVENTS:
         order = SyncSingleOrderJob(
-            type="sync-single-order", orderId=event.object_id, siteId=site_id
+            type="sync-single-order",
+            orderId=event.object_id,
+            siteId=site_id,
+            delay_seconds=breaker_delay or None,
         )
         return [(order, None)]
     site = site_id or event.shop_id or "default"
     bucket = now_s // debounce_seconds
+    delay = max(debounce_seconds, breaker_delay)
     products = SyncProductsJob(
-        type="sync-products", siteId=site, incremental=True, delay_seconds=debounce_seconds
+        type="sync-products", siteId=site, incremental=True, delay_seconds=delay
     )
-    return [(products, f"ps-products:{site}:{bucket}")]
+    # The delay is part of the key: deliveries of one bucket before and after a breaker
+    # opened make two jobs rather than a conflict.
+    key = f"ps-products:{site}:{bucket}" + (f":{delay}" if delay != debounce_seconds else "")
+    return [(products, key)]
+
+
+def planned_types(event: ShopEvent) -> list[str]:
+    return ["sync-single-order"] if event.type in ORDER_EVENTS else ["sync-products"]

@@ -17,6 +17,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, Response, status
 from pydantic import ValidationError
 
+from app.admission.deps import WebhooksGate
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import (
     AppError,
@@ -115,6 +116,7 @@ async def receive_prestashop_event(
     response: Response,
     session: SessionDep,
     runtime: RuntimeDep,
+    gate: WebhooksGate,
 ) -> WebhookAccepted:
     """Receive a PrestaShop event signed with Standard Webhooks; 202 once its jobs are stored."""
     settings = runtime.settings
@@ -140,6 +142,7 @@ async def receive_prestashop_event(
         event = prestashop.from_signed(PrestaShopEvent.model_validate_json(raw))
     except (ValidationError, ValueError) as exc:
         raise _malformed(SIGNED_SOURCE, exc) from None
+    breaker_delay = await gate.admit_webhook(tenant_id, prestashop.planned_types(event))
     site_id = await prestashop.resolve_site_id(
         session, tenant_id=tenant_id, shop_id=event.shop_id, shop_url=event.shop_url
     )
@@ -155,6 +158,7 @@ async def receive_prestashop_event(
             site_id=site_id,
             now_s=now_s,
             debounce_seconds=settings.webhook_product_debounce_seconds,
+            breaker_delay=breaker_delay,
         ),
     )
     await session.commit()
@@ -196,6 +200,7 @@ async def receive_unsigned_prestashop_event(
     response: Response,
     session: SessionDep,
     runtime: RuntimeDep,
+    gate: WebhooksGate,
 ) -> WebhookAccepted:
     """WEAKER, opt-in: a `ps_webhooks`-style unsigned `{action, entity, data}` payload.
 
@@ -220,6 +225,7 @@ async def receive_unsigned_prestashop_event(
         webhooks_service.events_total.labels(source=UNSIGNED_SOURCE, outcome="ignored").inc()
         return WebhookAccepted(jobs=[])
     now_s = runtime.clock.now_ms() // 1000
+    breaker_delay = await gate.admit_webhook(tenant_id, prestashop.planned_types(event))
     site_id = await prestashop.resolve_site_id(
         session, tenant_id=tenant_id, shop_id=event.shop_id, shop_url=None
     )
@@ -235,6 +241,7 @@ async def receive_unsigned_prestashop_event(
             site_id=site_id,
             now_s=now_s,
             debounce_seconds=settings.webhook_product_debounce_seconds,
+            breaker_delay=breaker_delay,
         ),
     )
     await session.commit()
@@ -271,6 +278,7 @@ async def receive_r2_notifications(
     response: Response,
     session: SessionDep,
     runtime: RuntimeDep,
+    gate: WebhooksGate,
 ) -> WebhookAccepted:
     """R2 event notifications (one, or `{messages: [...]}`) → `process-image` jobs.
 
@@ -286,12 +294,15 @@ async def receive_r2_notifications(
             notifications = [R2Notification.model_validate(parsed)]
     except (ValidationError, ValueError) as exc:
         raise _malformed(R2_SOURCE, exc) from None
+    breaker_delay = await gate.admit_webhook(principal.tenant_id, ["process-image"])
     rules = await r2.list_rules(session, tenant_id=principal.tenant_id)
     job_ids: list[str] = []
     processed = replays = 0
     for notification in notifications:
         rule = r2.match_rule(rules, notification)
         job = r2.plan_job(rule, notification) if rule is not None else None
+        if job is not None and breaker_delay:
+            job = job.model_copy(update={"delay_seconds": breaker_delay})
         if job is None:
             webhooks_service.events_total.labels(source=R2_SOURCE, outcome="ignored").inc()
             continue

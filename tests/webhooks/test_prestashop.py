@@ -11,7 +11,8 @@ import pytest_asyncio
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
-from app.core.clock import ManualClock
+from app.consumer.models import CircuitBreaker
+from app.core.clock import ManualClock, to_datetime
 from app.core.ids import uuid7
 from app.core.runtime import Runtime
 from app.handlers import service as handlers_service
@@ -345,3 +346,34 @@ class TestAtomicity:
         retried = await sender.post(body, headers)  # the sender's retry goes through
         assert retried.status_code == 202
         assert await count(runtime, Job) == 1
+
+
+class TestOpenBreaker:
+    async def test_webhook_is_stored_delayed_not_refused_while_the_breaker_is_open(
+        self, sender: Sender, runtime: Runtime, tenant: TenantCreated, clock: ManualClock
+    ) -> None:
+        cooldown = runtime.settings.breaker_cooldown_seconds
+        async with runtime.sessionmaker() as session:
+            session.add(
+                CircuitBreaker(
+                    tenant_id=tenant.tenant_id,
+                    job_type="sync-single-order",
+                    state="open",
+                    failures=5,
+                    opened_at_ms=clock.now_ms(),
+                    updated_at=to_datetime(clock.now_ms()),
+                )
+            )
+            await session.commit()
+        clock.advance(seconds=5)
+        response = await sender.post(body_of(ORDER_EVENT))
+        assert response.status_code == 202, response.text
+        [job_id] = response.json()["jobs"]
+        async with runtime.sessionmaker() as session:
+            job = await session.get(Job, job_id)
+        assert job is not None
+        assert job.delay_seconds == cooldown - 5
+        # Not deliverable before the breaker half-opens, deliverable after.
+        assert (await runtime.queue_engine.pull("prestashop-sync")).messages == []
+        clock.advance(seconds=cooldown - 5)
+        assert len((await runtime.queue_engine.pull("prestashop-sync")).messages) == 1

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from email.utils import parsedate_to_datetime
+import math
 
 import httpx
 
 from app.consumer.registry import PermanentFailure, RetryLater
+from app.core.http import parse_retry_after
 
 DEFAULT_RETRY_AFTER_SECONDS = 60
-# Never park a job longer than Cloudflare's maximum message delay (12 h).
+# Never park a job for half a day or more on one downstream answer.
 MAX_RETRY_AFTER_SECONDS = 43_200
 
 
@@ -17,18 +18,10 @@ def retry_after_seconds(
     response: httpx.Response, *, now_ms: int, default: int = DEFAULT_RETRY_AFTER_SECONDS
 ) -> int:
     """`Retry-After` as whole seconds (delta or HTTP-date), clamped; `default` if absent."""
-    raw = response.headers.get("retry-after", "").strip()
-    if not raw:
+    parsed = parse_retry_after(response.headers.get("retry-after"), now_ms=now_ms)
+    if parsed is None:
         return default
-    if raw.isdigit():
-        seconds = int(raw)
-    else:
-        try:
-            when = parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            return default
-        seconds = int(when.timestamp() - now_ms / 1000) + 1
-    return max(1, min(seconds, MAX_RETRY_AFTER_SECONDS))
+    return max(1, min(math.ceil(parsed), MAX_RETRY_AFTER_SECONDS))
 
 
 class DownstreamError(Exception):

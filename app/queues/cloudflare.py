@@ -21,12 +21,12 @@ import logging
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
 from app.core.clock import SystemClock
+from app.core.http import parse_retry_after
 from app.queues.base import (
     DEFAULT_PULL_BATCH,
     DEFAULT_VISIBILITY_TIMEOUT_MS,
@@ -63,20 +63,6 @@ class RetryPolicy:
         if retry_after is not None:
             return min(retry_after, MAX_RETRY_AFTER_SECONDS)
         return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - SystemClock().now_ms() / 1000)
 
 
 def _metrics(raw: Any) -> QueueMetrics | None:
@@ -236,7 +222,9 @@ class CloudflareQueues:
                 failure = self._error(response)
                 if response.status_code != 429 and response.status_code < 500:
                     raise failure
-                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                retry_after = parse_retry_after(
+                    response.headers.get("retry-after"), now_ms=SystemClock().now_ms()
+                )
             if attempt > self.retry.max_retries:
                 raise failure
             delay = self.retry.backoff(attempt, retry_after)

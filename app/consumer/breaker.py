@@ -138,17 +138,25 @@ class Breakers:
             row.opened_at_ms = now_ms
 
     async def flush(self) -> None:
-        for key in sorted(self._new):
-            row = self._rows[key]
-            values = {c.name: getattr(row, c.name) for c in _table.columns}
+        """Write changed rows back: new rows in one upsert, changed ones by the session."""
+        if self._new:
+            rows = [
+                {c.name: getattr(self._rows[key], c.name) for c in _table.columns}
+                for key in sorted(self._new)
+            ]
             dialect = self._session.get_bind().dialect.name
             insert = pg_insert if dialect == "postgresql" else sqlite_insert
-            stmt = insert(_table).values(**values)
-            update = {k: v for k, v in values.items() if k not in ("tenant_id", "job_type")}
+            stmt = insert(_table)
+            update = {
+                c.name: stmt.excluded[c.name]
+                for c in _table.columns
+                if c.name not in ("tenant_id", "job_type")
+            }
             await self._session.execute(
-                stmt.on_conflict_do_update(index_elements=["tenant_id", "job_type"], set_=update)
+                stmt.on_conflict_do_update(index_elements=["tenant_id", "job_type"], set_=update),
+                rows,
             )
-        self._new.clear()
+            self._new.clear()
         await self._session.flush()
 
 

@@ -4,6 +4,9 @@ Guarantees:
 - At-least-once: a message is acked only after its outcome is committed to the job store;
   a job already finished (`succeeded`, `failed`, `dead`, `cancelled`) is acked unrun.
 - One ack call per batch carries every ack and retry of that batch.
+- The job store is written per batch, not per job: one transaction starts the batch's
+  attempts, one records its outcomes, each with a number of statements that does not grow
+  with the batch (`app.jobs.lifecycle`).
 - A job runs at most `max_retries + 1` times (the queue's, or the handler's when lower);
   then it is `dead` and its message is in the dead letter queue.
 - Nothing is dropped: deferred work (open breaker) and work handed back on shutdown is
@@ -265,7 +268,8 @@ class QueueWorker:
     async def _start(
         self, batch: list[Delivery], plan: _Settlement, report: CycleReport
     ) -> list[_Work]:
-        """Decide each delivery; start attempts of the ones that run (one transaction)."""
+        """Decide each delivery; start attempts of the ones that run (one transaction, a
+        constant number of statements)."""
         now = self._clock.now_ms()
         candidates: list[_Work] = []
         seen: set[str] = set()
@@ -297,6 +301,7 @@ class QueueWorker:
         if not candidates:
             return []
         runnable: list[_Work] = []
+        starts: list[AttemptStart] = []
         async with self._sessionmaker() as session:
             jobs = await lifecycle.load_jobs(session, [w.envelope.job_id for w in candidates])
             breakers = Breakers(session, self._breaker)
@@ -325,18 +330,19 @@ class QueueWorker:
                     self._redeliver(work.delivery, plan, delay=delay, fresh=True)
                     report.counts["deferred"] += 1
                     continue
-                work.attempt = await lifecycle.start_attempt(
-                    session,
-                    job,
+                starts.append(
                     AttemptStart(
+                        job=job,
                         queue=self.queue,
                         message_id=work.delivery.message.id,
                         lease_expires_ms=work.delivery.lease_expires_ms,
                         final_delivery=work.final_delivery,
-                    ),
-                    now_ms=now,
+                    )
                 )
                 runnable.append(work)
+            numbers = await lifecycle.start_attempts(session, starts, now_ms=now)
+            for work in runnable:
+                work.attempt = numbers[work.envelope.job_id]
             await breakers.flush()
             await session.commit()
         return runnable
@@ -495,18 +501,24 @@ class QueueWorker:
         for queue, messages in plan.sends.items():
             for start in range(0, len(messages), 100):
                 await self._backend.send_batch(queue, messages[start : start + 100])
+        await self._write_job_store(plan, works)
+        if plan.acks or plan.retries:
+            result = await self._backend.ack(self.queue, acks=plan.acks, retries=plan.retries)
+            if result.warnings:
+                log.info("queue %s: ack warnings %s", self.queue, result.warnings)
+        for lease in [*plan.acks, *(r.lease_id for r in plan.retries)]:
+            self._held.pop(lease, None)
+
+    async def _write_job_store(self, plan: _Settlement, works: Sequence[_Work]) -> None:
+        """The batch's outcomes and breaker results in one transaction (constant statements)."""
+        judged = [w for w in works if w.breaker_failure is not None]
+        if not (plan.ends or plan.dead or plan.deferred or judged):
+            return
         now = self._clock.now_ms()
         async with self._sessionmaker() as session:
-            ids = [*plan.dead, *plan.deferred]
-            jobs = await lifecycle.load_jobs(session, ids)
-            for job_id, reason in plan.dead.items():
-                if job_id in jobs:
-                    await lifecycle.mark_dead(session, jobs[job_id], reason=reason, now_ms=now)
-            for job_id, reason in plan.deferred.items():
-                if job_id in jobs:
-                    lifecycle.record_deferral(session, jobs[job_id], reason=reason, now_ms=now)
-            await lifecycle.finish_attempts(session, plan.ends, now_ms=now)
-            judged = [w for w in works if w.breaker_failure is not None]
+            await lifecycle.settle(
+                session, ends=plan.ends, dead=plan.dead, deferred=plan.deferred, now_ms=now
+            )
             if judged:
                 breakers = Breakers(session, self._breaker)
                 await breakers.load((w.envelope.tenant_id, w.envelope.type) for w in judged)
@@ -518,12 +530,6 @@ class QueueWorker:
                         breakers.success(key, now)
                 await breakers.flush()
             await session.commit()
-        if plan.acks or plan.retries:
-            result = await self._backend.ack(self.queue, acks=plan.acks, retries=plan.retries)
-            if result.warnings:
-                log.info("queue %s: ack warnings %s", self.queue, result.warnings)
-        for lease in [*plan.acks, *(r.lease_id for r in plan.retries)]:
-            self._held.pop(lease, None)
 
     # -- leases --------------------------------------------------------------------------------
 
@@ -619,6 +625,10 @@ class QueueWorker:
                     log.exception("queue %s: releasing buffered messages failed", self.queue)
 
 
+# Used when neither the caller nor the settings name one (service.py picks per backend).
+IDLE_POLL_MAX_MS_DEFAULT = 1_000
+
+
 class Consumer:
     """Consumes the named queues (all consumed queues of the topology by default)."""
 
@@ -632,6 +642,7 @@ class Consumer:
         queues: Sequence[str] | None = None,
         retry: RetryPolicy | None = None,
         breaker: BreakerPolicy | None = None,
+        poll_max_ms: int | None = None,
     ) -> None:
         settings = resources.settings
         names = list(queues) if queues else topology.consumed_queues
@@ -640,6 +651,11 @@ class Consumer:
             raise ValueError(f"no consumer is configured for queue(s) {', '.join(unknown)}")
         self.settings = settings
         self.resources = resources
+        # Longest wait between pulls while the queue stays empty (never below the minimum).
+        self.poll_max_ms = max(
+            settings.consumer_poll_min_ms,
+            poll_max_ms or settings.consumer_poll_max_ms or IDLE_POLL_MAX_MS_DEFAULT,
+        )
         self.retry = retry or RetryPolicy(
             base_seconds=settings.consumer_retry_base_seconds, jitter=settings.consumer_retry_jitter
         )
@@ -684,19 +700,16 @@ class Consumer:
         now = clock.now_ms()
         cutoff = now - self.settings.consumer_lost_grace_seconds * 1000
         async with self.resources.sessionmaker() as session:
-            jobs = await lifecycle.lost_final_attempts(
+            lost = await lifecycle.lost_final_attempts(
                 session, queues=self.queues, expired_before_ms=cutoff
             )
-            for job in jobs:
-                await lifecycle.mark_dead(
-                    session,
-                    job,
-                    reason="its consumer was lost during the final delivery; "
-                    "the message is in the dead letter queue",
-                    now_ms=now,
-                )
+            reason = (
+                "its consumer was lost during the final delivery; "
+                "the message is in the dead letter queue"
+            )
+            await lifecycle.settle(session, dead=dict.fromkeys(lost, reason), now_ms=now)
             await session.commit()
-        return len(jobs)
+        return len(lost)
 
     async def _sweeper(self) -> None:
         while True:
@@ -715,7 +728,7 @@ class Consumer:
                 worker.run(
                     stop,
                     poll_min_ms=settings.consumer_poll_min_ms,
-                    poll_max_ms=settings.consumer_poll_max_ms,
+                    poll_max_ms=self.poll_max_ms,
                 )
             )
             for worker in self.workers.values()

@@ -5,25 +5,36 @@ Transitions: `queued`/`retrying` → `running` when an attempt starts; `running`
 releases it. A finished job (`succeeded`, `failed`, `dead`, `cancelled`) never runs again.
 Every change writes a `job_event`; every attempt a `job_attempt` row.
 
+Work is done a batch at a time with a bounded number of statements, whatever the batch's
+size: one SELECT of the batch's jobs (locked on PostgreSQL), then at most one statement per
+table and kind of change (multi-row INSERTs, `UPDATE ... WHERE id IN (...)`, or one
+executemany UPDATE by key).
+
 Functions take the caller's session and never commit: the consumer commits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Integer, Text, bindparam, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col, select
 
 from app.consumer.models import JobAttempt
 from app.core.clock import to_datetime
+from app.core.db import UTCDateTime
 from app.jobs.models import FINISHED_STATUSES, Job, JobEvent, JobStatus
 
 MAX_ERROR_CHARS = 4000
-_attempt_table = JobAttempt.__table__  # type: ignore[attr-defined]
+_attempts = JobAttempt.__table__  # type: ignore[attr-defined]
+_jobs = Job.__table__  # type: ignore[attr-defined]
+_events = JobEvent.__table__  # type: ignore[attr-defined]
+_LOST = {"outcome": "lost", "error": "consumer lost"}
+_now = bindparam("b_now", type_=UTCDateTime())
 
 
 class AttemptOutcome(StrEnum):
@@ -48,58 +59,125 @@ def _clip(text: str | None) -> str | None:
     return text[:MAX_ERROR_CHARS] if text else text
 
 
-def is_finished(job: Job) -> bool:
+@dataclass(frozen=True, slots=True)
+class JobState:
+    """What the consumer decides on: a job row's status and attempt count (not its payload)."""
+
+    id: str
+    status: str
+    attempts: int
+
+
+def is_finished(job: JobState) -> bool:
     return JobStatus(job.status) in FINISHED_STATUSES
 
 
-async def load_jobs(session: AsyncSession, job_ids: Iterable[str]) -> dict[str, Job]:
-    """The jobs, locked for update (PostgreSQL) so two consumers start them one at a time."""
+async def load_jobs(session: AsyncSession, job_ids: Iterable[str]) -> dict[str, JobState]:
+    """The jobs' states in one SELECT, locked for update (PostgreSQL) so two consumers move
+    them one at a time (SQLite has one writer: every transaction begins IMMEDIATE)."""
     ids = sorted(set(job_ids))
     if not ids:
         return {}
-    stmt = select(Job).where(col(Job.id).in_(ids)).order_by(col(Job.id)).with_for_update()
-    return {job.id: job for job in (await session.execute(stmt)).scalars().all()}
+    stmt = (
+        select(_jobs.c.id, _jobs.c.status, _jobs.c.attempts)
+        .where(_jobs.c.id.in_(ids))
+        .order_by(_jobs.c.id)
+        .with_for_update()
+    )
+    rows = (await session.execute(stmt)).all()
+    return {row.id: JobState(row.id, row.status, row.attempts) for row in rows}
+
+
+async def _close_open_attempts(
+    session: AsyncSession, job_ids: Sequence[str], now: datetime
+) -> None:
+    """End the jobs' attempts left open by a consumer that vanished, as `lost`."""
+    if job_ids:
+        await session.execute(
+            update(_attempts)
+            .where(_attempts.c.job_id.in_(sorted(job_ids)), _attempts.c.ended_at.is_(None))
+            .values(ended_at=now, **_LOST)
+        )
+
+
+async def _insert_events(session: AsyncSession, events: list[dict[str, Any]]) -> None:
+    if events:
+        await session.execute(insert(_events), events)
+
+
+def _event(
+    job_id: str, status: str, attempt: int, detail: str | None, now: datetime
+) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "status": status,
+        "attempt": attempt,
+        "detail": detail,
+        "created_at": now,
+    }
 
 
 @dataclass(frozen=True, slots=True)
 class AttemptStart:
+    job: JobState
     queue: str
     message_id: str
     lease_expires_ms: int
     final_delivery: bool
 
 
-async def start_attempt(
-    session: AsyncSession, job: Job, start: AttemptStart, *, now_ms: int
-) -> int:
-    """Mark `job` running in a new attempt and return the attempt's number (1, 2, ...).
+# Start: the new attempt number and status, by primary key (executemany).
+_START_JOB = (
+    update(_jobs)
+    .where(_jobs.c.id == bindparam("b_id"))
+    .values(
+        status=JobStatus.running.value,
+        attempts=bindparam("b_attempt"),
+        started_at=func.coalesce(_jobs.c.started_at, _now),
+        updated_at=_now,
+    )
+)
 
-    An attempt left open by a consumer that vanished is closed as `lost` first.
+
+async def start_attempts(
+    session: AsyncSession, starts: Sequence[AttemptStart], *, now_ms: int
+) -> dict[str, int]:
+    """Mark each job running in a new attempt; returns job id → attempt number (1, 2, ...).
+
+    The jobs must have been loaded with `load_jobs` in this transaction (and not changed
+    since). An attempt left open by a consumer that vanished is closed as `lost` first.
+    At most four statements, whatever the number of jobs.
     """
+    if not starts:
+        return {}
     now = to_datetime(now_ms)
+    # Only a job that ran before can have an open attempt.
+    await _close_open_attempts(session, [s.job.id for s in starts if s.job.attempts > 0], now)
+    numbers = {s.job.id: s.job.attempts + 1 for s in starts}
     await session.execute(
-        update(_attempt_table)
-        .where(_attempt_table.c.job_id == job.id, _attempt_table.c.ended_at.is_(None))
-        .values(ended_at=now, outcome=AttemptOutcome.lost.value, error="consumer lost")
+        _START_JOB,
+        [{"b_id": job_id, "b_attempt": n, "b_now": now} for job_id, n in numbers.items()],
     )
-    attempt = job.attempts + 1
-    job.status = JobStatus.running.value
-    job.attempts = attempt
-    job.started_at = job.started_at or now
-    job.updated_at = now
-    session.add(
-        JobAttempt(
-            job_id=job.id,
-            attempt=attempt,
-            queue=start.queue,
-            message_id=start.message_id,
-            final_delivery=start.final_delivery,
-            lease_expires_ms=start.lease_expires_ms,
-            started_at=now,
-        )
+    await session.execute(
+        insert(_attempts),
+        [
+            {
+                "job_id": s.job.id,
+                "attempt": numbers[s.job.id],
+                "queue": s.queue,
+                "message_id": s.message_id,
+                "final_delivery": s.final_delivery,
+                "lease_expires_ms": s.lease_expires_ms,
+                "started_at": now,
+            }
+            for s in starts
+        ],
     )
-    session.add(JobEvent(job_id=job.id, status=job.status, attempt=attempt, created_at=now))
-    return attempt
+    await _insert_events(
+        session,
+        [_event(job_id, JobStatus.running.value, n, None, now) for job_id, n in numbers.items()],
+    )
+    return numbers
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,86 +189,118 @@ class AttemptEnd:
     retry_delay_seconds: int | None = None
 
 
-async def finish_attempts(session: AsyncSession, ends: Sequence[AttemptEnd], *, now_ms: int) -> int:
-    """Record how attempts ended and move their jobs on; returns the jobs updated.
+# End: how each attempt ended, by (job, attempt) (executemany); a closed one stays closed.
+_END_ATTEMPT = (
+    update(_attempts)
+    .where(
+        _attempts.c.job_id == bindparam("b_job_id"),
+        _attempts.c.attempt == bindparam("b_attempt"),
+        _attempts.c.ended_at.is_(None),
+    )
+    .values(
+        ended_at=_now,
+        outcome=bindparam("b_outcome"),
+        error=bindparam("b_error", type_=Text()),
+        retry_delay_seconds=bindparam("b_delay", type_=Integer()),
+    )
+)
 
-    A job is only moved when it is still `running` in that attempt: a late report from a
-    consumer that was presumed lost cannot overwrite what happened since.
+# Move: a job's new status; NULL keeps the error, progress and finish time it has.
+_MOVE_JOB = (
+    update(_jobs)
+    .where(_jobs.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        updated_at=_now,
+        last_error=func.coalesce(bindparam("b_error", type_=Text()), _jobs.c.last_error),
+        progress=func.coalesce(bindparam("b_progress", type_=Integer()), _jobs.c.progress),
+        finished_at=func.coalesce(
+            bindparam("b_finished", type_=UTCDateTime()), _jobs.c.finished_at
+        ),
+    )
+)
+
+
+def _move(job_id: str, status: JobStatus, error: str | None, now: datetime) -> dict[str, Any]:
+    return {
+        "b_id": job_id,
+        "b_status": status.value,
+        "b_now": now,
+        "b_error": error,
+        "b_progress": 100 if status is JobStatus.succeeded else None,
+        "b_finished": now if status in FINISHED_STATUSES else None,
+    }
+
+
+async def settle(
+    session: AsyncSession,
+    *,
+    ends: Sequence[AttemptEnd] = (),
+    dead: Mapping[str, str] | None = None,
+    deferred: Mapping[str, str] | None = None,
+    now_ms: int,
+) -> int:
+    """Write a batch's outcomes; returns how many jobs changed status.
+
+    - `ends`: how attempts ended. A job is only moved when it is still `running` in that
+      attempt: a late report from a consumer that was presumed lost cannot overwrite what
+      happened since.
+    - `dead`: job id → reason, for jobs that will not be delivered again without running
+      (attempts exhausted, or the final delivery's lease lost); their open attempt is lost.
+      A finished job is left alone.
+    - `deferred`: job id → reason, for jobs re-delayed without running (status unchanged;
+      an event notes it).
+
+    One SELECT of the jobs, then at most four statements, whatever the batch's size.
     """
+    dead = dead or {}
+    deferred = deferred or {}
+    if not (ends or dead or deferred):
+        return 0
     now = to_datetime(now_ms)
-    jobs = await load_jobs(session, [end.job_id for end in ends])
-    moved = 0
-    for end in ends:
-        error = _clip(end.error)
+    jobs = await load_jobs(session, [*(end.job_id for end in ends), *dead, *deferred])
+    moves: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    if ends:
         await session.execute(
-            update(_attempt_table)
-            .where(
-                _attempt_table.c.job_id == end.job_id,
-                _attempt_table.c.attempt == end.attempt,
-                _attempt_table.c.ended_at.is_(None),
-            )
-            .values(
-                ended_at=now,
-                outcome=end.outcome.value,
-                error=error,
-                retry_delay_seconds=end.retry_delay_seconds,
-            )
+            _END_ATTEMPT,
+            [
+                {
+                    "b_job_id": end.job_id,
+                    "b_attempt": end.attempt,
+                    "b_now": now,
+                    "b_outcome": end.outcome.value,
+                    "b_error": _clip(end.error),
+                    "b_delay": end.retry_delay_seconds,
+                }
+                for end in ends
+            ],
         )
+    for end in ends:
         job = jobs.get(end.job_id)
         if job is None or job.status != JobStatus.running or job.attempts != end.attempt:
             continue
         status = _STATUS_AFTER[end.outcome]
-        job.status = status.value
-        job.updated_at = now
-        if error is not None:
-            job.last_error = error
-        if status is JobStatus.succeeded:
-            job.progress = 100
-        if status in FINISHED_STATUSES:
-            job.finished_at = now
+        error = _clip(end.error)
+        moves.append(_move(job.id, status, error, now))
         detail = error
         if end.outcome is AttemptOutcome.retry:
             detail = f"retry in {end.retry_delay_seconds}s: {error}"
-        session.add(
-            JobEvent(
-                job_id=job.id, status=job.status, attempt=end.attempt, detail=detail, created_at=now
-            )
-        )
-        moved += 1
-    return moved
-
-
-async def mark_dead(session: AsyncSession, job: Job, *, reason: str, now_ms: int) -> None:
-    """The job will not be delivered again (attempts exhausted or its last lease lost)."""
-    if is_finished(job):
-        return
-    now = to_datetime(now_ms)
-    await session.execute(
-        update(_attempt_table)
-        .where(_attempt_table.c.job_id == job.id, _attempt_table.c.ended_at.is_(None))
-        .values(ended_at=now, outcome=AttemptOutcome.lost.value, error="consumer lost")
-    )
-    job.status = JobStatus.dead.value
-    job.last_error = _clip(reason)
-    job.updated_at = job.finished_at = now
-    session.add(
-        JobEvent(
-            job_id=job.id, status=job.status, attempt=job.attempts, detail=reason, created_at=now
-        )
-    )
-
-
-def record_deferral(session: AsyncSession, job: Job, *, reason: str, now_ms: int) -> None:
-    """Note that the job was re-delayed without running (its status does not change)."""
-    session.add(
-        JobEvent(
-            job_id=job.id,
-            status=job.status,
-            attempt=job.attempts,
-            detail=reason,
-            created_at=to_datetime(now_ms),
-        )
-    )
+        events.append(_event(job.id, status.value, end.attempt, detail, now))
+    dying = [job_id for job_id in dead if job_id in jobs and not is_finished(jobs[job_id])]
+    await _close_open_attempts(session, dying, now)
+    for job_id in dying:
+        reason = dead[job_id]
+        moves.append(_move(job_id, JobStatus.dead, _clip(reason), now))
+        events.append(_event(job_id, JobStatus.dead.value, jobs[job_id].attempts, reason, now))
+    for job_id, reason in deferred.items():
+        job = jobs.get(job_id)
+        if job is not None:
+            events.append(_event(job_id, job.status, job.attempts, reason, now))
+    if moves:
+        await session.execute(_MOVE_JOB, moves)
+    await _insert_events(session, events)
+    return len(moves)
 
 
 async def report_progress(
@@ -203,13 +313,12 @@ async def report_progress(
     now_ms: int,
 ) -> bool:
     """Store a running attempt's progress (0..100 and a message); False if it is not current."""
-    job_table = Job.__table__  # type: ignore[attr-defined]
     result = await session.execute(
-        update(job_table)
+        update(_jobs)
         .where(
-            job_table.c.id == job_id,
-            job_table.c.attempts == attempt,
-            job_table.c.status == JobStatus.running.value,
+            _jobs.c.id == job_id,
+            _jobs.c.attempts == attempt,
+            _jobs.c.status == JobStatus.running.value,
         )
         .values(
             progress=max(0, min(100, percent)),
@@ -223,39 +332,43 @@ async def report_progress(
 async def extend_attempts(
     session: AsyncSession, attempts: Iterable[tuple[str, int]], *, lease_expires_ms: int
 ) -> None:
-    """Follow a heartbeat: the running attempts' leases now end at `lease_expires_ms`."""
-    for job_id, attempt in attempts:
-        await session.execute(
-            update(_attempt_table)
-            .where(
-                _attempt_table.c.job_id == job_id,
-                _attempt_table.c.attempt == attempt,
-                _attempt_table.c.ended_at.is_(None),
-            )
-            .values(lease_expires_ms=lease_expires_ms)
+    """Follow a heartbeat: the running attempts' leases now end at `lease_expires_ms`
+    (one statement)."""
+    keys = sorted(set(attempts))
+    if not keys:
+        return
+    await session.execute(
+        update(_attempts)
+        .where(
+            tuple_(_attempts.c.job_id, _attempts.c.attempt).in_(keys),
+            _attempts.c.ended_at.is_(None),
         )
+        .values(lease_expires_ms=lease_expires_ms)
+    )
 
 
 async def lost_final_attempts(
     session: AsyncSession, *, queues: Sequence[str], expired_before_ms: int, limit: int = 100
-) -> list[Job]:
-    """Running jobs whose final-delivery attempt's lease ran out before `expired_before_ms`.
+) -> list[str]:
+    """Ids of running jobs whose final-delivery attempt's lease ran out before
+    `expired_before_ms` (locked for update on PostgreSQL).
 
     The queue will not deliver them again (the engine dead-letters such messages itself), so
     nothing else would ever end them.
     """
     stmt = (
-        select(Job)
-        .join(JobAttempt, (col(JobAttempt.job_id) == col(Job.id)))
+        select(_jobs.c.id)
+        .join(_attempts, _attempts.c.job_id == _jobs.c.id)
         .where(
-            col(JobAttempt.ended_at).is_(None),
-            col(JobAttempt.lease_expires_ms) < expired_before_ms,
-            col(JobAttempt.final_delivery).is_(True),
-            col(JobAttempt.attempt) == col(Job.attempts),
-            Job.status == JobStatus.running.value,
-            col(Job.queue).in_(list(queues)),
+            _attempts.c.ended_at.is_(None),
+            _attempts.c.lease_expires_ms < expired_before_ms,
+            _attempts.c.final_delivery.is_(True),
+            _attempts.c.attempt == _jobs.c.attempts,
+            _jobs.c.status == JobStatus.running.value,
+            _jobs.c.queue.in_(list(queues)),
         )
+        .order_by(_jobs.c.id)
         .limit(limit)
-        .with_for_update(of=Job)
+        .with_for_update(of=_jobs)
     )
     return list((await session.execute(stmt)).scalars().all())

@@ -474,3 +474,70 @@ class TestProgressAndShutdown:
         assert job.status == "dead"
         assert "lost" in (job.last_error or "")
         assert [a.outcome for a in await h.attempts(job_id)] == ["lost"]
+
+
+class TestLostAttempts:
+    async def test_redelivery_closes_the_lost_attempt(self, make_harness: MakeHarness) -> None:
+        registry = HandlerRegistry()
+        started = asyncio.Event()
+        runs: list[int] = []
+
+        @registry.handler(TYPE)
+        async def hangs_once(ctx: JobContext) -> None:
+            runs.append(ctx.attempt)
+            if ctx.attempt == 1:
+                started.set()
+                await asyncio.Event().wait()
+
+        h = await make_harness(registry, visibility_timeout_ms=5000)
+        job_id = await h.submit()
+        crashed = asyncio.create_task(h.consumer.run_once())
+        await asyncio.wait_for(started.wait(), 20)
+        crashed.cancel()  # the consumer dies mid-run: nothing is settled
+        with pytest.raises(asyncio.CancelledError):
+            await crashed
+        h.clock.advance(seconds=5)
+        assert (await h.new_consumer().run_once()).counts["succeeded"] == 1
+        assert runs == [1, 2]
+        job = await h.job(job_id)
+        assert (job.status, job.attempts) == ("succeeded", 2)
+        attempts = await h.attempts(job_id)
+        assert [(a.outcome, a.error) for a in attempts] == [
+            ("lost", "consumer lost"),
+            ("succeeded", None),
+        ]
+        assert all(a.ended_at is not None for a in attempts)
+        assert await h.statuses(job_id) == ["queued", "running", "running", "succeeded"]
+
+    async def test_no_attempt_left_is_dead_without_running(self, make_harness: MakeHarness) -> None:
+        registry = HandlerRegistry()
+        started = asyncio.Event()
+        runs = 0
+
+        @registry.handler(TYPE, max_retries=0)
+        async def hangs(ctx: JobContext) -> None:
+            nonlocal runs
+            runs += 1
+            started.set()
+            await asyncio.Event().wait()
+
+        # The queue would deliver 4 times, the handler allows 1 attempt.
+        h = await make_harness(registry, visibility_timeout_ms=5000, max_retries=3)
+        job_id = await h.submit()
+        crashed = asyncio.create_task(h.consumer.run_once())
+        await asyncio.wait_for(started.wait(), 20)
+        crashed.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await crashed
+        h.clock.advance(seconds=5)
+        assert (await h.new_consumer().run_once()).counts == {"dead": 1}
+        assert runs == 1
+        job = await h.job(job_id)
+        assert (job.status, job.attempts) == ("dead", 1)
+        assert job.finished_at is not None
+        assert "no attempt left" in (job.last_error or "")
+        assert [a.outcome for a in await h.attempts(job_id)] == ["lost"]
+        assert await h.statuses(job_id) == ["queued", "running", "dead"]
+        assert await h.messages() == []
+        [copy] = await h.messages(DLQ)
+        assert job_id in copy.body

@@ -1,8 +1,11 @@
-"""Loading handlers by module name (JOBGATE_HANDLER_MODULES)."""
+"""Wiring a consumer: handlers by module name (JOBGATE_HANDLER_MODULES), idle polling."""
 
 from __future__ import annotations
 
-from app.consumer.service import handler_modules, load_handlers
+import pytest
+
+from app.consumer.service import handler_modules, idle_poll_max_ms, load_handlers
+from app.core.config import Settings
 
 
 def test_register_hook_brings_only_its_handlers() -> None:
@@ -21,3 +24,11 @@ def test_company_handlers_cover_every_job_type() -> None:
 
 def test_module_list_is_comma_separated() -> None:
     assert handler_modules(" app.handlers, tests.x ,") == ["app.handlers", "tests.x"]
+
+
+def test_idle_polling_cap_defaults_by_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JOBGATE_CONSUMER_POLL_MAX_MS", raising=False)
+    assert idle_poll_max_ms(Settings(queue_backend="local")) == 1_000
+    assert idle_poll_max_ms(Settings(queue_backend="cloudflare")) == 2_000
+    monkeypatch.setenv("JOBGATE_CONSUMER_POLL_MAX_MS", "300")
+    assert idle_poll_max_ms(Settings(queue_backend="cloudflare")) == 300

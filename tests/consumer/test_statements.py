@@ -1,0 +1,94 @@
+"""The consumer's job-store work per batch is a constant number of statements."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.consumer.registry import HandlerRegistry, JobContext, PermanentFailure
+from tests.consumer.conftest import DLQ, MakeHarness
+from tests.factories import auth
+
+pytestmark = pytest.mark.asyncio
+TYPE = "analytics-event"
+KINDS = ("ok", "flaky", "broken", "bad")  # one of each per group of four jobs
+
+
+@contextmanager
+def count_statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+def _shapes(statements: list[str]) -> Counter[str]:
+    """Statements by their start (IN lists vary in length), for a readable failure."""
+    return Counter(" ".join(s.split())[:70] for s in statements)
+
+
+class TestStatementsPerBatch:
+    async def _rounds(self, make_harness: MakeHarness, db_engine: AsyncEngine, size: int) -> Any:
+        registry = HandlerRegistry()
+
+        @registry.handler(TYPE)
+        async def mixed(ctx: JobContext) -> None:
+            kind = ctx.payload["properties"]["kind"]
+            if kind == "bad":
+                raise PermanentFailure("bad input")
+            if kind == "broken" or (kind == "flaky" and ctx.attempt == 1):
+                raise RuntimeError("downstream 503")
+
+        tenant = f"t{size}"
+        h = await make_harness(
+            registry,
+            tenants=(tenant,),
+            max_batch_size=100,
+            max_retries=1,
+            retry_delay=5,
+            # No heartbeat inside the measured cycles; the breaker stays out of the way.
+            settings_update={"consumer_heartbeat_ms": 3_600_000, "breaker_threshold": 1000},
+        )
+        jobs = [
+            {"type": TYPE, "name": "e", "properties": {"kind": KINDS[i % len(KINDS)]}}
+            for i in range(size)
+        ]
+        response = await h.client.post(
+            "/v1/jobs/batch", json={"jobs": jobs}, headers=auth(h.keys[tenant])
+        )
+        assert response.status_code == 202, response.text
+        # First deliveries: succeeded, retry (x2: flaky and broken), failed.
+        with count_statements(db_engine) as first:
+            report = await h.consumer.run_once()
+        quarter = size // len(KINDS)
+        assert report.counts == {"succeeded": quarter, "retry": 2 * quarter, "failed": quarter}
+        h.clock.advance(seconds=5)
+        dead_letters = len(await h.messages(DLQ))
+        # Second deliveries (open attempts are looked for): succeeded and dead.
+        with count_statements(db_engine) as second:
+            report = await h.consumer.run_once()
+        assert report.counts == {"succeeded": quarter, "dead": quarter}
+        assert len(await h.messages(DLQ)) == dead_letters + quarter
+        return first, second
+
+    async def test_constant_whatever_the_batch_size(
+        self, make_harness: MakeHarness, db_engine: AsyncEngine
+    ) -> None:
+        small = await self._rounds(make_harness, db_engine, 4)
+        large = await self._rounds(make_harness, db_engine, 80)
+        for few, many in zip(small, large, strict=True):
+            assert len(few) == len(many), (_shapes(few), _shapes(many))
+        # Far fewer than one statement per job.
+        assert all(len(stmts) < 40 for stmts in large), [len(s) for s in large]

@@ -54,7 +54,7 @@ from app.queues.base import (
     RetryRequest,
     SupportsLeaseExtension,
 )
-from app.queues.topology import ConsumerConfig, Topology
+from app.queues.topology import MAX_VISIBILITY_TIMEOUT_MS, ConsumerConfig, Topology
 
 log = logging.getLogger("jobgate.consumer")
 
@@ -165,6 +165,7 @@ class QueueWorker:
         resources: Resources,
         retry: RetryPolicy,
         breaker: BreakerPolicy,
+        job_types: Sequence[str] = (),
     ) -> None:
         settings = resources.settings
         self.queue = queue
@@ -186,7 +187,26 @@ class QueueWorker:
             if self._extends
             else self.batch_size
         )
-        vis = config.visibility_timeout_ms
+        self.visibility_ms = config.visibility_timeout_ms
+        if not self._extends:
+            # Cloudflare documents no way to extend a lease, so a lease must outlast the
+            # longest handler of the queue's job types: a 30-minute order sync must not be
+            # delivered again mid-run. The price: a crashed consumer's messages come back
+            # only after that long.
+            longest = max(
+                (
+                    spec.timeout_seconds
+                    for job_type in job_types
+                    if (spec := registry.get(job_type)) is not None and spec.timeout_seconds
+                ),
+                default=0.0,
+            )
+            if longest:
+                self.visibility_ms = min(
+                    MAX_VISIBILITY_TIMEOUT_MS,
+                    max(self.visibility_ms, int(longest * 1000) + LEASE_MARGIN_MS),
+                )
+        vis = self.visibility_ms
         self.heartbeat_ms = settings.consumer_heartbeat_ms or max(10, vis // 3)
         self._buffer: list[Delivery] = []
         self._held: dict[str, Delivery] = {}
@@ -207,7 +227,7 @@ class QueueWorker:
         room = self.prefetch - len(self._buffer)
         if room <= 0:
             return 0
-        vis = self.config.visibility_timeout_ms
+        vis = self.visibility_ms
         result = await self._backend.pull(
             self.queue, batch_size=min(room, MAX_PULL_BATCH), visibility_timeout_ms=vis
         )
@@ -537,7 +557,7 @@ class QueueWorker:
         """Extend every held lease by the visibility timeout; returns how many were extended."""
         if not self._held or not isinstance(self._backend, SupportsLeaseExtension):
             return 0
-        vis = self.config.visibility_timeout_ms
+        vis = self.visibility_ms
         expires = self._clock.now_ms() + vis
         extended = await self._backend.extend_leases(self.queue, list(self._held), vis)
         for delivery in self._held.values():
@@ -625,6 +645,9 @@ class QueueWorker:
                     log.exception("queue %s: releasing buffered messages failed", self.queue)
 
 
+# A lease sized to a handler's timeout gets this much slack for acking after it.
+LEASE_MARGIN_MS = 60_000
+
 # Used when neither the caller nor the settings name one (service.py picks per backend).
 IDLE_POLL_MAX_MS_DEFAULT = 1_000
 
@@ -674,6 +697,7 @@ class Consumer:
                 resources=resources,
                 retry=self.retry,
                 breaker=self.breaker,
+                job_types=[t for t, queue in topology.routes.items() if queue == name],
             )
             for name in names
         }

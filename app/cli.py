@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
     from app.handlers.models import ShopConnection
+    from app.scheduler.models import Schedule
 
 cli = typer.Typer(help="jobgate: background jobs on Cloudflare Queues.", no_args_is_help=True)
 db_cli = typer.Typer(help="Database migrations.", no_args_is_help=True)
@@ -114,7 +115,7 @@ def _serve(settings: Settings) -> None:
 
 @cli.command()
 def serve() -> None:
-    """Run the gateway (HTTP API)."""
+    """Run the gateway (HTTP API, outbox relay, scheduler)."""
     _serve(get_settings())
 
 
@@ -286,7 +287,17 @@ def shops_set_sender(
 
 
 def _spawn_consumer() -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "app", "consume"])
+    # On Linux the child gets SIGTERM when this process dies, even by SIGKILL: no orphan.
+    return subprocess.Popen([sys.executable, "-m", "app", "consume"], preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _stop_child(child: subprocess.Popen[bytes], *, grace: float) -> None:
@@ -549,6 +560,100 @@ def webhooks_sign(
         parts += ["-H", f"{name}: {value}"]
     parts += ["--data-binary", raw.decode()]
     print(" ".join(shlex.quote(p) for p in parts))
+
+
+# --- schedules: cron schedules that submit jobs (app/scheduler) ---
+
+schedules_cli = typer.Typer(
+    help="Cron schedules (UTC) that submit a tenant's job at every occurrence.",
+    no_args_is_help=True,
+)
+cli.add_typer(schedules_cli, name="schedules")
+
+
+def _schedule_json(row: Schedule) -> dict[str, object]:
+    from app.scheduler.schemas import SchedulePublic
+
+    public: dict[str, object] = SchedulePublic.model_validate(row).model_dump(mode="json")
+    return {"tenant_id": row.tenant_id, **public}
+
+
+@schedules_cli.command("create")
+def schedules_create(
+    tenant_id: Annotated[str, typer.Argument(help="The tenant's id.")],
+    name: Annotated[str, typer.Argument(help="A name, unique per tenant.")],
+    cron: Annotated[str, typer.Option("--cron", help="Five fields in UTC, e.g. '0 */3 * * *'.")],
+    job: Annotated[
+        str,
+        typer.Option(
+            "--job", help='The job as JSON, e.g. \'{"type":"sync-orders","siteId":"s1"}\'.'
+        ),
+    ],
+    disabled: Annotated[bool, typer.Option("--disabled", help="Create it paused.")] = False,
+) -> None:
+    """Create a schedule and print it as JSON."""
+    from pydantic import ValidationError
+
+    from app.core.clock import utcnow
+    from app.scheduler import service as scheduler_service
+    from app.scheduler.schemas import ScheduleCreate
+    from app.tenants import service as tenants_service
+
+    try:
+        body = ScheduleCreate.model_validate(
+            {"name": name, "cron": cron, "job": json.loads(job), "enabled": not disabled}
+        )
+    except json.JSONDecodeError as exc:
+        err.print(f"[red]error:[/red] --job is not valid JSON: {exc}")
+        raise typer.Exit(2) from exc
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            err.print(f"[red]error:[/red] {where}: {error['msg']}")
+        raise typer.Exit(2) from exc
+
+    async def work(session: AsyncSession, _settings: Settings) -> dict[str, object]:
+        await tenants_service.get_tenant(session, tenant_id=tenant_id)
+        row = await scheduler_service.create_schedule(
+            session, tenant_id=tenant_id, body=body, now=utcnow()
+        )
+        return _schedule_json(row)
+
+    print(json.dumps(_run_admin(work)))
+
+
+@schedules_cli.command("list")
+def schedules_list(
+    tenant_id: Annotated[
+        str | None, typer.Argument(help="The tenant's id (default: every tenant).")
+    ] = None,
+) -> None:
+    """List schedules, one JSON object per line."""
+    from app.scheduler import service as scheduler_service
+
+    async def work(session: AsyncSession, _settings: Settings) -> list[dict[str, object]]:
+        rows = await scheduler_service.list_schedules(session, tenant_id=tenant_id)
+        return [_schedule_json(row) for row in rows]
+
+    for row in _run_admin(work):
+        print(json.dumps(row))
+
+
+@schedules_cli.command("delete")
+def schedules_delete(
+    tenant_id: Annotated[str, typer.Argument(help="The tenant's id.")],
+    schedule_id: Annotated[str, typer.Argument(help="The schedule's id (from `schedules list`).")],
+) -> None:
+    """Delete a schedule (the jobs it submitted stay)."""
+    from app.scheduler import service as scheduler_service
+
+    async def work(session: AsyncSession, _settings: Settings) -> None:
+        await scheduler_service.delete_schedule(
+            session, tenant_id=tenant_id, schedule_id=schedule_id
+        )
+
+    _run_admin(work)
+    err.print(f"schedule {schedule_id} deleted")
 
 
 def main() -> None:

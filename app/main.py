@@ -18,6 +18,8 @@ from app.core.openapi import TAG_METADATA, install_openapi, operation_id
 from app.core.runtime import Runtime, build_runtime
 from app.jobs.router import router as jobs_router
 from app.observability.router import router as observability_router
+from app.scheduler.router import router as schedules_router
+from app.scheduler.runner import SchedulerRunner
 from app.tenants.router import router as admin_router
 from app.webhooks.router import router as webhooks_router
 
@@ -39,9 +41,15 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         app.state.runtime = state
         app.state.admission.start()  # samples queue depth in the background
         relay_task = asyncio.create_task(state.relay.run()) if state.relay else None
+        # Every gateway runs a scheduler; fires are claimed, so they never double-fire.
+        scheduler = SchedulerRunner(state)
+        app.state.scheduler = scheduler
+        scheduler_task = asyncio.create_task(scheduler.run())
         try:
             yield
         finally:
+            scheduler.stop()
+            await scheduler_task
             if state.relay is not None and relay_task is not None:
                 state.relay.stop()
                 await relay_task
@@ -68,6 +76,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     install_openapi(app)
     app.include_router(jobs_router)
     app.include_router(webhooks_router)
+    app.include_router(schedules_router)
     app.include_router(admin_router)
     app.include_router(observability_router)
     return app

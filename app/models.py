@@ -7,6 +7,7 @@ from app.handlers import models as handler_models  # noqa: F401
 from app.jobs.models import Job, JobEvent
 from app.outbox.models import OutboxMessage
 from app.queues.models import QueueMessage
+from app.scheduler.models import Schedule, ScheduleFire
 from app.tenants.models import ApiKey, Tenant, WebhookSecret
 from app.webhooks import models as webhook_models  # noqa: F401
 
@@ -20,6 +21,8 @@ __all__ = [
     "JobEvent",
     "OutboxMessage",
     "QueueMessage",
+    "Schedule",
+    "ScheduleFire",
     "Tenant",
     "WebhookSecret",
 ]

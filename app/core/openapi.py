@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 class Tag(StrEnum):
     jobs = "jobs"
     webhooks = "webhooks"
+    schedules = "schedules"
     admin = "admin"
     health = "health"
 
@@ -23,6 +24,10 @@ TAG_METADATA: list[dict[str, Any]] = [
     {
         "name": Tag.webhooks,
         "description": "Event ingress: PrestaShop (Standard Webhooks) and R2 notifications.",
+    },
+    {
+        "name": Tag.schedules,
+        "description": "Cron schedules (UTC) that submit a job at every occurrence.",
     },
     {
         "name": Tag.admin,

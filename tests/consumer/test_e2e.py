@@ -188,8 +188,11 @@ def test_job_goes_queued_running_succeeded(stack: Stack, tmp_path: Path) -> None
     assert stack.job(job_id)["status"] in (
         {"queued", "running"} if stack.emulator is None else {"accepted", "queued", "running"}
     )
-    stack.wait("running", lambda: stack.job(job_id)["status"] == "running")
-    assert stack.job(job_id)["progress"] == 10
+    # The attempt starts (running) a moment before the handler reports its progress.
+    stack.wait(
+        "running at 10%",
+        lambda: (stack.job(job_id)["status"], stack.job(job_id)["progress"]) == ("running", 10),
+    )
     block.unlink()
     stack.wait("succeeded", lambda: stack.job(job_id)["status"] == "succeeded")
     body = stack.job(job_id)

@@ -1,0 +1,126 @@
+"""API shapes of the scheduler domain."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.jobs.payloads import JobOptions, JobRequest
+from app.scheduler import cron
+
+Name = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^\S(.*\S)?$",
+        description="Unique per tenant.",
+        examples=["orders-every-3h"],
+    ),
+]
+Cron = Annotated[
+    str,
+    Field(
+        max_length=200,
+        description="Five fields (minute hour day-of-month month day-of-week), evaluated in UTC.",
+        examples=["0 */3 * * *"],
+    ),
+]
+JOB_DESCRIPTION = (
+    "The job to submit at every occurrence, exactly as POST /v1/jobs takes it "
+    "(without `idempotency_key`: each fire gets `schedule:{id}:{scheduled_for}`)."
+)
+
+
+def _check_cron(value: str) -> str:
+    try:
+        return cron.parse(value)
+    except cron.InvalidCron as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _check_job(job: JobOptions) -> JobOptions:
+    if job.idempotency_key is not None:
+        raise ValueError("a scheduled job gets its idempotency key from each fire; omit it")
+    return job
+
+
+def job_template(job: JobOptions) -> dict[str, Any]:
+    """What is stored and submitted at each fire: the job's fields with defaults filled in."""
+    return job.model_dump(mode="json", exclude={"idempotency_key", "tenantId"}, exclude_none=True)
+
+
+class ScheduleCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "orders-every-3h",
+                    "cron": "0 */3 * * *",
+                    "job": {"type": "sync-orders", "siteId": "shop-1"},
+                }
+            ]
+        },
+    )
+
+    name: Name
+    cron: Cron
+    job: JobRequest = Field(description=JOB_DESCRIPTION)
+    enabled: bool = True
+
+    _cron = field_validator("cron")(_check_cron)
+    _job = field_validator("job")(_check_job)
+
+
+class ScheduleUpdate(BaseModel):
+    """Only the fields sent change; none of them may be null."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"enabled": False}]})
+
+    name: Name | None = None
+    cron: Cron | None = None
+    job: JobRequest | None = Field(default=None, description=JOB_DESCRIPTION)
+    enabled: bool | None = None
+
+    @field_validator("name", "cron", "job", "enabled", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may be omitted but not null")
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        return None if value is None else _check_cron(value)
+
+    @field_validator("job")
+    @classmethod
+    def _valid_job(cls, value: JobOptions | None) -> JobOptions | None:
+        return None if value is None else _check_job(value)
+
+
+class SchedulePublic(BaseModel):
+    """A schedule as its tenant sees it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    cron: str
+    job: dict[str, Any]
+    enabled: bool
+    next_run_at: datetime | None = Field(description="The next occurrence; null while disabled.")
+    last_run_at: datetime | None = Field(description="The occurrence fired last.")
+    last_job_id: str | None = Field(description="The job the last fire submitted.")
+    last_error: str | None = Field(description="Why the last fire failed; null when it did not.")
+    created_at: datetime
+    updated_at: datetime
+
+
+class ScheduleList(BaseModel):
+    data: list[SchedulePublic]
+    count: int

@@ -17,8 +17,9 @@ from app.admission.depth import clamp_retry_after
 from app.consumer.breaker import BreakerState
 from app.consumer.models import CircuitBreaker
 from app.core.clock import Clock
+from app.core.db import table_of
 
-_table = CircuitBreaker.__table__  # type: ignore[attr-defined]
+_table = table_of(CircuitBreaker)
 
 
 class BreakerGate:

@@ -36,7 +36,7 @@ from app.admission.config import (
 )
 from app.admission.errors import AdmissionUnknown, QueueFull
 from app.core.clock import Clock
-from app.core.db import SessionMaker
+from app.core.db import SessionMaker, table_of
 from app.observability import metrics
 from app.outbox.models import OutboxMessage
 from app.queues.base import QueueMetrics
@@ -187,7 +187,7 @@ class CloudflareDepth:
 
 def outbox_pending(sessionmaker: SessionMaker) -> PendingFn:
     """Unpublished outbox rows per queue: (messages, bytes), one grouped query."""
-    table = OutboxMessage.__table__  # type: ignore[attr-defined]
+    table = table_of(OutboxMessage)
 
     async def pending() -> Mapping[str, tuple[int, int]]:
         stmt = (

@@ -23,9 +23,10 @@ from sqlmodel import col, select
 
 from app.consumer.models import CircuitBreaker
 from app.core.clock import to_datetime
+from app.core.db import table_of
 
 BreakerKey = tuple[str, str]  # (tenant_id, job_type)
-_table = CircuitBreaker.__table__  # type: ignore[attr-defined]
+_table = table_of(CircuitBreaker)
 
 
 class BreakerState(StrEnum):

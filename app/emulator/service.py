@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from app.core.clock import to_datetime
-from app.core.db import SessionMaker
+from app.core.db import SessionMaker, table_of
 from app.core.ids import hex_id
 from app.emulator.config import EmulatorConfig, OffsetClock
 from app.emulator.errors import (
@@ -391,7 +391,7 @@ class EmulatorService:
                 await session.execute(delete(EmulatorConsumer))
                 await session.execute(delete(EmulatorQueue))
                 if ids:
-                    table = QueueMessage.__table__  # type: ignore[attr-defined]
+                    table = table_of(QueueMessage)
                     await session.execute(delete(table).where(table.c.queue.in_(ids)))
                 await session.commit()
             for queue_id in [*ids, *self._records]:

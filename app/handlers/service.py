@@ -11,12 +11,13 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Table, update
+from sqlalchemy import update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel, select
 
 from app.core.clock import utcnow
+from app.core.db import table_of
 from app.core.errors import NotFound, ValidationFailed
 from app.core.ids import uuid7
 from app.core.security import SecretBox
@@ -25,12 +26,6 @@ from app.tenants.models import Tenant
 
 # PrestaShop keys are 32 characters; anything else is refused by the shop (code 18).
 WEBSERVICE_KEY_LENGTH = 32
-
-
-def table_of(model: type[SQLModel]) -> Table:
-    table = model.__table__  # type: ignore[attr-defined]
-    assert isinstance(table, Table)
-    return table
 
 
 async def upsert(

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.consumer.registry import JobContext, PermanentFailure, RetryLater, handler
 from app.core.clock import to_datetime
+from app.core.db import table_of
 from app.handlers import service
 from app.handlers.models import PsOrder, PsProduct, ShopConnection
 from app.handlers.prestashop import (
@@ -167,7 +168,7 @@ def _dedupe(rows: Sequence[dict[str, Any] | None], key: str) -> list[dict[str, A
 async def _record_version(session: AsyncSession, shop: Shop) -> None:
     version = shop.client.ps_version
     if version and version != shop.connection.ps_version:
-        table = service.table_of(ShopConnection)
+        table = table_of(ShopConnection)
         await session.execute(
             update(table).where(table.c.id == shop.connection.id).values(ps_version=version)
         )

@@ -26,13 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.consumer.models import JobAttempt
 from app.core.clock import to_datetime
-from app.core.db import UTCDateTime
+from app.core.db import UTCDateTime, table_of
 from app.jobs.models import FINISHED_STATUSES, Job, JobEvent, JobStatus
 
 MAX_ERROR_CHARS = 4000
-_attempts = JobAttempt.__table__  # type: ignore[attr-defined]
-_jobs = Job.__table__  # type: ignore[attr-defined]
-_events = JobEvent.__table__  # type: ignore[attr-defined]
+_attempts = table_of(JobAttempt)
+_jobs = table_of(Job)
+_events = table_of(JobEvent)
 _LOST = {"outcome": "lost", "error": "consumer lost"}
 _now = bindparam("b_now", type_=UTCDateTime())
 

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from app.core.db import table_of
 from app.core.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
 from app.core.ids import uuid7
 from app.jobs.models import Job, JobEvent, JobStatus
@@ -36,8 +37,8 @@ from app.queues.topology import Topology
 from app.tenants.schemas import Principal
 
 MAX_ENVELOPE_BYTES = MAX_MESSAGE_BYTES - MESSAGE_OVERHEAD_BYTES  # 127,900
-_job_table = Job.__table__  # type: ignore[attr-defined]
-_event_table = JobEvent.__table__  # type: ignore[attr-defined]
+_job_table = table_of(Job)
+_event_table = table_of(JobEvent)
 
 
 class Dispatcher(Protocol):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, insert, select, update
 
 from app.core.clock import Clock, to_datetime
-from app.core.db import SessionMaker
+from app.core.db import SessionMaker, table_of
 from app.jobs.models import Job, JobEvent, JobStatus
 from app.observability import metrics
 from app.outbox.models import OutboxMessage
@@ -34,9 +34,9 @@ from app.queues.errors import QueueError
 
 logger = logging.getLogger(__name__)
 
-_outbox = OutboxMessage.__table__  # type: ignore[attr-defined]
-_jobs = Job.__table__  # type: ignore[attr-defined]
-_events = JobEvent.__table__  # type: ignore[attr-defined]
+_outbox = table_of(OutboxMessage)
+_jobs = table_of(Job)
+_events = table_of(JobEvent)
 
 MAX_BACKOFF_MS = 60_000
 

@@ -9,11 +9,12 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import Clock
+from app.core.db import table_of
 from app.jobs.models import JobStatus
 from app.outbox.models import OutboxMessage
 from app.queues.base import OutgoingMessage
 
-_table = OutboxMessage.__table__  # type: ignore[attr-defined]
+_table = table_of(OutboxMessage)
 
 
 class OutboxDispatcher:

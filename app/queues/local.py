@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
 
 from app.core.clock import Clock, SystemClock
-from app.core.db import SessionMaker
+from app.core.db import SessionMaker, table_of
 from app.core.ids import hex_id
 from app.jobs.models import JobStatus
 from app.queues.base import (
@@ -59,7 +59,7 @@ from app.queues.topology import (
     QueueSettings,
 )
 
-_table = QueueMessage.__table__  # type: ignore[attr-defined]
+_table = table_of(QueueMessage)
 
 UNKNOWN_LEASE = "unknown lease"
 ACK_GONE = "message already acknowledged, expired or dead-lettered"

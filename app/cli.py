@@ -196,27 +196,6 @@ def _shop_json(row: ShopConnection) -> dict[str, object]:
     }
 
 
-def _run_shops(work: Callable[[AsyncSession, Settings], Awaitable[_T]]) -> _T:
-    """Run `work` in one committed session; AppErrors become a red message and exit 1."""
-    from app.core.errors import AppError
-
-    async def run(settings: Settings) -> _T:
-        engine = create_engine(settings)
-        try:
-            async with create_sessionmaker(engine)() as session:
-                result = await work(session, settings)
-                await session.commit()
-                return result
-        finally:
-            await engine.dispose()
-
-    try:
-        return asyncio.run(run(get_settings()))
-    except AppError as exc:
-        err.print(f"[red]error:[/red] {exc.detail}")
-        raise typer.Exit(1) from exc
-
-
 @shops_cli.command("set")
 def shops_set(
     tenant_id: Annotated[str, typer.Argument(help="The tenant's id.")],
@@ -253,7 +232,7 @@ def shops_set(
         )
         return _shop_json(row)
 
-    print(json.dumps(_run_shops(work)))
+    print(json.dumps(_run_admin(work)))
 
 
 @shops_cli.command("list")
@@ -265,7 +244,7 @@ def shops_list(tenant_id: Annotated[str, typer.Argument(help="The tenant's id.")
         rows = await handlers_service.list_shop_connections(session, tenant_id=tenant_id)
         return [_shop_json(row) for row in rows]
 
-    print(json.dumps(_run_shops(work)))
+    print(json.dumps(_run_admin(work)))
 
 
 @shops_cli.command("set-sender")
@@ -282,7 +261,7 @@ def shops_set_sender(
             session, tenant_id=tenant_id, address=address, display_name=name
         )
 
-    _run_shops(work)
+    _run_admin(work)
     err.print(f"sender of tenant {tenant_id} set to {address}")
 
 

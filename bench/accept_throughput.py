@@ -14,18 +14,16 @@ See bench/README.md for how to read the output.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
-import secrets
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +31,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO_ROOT / "bench"
 sys.path.insert(0, str(REPO_ROOT))  # for tests.support when run as a script
 
-from sqlalchemy import text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
-from app.core.config import Settings  # noqa: E402
-from app.core.db import create_engine  # noqa: E402
+from tests.support.databases import fresh_pg_schema, postgres_url_from_env  # noqa: E402
 from tests.support.servers import (  # noqa: E402
     ServerProcess,
     create_tenant,
@@ -164,30 +159,11 @@ def httpx_generator(url: str, key: str, duration: float, connections: int) -> Me
 
 
 def pg_url() -> str | None:
-    raw = os.environ.get("JOBGATE_DATABASE_URL", "")
-    if raw and make_url(raw).get_backend_name() in ("postgresql", "postgres"):
-        return raw
-    return None
+    return postgres_url_from_env()
 
 
-async def _pg_schema(url: str, schema: str, *, create: bool) -> None:
-    engine = create_engine(Settings(database_url=url))
-    try:
-        async with engine.begin() as conn:
-            verb = "CREATE SCHEMA" if create else "DROP SCHEMA IF EXISTS"
-            await conn.execute(text(f'{verb} "{schema}"{"" if create else " CASCADE"}'))
-    finally:
-        await engine.dispose()
-
-
-@contextmanager
-def pg_schema(url: str) -> Iterator[str]:
-    schema = f"bench_{os.getpid()}_{secrets.token_hex(3)}"
-    asyncio.run(_pg_schema(url, schema, create=True))
-    try:
-        yield schema
-    finally:
-        asyncio.run(_pg_schema(url, schema, create=False))
+def pg_schema(url: str) -> AbstractContextManager[str]:
+    return fresh_pg_schema(url, "bench")
 
 
 def gateway_env(url: str, schema: str | None, sync: str) -> dict[str, str]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import secrets
 import statistics
 import subprocess
@@ -36,13 +35,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # for tests.support when run as a script
 
 import httpx  # noqa: E402
-from sqlalchemy import func, select, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
 
 from app.core.config import Settings  # noqa: E402
 from app.core.db import create_engine  # noqa: E402
 from app.jobs.models import Job  # noqa: E402
 from app.queues.models import QueueMessage  # noqa: E402
+from tests.support.databases import fresh_pg_schema, postgres_url_from_env  # noqa: E402
 from tests.support.servers import (  # noqa: E402
     create_tenant,
     db_upgrade,
@@ -293,16 +292,6 @@ async def set_plans(url: str, schema: str | None, tenant_ids: list[str], limit: 
         await engine.dispose()
 
 
-async def pg_schema(url: str, schema: str, *, create: bool) -> None:
-    engine = create_engine(Settings(database_url=url))
-    try:
-        async with engine.begin() as conn:
-            verb = "CREATE SCHEMA" if create else "DROP SCHEMA IF EXISTS"
-            await conn.execute(text(f'{verb} "{schema}"{"" if create else " CASCADE"}'))
-    finally:
-        await engine.dispose()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of overload")
@@ -316,14 +305,10 @@ def main() -> int:
     parser.add_argument("--calibrate-jobs", type=int, default=2000)
     args = parser.parse_args()
 
-    raw = os.environ.get("JOBGATE_DATABASE_URL", "")
-    if raw and make_url(raw).get_backend_name() in ("postgresql", "postgres"):
-        schema = f"bench_{os.getpid()}_{secrets.token_hex(3)}"
-        asyncio.run(pg_schema(raw, schema, create=True))
-        try:
+    raw = postgres_url_from_env()
+    if raw is not None:
+        with fresh_pg_schema(raw, "bench") as schema:
             return asyncio.run(run(args, raw, schema))
-        finally:
-            asyncio.run(pg_schema(raw, schema, create=False))
     with tempfile.TemporaryDirectory(prefix="jobgate-bench-") as tmp:
         return asyncio.run(run(args, f"sqlite:///{Path(tmp) / 'bench.db'}", None))
 

@@ -157,16 +157,22 @@ async def main() -> int:
                 text, "jobgate_outbox_publish_requests_total", '{outcome="published"}'
             )
             published = metric(text, "jobgate_outbox_published_messages_total")
-            print(f"sustained single-job load: {accepted} jobs accepted in {load_seconds:.1f}s "
-                  f"({accepted / load_seconds:.0f} jobs/s, {args.connections} connections)")
-            print(f"published {published:.0f} messages in {requests:.0f} publish requests: "
-                  f"{published / max(requests, 1):.1f} jobs per request (target >= 95); "
-                  f"outbox drained {drained_after:.2f}s after the load stopped")
+            print(
+                f"sustained single-job load: {accepted} jobs accepted in {load_seconds:.1f}s "
+                f"({accepted / load_seconds:.0f} jobs/s, {args.connections} connections)"
+            )
+            print(
+                f"published {published:.0f} messages in {requests:.0f} publish requests: "
+                f"{published / max(requests, 1):.1f} jobs per request (target >= 95); "
+                f"outbox drained {drained_after:.2f}s after the load stopped"
+            )
 
             ours, theirs = await raw_publish(api_url, args.publish_seconds)
-            print(f"batch push through the emulator, 100 msgs per call: jobgate httpx client "
-                  f"{ours:.0f} msgs/s, official SDK {theirs:.0f} msgs/s "
-                  f"(SDK / httpx = {theirs / ours:.2f})")
+            print(
+                f"batch push through the emulator, 100 msgs per call: jobgate httpx client "
+                f"{ours:.0f} msgs/s, official SDK {theirs:.0f} msgs/s "
+                f"(SDK / httpx = {theirs / ours:.2f})"
+            )
         finally:
             emulator.terminate()
     return 0

@@ -4,8 +4,6 @@ points at one, in a fresh schema per run), a manual clock, the app over ASGI."""
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,7 +12,6 @@ import httpx
 import pytest
 import pytest_asyncio
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import app.models  # noqa: F401
@@ -25,42 +22,22 @@ from app.core.migrations import upgrade
 from app.core.runtime import Runtime, build_runtime
 from app.main import create_app
 from tests.factories import TenantFactory
-
-
-def _target_url() -> str | None:
-    raw = os.environ.get("JOBGATE_DATABASE_URL", "")
-    if raw and make_url(raw).get_backend_name() in ("postgresql", "postgres"):
-        return raw
-    return None
+from tests.support.databases import fresh_pg_schema, postgres_url_from_env
 
 
 @pytest.fixture(scope="session")
 def database() -> Iterator[tuple[str, str | None]]:
     """(database URL, PostgreSQL schema or None), migrated once for the whole run."""
-    pg_url = _target_url()
+    pg_url = postgres_url_from_env()
     if pg_url is None:
         with tempfile.TemporaryDirectory(prefix="jobgate-test-") as tmp:
             url = f"sqlite:///{Path(tmp) / 'test.db'}"
             asyncio.run(_migrate(url, None))
             yield url, None
         return
-    schema = f"test_{os.getpid()}_{secrets.token_hex(3)}"
-    asyncio.run(_pg_schema(pg_url, schema, create=True))
-    try:
+    with fresh_pg_schema(pg_url, "test") as schema:
         asyncio.run(_migrate(pg_url, schema))
         yield pg_url, schema
-    finally:
-        asyncio.run(_pg_schema(pg_url, schema, create=False))
-
-
-async def _pg_schema(url: str, schema: str, *, create: bool) -> None:
-    engine = create_engine(Settings(database_url=url))
-    async with engine.begin() as conn:
-        if create:
-            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        else:
-            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    await engine.dispose()
 
 
 async def _migrate(url: str, schema: str | None) -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 from collections.abc import Sequence
 from datetime import timedelta
 
 import httpx
 import pytest
 import pytest_asyncio
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.clock import ManualClock, to_datetime
@@ -245,3 +247,150 @@ async def test_gateway_answers_202_accepted_while_cloudflare_is_unreachable(
         rows = (await session.execute(select(OutboxMessage))).scalars().all()
     assert [row.job_id for row in rows] == [response.json()["id"]]
     await runtime.backend.close()
+
+
+async def _pad_outbox_row(runtime: Runtime, job_id: str, pad_bytes: int) -> None:
+    """Grow one stored message past what the queue accepts (the gateway would refuse it at
+    the door; a row can still get there, e.g. written by an older version)."""
+    async with runtime.sessionmaker() as session:
+        row = (
+            await session.execute(select(OutboxMessage).where(OutboxMessage.job_id == job_id))
+        ).scalar_one()
+        body = json.loads(row.body)
+        body["payload"]["pad"] = "x" * pad_bytes
+        row.body = json.dumps(body, separators=(",", ":"))
+        row.size_bytes = len(row.body.encode())
+        await session.commit()
+
+
+async def _job(runtime: Runtime, job_id: str) -> tuple[Job, list[JobEvent]]:
+    async with runtime.sessionmaker() as session:
+        job = await session.get(Job, job_id)
+        assert job is not None
+        events = (
+            (
+                await session.execute(
+                    select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)  # type: ignore[arg-type]
+                )
+            )
+            .scalars()
+            .all()
+        )
+    return job, list(events)
+
+
+@pytest.mark.asyncio
+async def test_a_refused_row_is_isolated_and_the_rest_of_its_batch_published(
+    runtime: Runtime, principal: Principal, clock: ManualClock
+) -> None:
+    relay = _relay(runtime, runtime.queue_engine, linger_ms=0)
+    ids = await _submit(runtime, principal, OutboxDispatcher(clock), 10)
+    bad = ids[3]
+    await _pad_outbox_row(runtime, bad, 128_000)
+    assert await relay.relay_once() == 9
+    # Bisection: the whole batch, then halves down to the bad row (at most 2 per level).
+    assert relay.stats.publish_requests <= 1 + 2 * math.ceil(math.log2(10))
+    assert relay.stats.failed_messages == 1
+    assert await _statuses(runtime) == {"queued": 9, "failed": 1}
+    job, events = await _job(runtime, bad)
+    assert job.status == "failed"
+    assert job.last_error is not None
+    assert "code 10204" in job.last_error
+    assert job.finished_at is not None
+    assert [e.status for e in events] == ["accepted", "failed"]
+    assert events[-1].detail == job.last_error
+    pulled = await runtime.queue_engine.pull("prestashop-sync", batch_size=100)
+    assert sorted(m.body["job_id"] for m in pulled.messages) == sorted(set(ids) - {bad})
+    # The refused row is gone: nothing left to retry, nothing counted as backlog.
+    assert await relay.backlog() == 0
+    clock.advance(seconds=3600)
+    requests = relay.stats.publish_requests
+    assert await relay.relay_once() == 0
+    assert relay.stats.publish_requests == requests
+
+
+@pytest.mark.asyncio
+async def test_every_row_refused_fails_every_job(
+    runtime: Runtime, principal: Principal, clock: ManualClock
+) -> None:
+    relay = _relay(runtime, runtime.queue_engine, linger_ms=0)
+    ids = await _submit(runtime, principal, OutboxDispatcher(clock), 3)
+    for job_id in ids:
+        await _pad_outbox_row(runtime, job_id, 128_000)
+    assert await relay.relay_once() == 0
+    assert await _statuses(runtime) == {"failed": 3}
+    assert relay.stats.failed_messages == 3
+
+
+@pytest.mark.asyncio
+async def test_retryable_failures_stop_at_the_attempt_cap(
+    runtime: Runtime, principal: Principal, clock: ManualClock
+) -> None:
+    backend = FlakyBackend(runtime.queue_engine)
+    backend.down = True
+    relay = _relay(runtime, backend, linger_ms=0, max_attempts=3, max_backoff_ms=5000)
+    [job_id] = await _submit(runtime, principal, OutboxDispatcher(clock), 1)
+    for attempt in range(1, 4):
+        assert await relay.relay_once() == 0
+        assert backend.calls == attempt
+        status = "failed" if attempt == 3 else "accepted"
+        assert await _statuses(runtime) == {status: 1}
+        clock.advance(ms=5000)  # past the (capped) backoff
+    job, events = await _job(runtime, job_id)
+    assert job.last_error is not None
+    assert "after 3 attempts" in job.last_error
+    assert "code 15000" in job.last_error
+    assert [e.status for e in events] == ["accepted", "failed"]
+    # The relay has stopped trying, even once the backend is back.
+    backend.down = False
+    clock.advance(seconds=3600)
+    assert await relay.relay_once() == 0
+    assert backend.calls == 3
+    assert await relay.backlog() == 0
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_job_is_left_alone_when_its_row_is_given_up(
+    runtime: Runtime, principal: Principal, clock: ManualClock
+) -> None:
+    relay = _relay(runtime, runtime.queue_engine, linger_ms=0)
+    [job_id] = await _submit(runtime, principal, OutboxDispatcher(clock), 1)
+    await _pad_outbox_row(runtime, job_id, 128_000)
+    async with runtime.sessionmaker() as session:
+        await session.execute(update(Job).where(Job.id == job_id).values(status="cancelled"))  # type: ignore[arg-type]
+        await session.commit()
+    assert await relay.relay_once() == 0
+    job, events = await _job(runtime, job_id)
+    assert job.status == "cancelled"
+    assert job.last_error is None
+    assert [e.status for e in events] == ["accepted"]
+    assert await relay.backlog() == 0
+
+
+@pytest.mark.asyncio
+async def test_oldest_unpublished_age_is_exported_on_metrics(
+    runtime: Runtime, principal: Principal, clock: ManualClock, client: httpx.AsyncClient
+) -> None:
+    backend = FlakyBackend(runtime.queue_engine)
+    backend.down = True
+    relay = _relay(runtime, backend, linger_ms=0)
+    await _submit(runtime, principal, OutboxDispatcher(clock), 2)
+    clock.advance(seconds=42)
+    assert await relay.relay_once() == 0  # fails: the rows now back off, still unpublished
+    clock.advance(seconds=3)
+    await relay.pending()
+
+    def gauge(text: str) -> float:
+        [line] = [
+            line
+            for line in text.splitlines()
+            if line.startswith("jobgate_outbox_oldest_unpublished_age_seconds ")
+        ]
+        return float(line.split()[1])
+
+    assert gauge((await client.get("/metrics")).text) == pytest.approx(45.0)
+    backend.down = False
+    clock.advance(seconds=120)
+    assert await relay.relay_once() == 2
+    await relay.pending()
+    assert gauge((await client.get("/metrics")).text) == 0.0

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from collections.abc import Sequence
-from datetime import timedelta
 
 import httpx
 import pytest
-import pytest_asyncio
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.core.clock import ManualClock, to_datetime
+from app.core.clock import ManualClock
 from app.core.config import Settings
 from app.core.runtime import Runtime, build_runtime
-from app.jobs import service as jobs_service
 from app.jobs.models import Job, JobEvent
-from app.jobs.payloads import SyncSingleOrderJob
 from app.main import create_app
 from app.outbox.models import OutboxMessage
 from app.outbox.relay import OutboxRelay, plan_batches
@@ -28,6 +23,7 @@ from app.queues.base import OutgoingMessage, QueueBackend, QueueMetrics
 from app.queues.errors import QueueUnavailable
 from app.tenants.schemas import Principal
 from tests.factories import TenantFactory, auth
+from tests.outbox.conftest import job_and_events, pad_outbox_row, statuses, submit
 
 
 class FlakyBackend:
@@ -47,40 +43,6 @@ class FlakyBackend:
         return await self.inner.send_batch(queue, messages, delay_seconds=delay_seconds)
 
 
-async def _submit(
-    runtime: Runtime, principal: Principal, dispatcher: OutboxDispatcher, count: int, **extra: int
-) -> list[str]:
-    ids = []
-    for order_id in range(1, count + 1):
-        async with runtime.sessionmaker() as session:
-            [submitted] = await jobs_service.submit_jobs(
-                session,
-                principal=principal,
-                requests=[
-                    (SyncSingleOrderJob(type="sync-single-order", orderId=order_id, **extra), None)
-                ],
-                dispatcher=dispatcher,
-                topology=runtime.topology,
-                now=to_datetime(runtime.clock.now_ms()),
-                idempotency_window=timedelta(days=1),
-            )
-            await session.commit()
-        ids.append(submitted.job.id)
-    return ids
-
-
-async def _statuses(runtime: Runtime) -> dict[str, int]:
-    async with runtime.sessionmaker() as session:
-        rows = (await session.execute(select(Job.status, func.count()).group_by(Job.status))).all()
-    return {str(status): int(count) for status, count in rows}
-
-
-@pytest_asyncio.fixture
-async def principal(tenants: TenantFactory) -> Principal:
-    tenant = await tenants.create()
-    return Principal(tenant_id=tenant.tenant_id, scopes=frozenset({"jobs:write"}))
-
-
 def _relay(runtime: Runtime, backend: object, **kwargs: int) -> OutboxRelay:
     return OutboxRelay(runtime.sessionmaker, backend, runtime.clock, **kwargs)  # type: ignore[arg-type]
 
@@ -91,13 +53,13 @@ async def test_jobs_are_accepted_then_queued_once_published(
 ) -> None:
     relay = _relay(runtime, runtime.queue_engine, linger_ms=1000)
     dispatcher = OutboxDispatcher(clock, wake=relay.wake)
-    ids = await _submit(runtime, principal, dispatcher, 3)
-    assert await _statuses(runtime) == {"accepted": 3}
+    ids = await submit(runtime, principal, dispatcher, 3)
+    assert await statuses(runtime) == {"accepted": 3}
     assert await relay.relay_once() == 0  # lingering for more
     clock.advance(ms=1000)
     assert await relay.relay_once() == 3
     assert relay.stats.publish_requests == 1
-    assert await _statuses(runtime) == {"queued": 3}
+    assert await statuses(runtime) == {"queued": 3}
     pulled = await runtime.queue_engine.pull("prestashop-sync", batch_size=10)
     assert sorted(m.body["job_id"] for m in pulled.messages) == sorted(ids)
     async with runtime.sessionmaker() as session:
@@ -120,7 +82,7 @@ async def test_a_full_batch_is_published_without_lingering(
 ) -> None:
     relay = _relay(runtime, runtime.queue_engine, linger_ms=60_000)
     dispatcher = OutboxDispatcher(clock, wake=relay.wake)
-    await _submit(runtime, principal, dispatcher, 250)
+    await submit(runtime, principal, dispatcher, 250)
     # Two full batches go at once; the partial third waits to fill up or to linger out.
     assert await relay.relay_once() == 200
     assert await relay.relay_once() == 0
@@ -139,14 +101,14 @@ async def test_outage_backs_off_and_every_row_is_published_exactly_once(
     relay = _relay(runtime, backend, linger_ms=0)
     dispatcher = OutboxDispatcher(clock, wake=relay.wake)
     backend.down = True
-    ids = await _submit(runtime, principal, dispatcher, 120)
+    ids = await submit(runtime, principal, dispatcher, 120)
     assert await relay.relay_once() == 0
     assert relay.stats.failed_requests == 2
     # Backing off: nothing is due yet, so no further calls.
     calls = backend.calls
     assert await relay.relay_once() == 0
     assert backend.calls == calls
-    assert await _statuses(runtime) == {"accepted": 120}
+    assert await statuses(runtime) == {"accepted": 120}
     backend.down = False
     clock.advance(seconds=61)
     assert await relay.relay_once() == 120
@@ -154,7 +116,7 @@ async def test_outage_backs_off_and_every_row_is_published_exactly_once(
     pulled2 = await runtime.queue_engine.pull("prestashop-sync", batch_size=100)
     job_ids = [m.body["job_id"] for m in pulled.messages + pulled2.messages]
     assert sorted(job_ids) == sorted(ids)
-    assert await _statuses(runtime) == {"queued": 120}
+    assert await statuses(runtime) == {"queued": 120}
     async with runtime.sessionmaker() as session:
         attempts = (await session.execute(select(func.max(OutboxMessage.attempts)))).scalar_one()
     assert attempts == 1
@@ -166,7 +128,7 @@ async def test_remaining_delay_is_kept(
 ) -> None:
     relay = _relay(runtime, runtime.queue_engine, linger_ms=0)
     dispatcher = OutboxDispatcher(clock, wake=relay.wake)
-    await _submit(runtime, principal, dispatcher, 1, delay_seconds=60)
+    await submit(runtime, principal, dispatcher, 1, delay_seconds=60)
     clock.advance(seconds=20)
     assert await relay.relay_once() == 1
     clock.advance(seconds=39)
@@ -181,7 +143,7 @@ async def test_concurrent_relays_never_publish_a_row_twice(
 ) -> None:
     relays = [_relay(runtime, runtime.queue_engine, linger_ms=0) for _ in range(4)]
     dispatcher = OutboxDispatcher(clock)
-    ids = await _submit(runtime, principal, dispatcher, 300)
+    ids = await submit(runtime, principal, dispatcher, 300)
     totals = await asyncio.gather(*(r.relay_once() for r in relays))
     while (more := await relays[0].relay_once()) > 0:
         totals.append(more)
@@ -197,7 +159,7 @@ async def test_crashed_claim_is_picked_up_after_it_lapses(
     runtime: Runtime, principal: Principal, clock: ManualClock
 ) -> None:
     relay = _relay(runtime, runtime.queue_engine, linger_ms=0, claim_ttl_ms=5000)
-    await _submit(runtime, principal, OutboxDispatcher(clock), 5)
+    await submit(runtime, principal, OutboxDispatcher(clock), 5)
     claimed = await relay._claim(clock.now_ms())  # a relay that dies right after claiming
     assert len(claimed) == 5
     assert await relay.relay_once() == 0
@@ -249,50 +211,20 @@ async def test_gateway_answers_202_accepted_while_cloudflare_is_unreachable(
     await runtime.backend.close()
 
 
-async def _pad_outbox_row(runtime: Runtime, job_id: str, pad_bytes: int) -> None:
-    """Grow one stored message past what the queue accepts (the gateway would refuse it at
-    the door; a row can still get there, e.g. written by an older version)."""
-    async with runtime.sessionmaker() as session:
-        row = (
-            await session.execute(select(OutboxMessage).where(OutboxMessage.job_id == job_id))
-        ).scalar_one()
-        body = json.loads(row.body)
-        body["payload"]["pad"] = "x" * pad_bytes
-        row.body = json.dumps(body, separators=(",", ":"))
-        row.size_bytes = len(row.body.encode())
-        await session.commit()
-
-
-async def _job(runtime: Runtime, job_id: str) -> tuple[Job, list[JobEvent]]:
-    async with runtime.sessionmaker() as session:
-        job = await session.get(Job, job_id)
-        assert job is not None
-        events = (
-            (
-                await session.execute(
-                    select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)  # type: ignore[arg-type]
-                )
-            )
-            .scalars()
-            .all()
-        )
-    return job, list(events)
-
-
 @pytest.mark.asyncio
 async def test_a_refused_row_is_isolated_and_the_rest_of_its_batch_published(
     runtime: Runtime, principal: Principal, clock: ManualClock
 ) -> None:
     relay = _relay(runtime, runtime.queue_engine, linger_ms=0)
-    ids = await _submit(runtime, principal, OutboxDispatcher(clock), 10)
+    ids = await submit(runtime, principal, OutboxDispatcher(clock), 10)
     bad = ids[3]
-    await _pad_outbox_row(runtime, bad, 128_000)
+    await pad_outbox_row(runtime, bad, 128_000)
     assert await relay.relay_once() == 9
     # Bisection: the whole batch, then halves down to the bad row (at most 2 per level).
     assert relay.stats.publish_requests <= 1 + 2 * math.ceil(math.log2(10))
     assert relay.stats.failed_messages == 1
-    assert await _statuses(runtime) == {"queued": 9, "failed": 1}
-    job, events = await _job(runtime, bad)
+    assert await statuses(runtime) == {"queued": 9, "failed": 1}
+    job, events = await job_and_events(runtime, bad)
     assert job.status == "failed"
     assert job.last_error is not None
     assert "code 10204" in job.last_error
@@ -314,11 +246,11 @@ async def test_every_row_refused_fails_every_job(
     runtime: Runtime, principal: Principal, clock: ManualClock
 ) -> None:
     relay = _relay(runtime, runtime.queue_engine, linger_ms=0)
-    ids = await _submit(runtime, principal, OutboxDispatcher(clock), 3)
+    ids = await submit(runtime, principal, OutboxDispatcher(clock), 3)
     for job_id in ids:
-        await _pad_outbox_row(runtime, job_id, 128_000)
+        await pad_outbox_row(runtime, job_id, 128_000)
     assert await relay.relay_once() == 0
-    assert await _statuses(runtime) == {"failed": 3}
+    assert await statuses(runtime) == {"failed": 3}
     assert relay.stats.failed_messages == 3
 
 
@@ -329,14 +261,14 @@ async def test_retryable_failures_stop_at_the_attempt_cap(
     backend = FlakyBackend(runtime.queue_engine)
     backend.down = True
     relay = _relay(runtime, backend, linger_ms=0, max_attempts=3, max_backoff_ms=5000)
-    [job_id] = await _submit(runtime, principal, OutboxDispatcher(clock), 1)
+    [job_id] = await submit(runtime, principal, OutboxDispatcher(clock), 1)
     for attempt in range(1, 4):
         assert await relay.relay_once() == 0
         assert backend.calls == attempt
         status = "failed" if attempt == 3 else "accepted"
-        assert await _statuses(runtime) == {status: 1}
+        assert await statuses(runtime) == {status: 1}
         clock.advance(ms=5000)  # past the (capped) backoff
-    job, events = await _job(runtime, job_id)
+    job, events = await job_and_events(runtime, job_id)
     assert job.last_error is not None
     assert "after 3 attempts" in job.last_error
     assert "code 15000" in job.last_error
@@ -354,13 +286,13 @@ async def test_a_cancelled_job_is_left_alone_when_its_row_is_given_up(
     runtime: Runtime, principal: Principal, clock: ManualClock
 ) -> None:
     relay = _relay(runtime, runtime.queue_engine, linger_ms=0)
-    [job_id] = await _submit(runtime, principal, OutboxDispatcher(clock), 1)
-    await _pad_outbox_row(runtime, job_id, 128_000)
+    [job_id] = await submit(runtime, principal, OutboxDispatcher(clock), 1)
+    await pad_outbox_row(runtime, job_id, 128_000)
     async with runtime.sessionmaker() as session:
         await session.execute(update(Job).where(Job.id == job_id).values(status="cancelled"))  # type: ignore[arg-type]
         await session.commit()
     assert await relay.relay_once() == 0
-    job, events = await _job(runtime, job_id)
+    job, events = await job_and_events(runtime, job_id)
     assert job.status == "cancelled"
     assert job.last_error is None
     assert [e.status for e in events] == ["accepted"]
@@ -374,7 +306,7 @@ async def test_oldest_unpublished_age_is_exported_on_metrics(
     backend = FlakyBackend(runtime.queue_engine)
     backend.down = True
     relay = _relay(runtime, backend, linger_ms=0)
-    await _submit(runtime, principal, OutboxDispatcher(clock), 2)
+    await submit(runtime, principal, OutboxDispatcher(clock), 2)
     clock.advance(seconds=42)
     assert await relay.relay_once() == 0  # fails: the rows now back off, still unpublished
     clock.advance(seconds=3)

@@ -38,7 +38,7 @@ from app.jobs.models import Job, JobEvent, JobStatus
 from app.observability import metrics
 from app.outbox.models import OutboxMessage
 from app.queues.base import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, OutgoingMessage, QueueBackend
-from app.queues.errors import QueueError, Retry
+from app.queues.errors import QueueError, QueueUnavailable, Retry
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +245,13 @@ class OutboxRelay:
             self.stats.publish_requests += 1
             try:
                 await self._backend.send_batch(queue, self._messages(part))
-            except QueueError as exc:
+            except Exception as raised:
+                # Anything unforeseen counts as retryable, so the attempt cap still holds.
+                if isinstance(raised, QueueError):
+                    exc = raised
+                else:
+                    logger.exception("outbox: unexpected publish failure")
+                    exc = QueueUnavailable(f"publish failed: {type(raised).__name__}: {raised}")
                 self.stats.failed_requests += 1
                 self.stats.last_error = exc.detail
                 metrics.outbox_publish_requests.labels(outcome="failed").inc()

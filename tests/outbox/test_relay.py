@@ -33,13 +33,14 @@ class FlakyBackend:
         self.inner = inner
         self.down = False
         self.calls = 0
+        self.failure: Exception = QueueUnavailable("Cloudflare Queues unreachable: ConnectError")
 
     async def send_batch(
         self, queue: str, messages: Sequence[OutgoingMessage], *, delay_seconds: int | None = None
     ) -> QueueMetrics:
         self.calls += 1
         if self.down:
-            raise QueueUnavailable("Cloudflare Queues unreachable: ConnectError")
+            raise self.failure
         return await self.inner.send_batch(queue, messages, delay_seconds=delay_seconds)
 
 
@@ -255,11 +256,19 @@ async def test_every_row_refused_fails_every_job(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "failure",
+    [
+        QueueUnavailable("Cloudflare Queues unreachable: ConnectError"),
+        RuntimeError("a bug in a client library"),  # unforeseen: still capped
+    ],
+)
 async def test_retryable_failures_stop_at_the_attempt_cap(
-    runtime: Runtime, principal: Principal, clock: ManualClock
+    runtime: Runtime, principal: Principal, clock: ManualClock, failure: Exception
 ) -> None:
     backend = FlakyBackend(runtime.queue_engine)
     backend.down = True
+    backend.failure = failure
     relay = _relay(runtime, backend, linger_ms=0, max_attempts=3, max_backoff_ms=5000)
     [job_id] = await submit(runtime, principal, OutboxDispatcher(clock), 1)
     for attempt in range(1, 4):

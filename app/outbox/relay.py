@@ -48,6 +48,8 @@ _events = table_of(JobEvent)
 
 MAX_BACKOFF_MS = 60_000
 DEFAULT_MAX_ATTEMPTS = 100
+# How often the oldest-unpublished-row gauge is measured.
+AGE_EVERY_MS = 5000
 
 
 @dataclass(slots=True)
@@ -130,6 +132,7 @@ class OutboxRelay:
         self._stopping = False
         # Milliseconds the relay should sleep before looking again (set by relay_once).
         self._next_look_ms = poll_ms
+        self._age_measured_ms = -AGE_EVERY_MS
 
     def wake(self) -> None:
         """Called once per dispatched message: wake the relay when a full batch may be ready."""
@@ -138,26 +141,34 @@ class OutboxRelay:
             self._wake.set()
 
     async def pending(self) -> tuple[int, int | None]:
-        """(rows ready to publish, created_ms of the oldest of them).
-
-        Also sets the age gauge of the oldest unpublished row (ready, claimed or backing off).
-        """
+        """(rows ready to publish, created_ms of the oldest of them)."""
         now = self._clock.now_ms()
-        ready = _outbox.c.available_at_ms <= now
         async with self._sessionmaker() as session:
-            count, oldest, oldest_any = (
+            count, oldest = (
                 await session.execute(
-                    select(
-                        func.count().filter(ready),
-                        func.min(_outbox.c.created_ms).filter(ready),
-                        func.min(_outbox.c.created_ms),
-                    ).where(_outbox.c.published_at.is_(None))
+                    select(func.count(), func.min(_outbox.c.created_ms)).where(
+                        _outbox.c.published_at.is_(None), _outbox.c.available_at_ms <= now
+                    )
                 )
             ).one()
             await session.commit()
-        age_ms = now - int(oldest_any) if oldest_any is not None else 0
-        metrics.outbox_oldest_unpublished_age.set(max(0, age_ms) / 1000)
         return int(count), (int(oldest) if oldest is not None else None)
+
+    async def measure_age(self) -> float:
+        """Set and return the age (s) of the oldest unpublished row: ready, claimed or backing
+        off; 0 when there is none. It scans every unpublished row, hence its own pace."""
+        now = self._clock.now_ms()
+        self._age_measured_ms = now
+        async with self._sessionmaker() as session:
+            oldest = (
+                await session.execute(
+                    select(func.min(_outbox.c.created_ms)).where(_outbox.c.published_at.is_(None))
+                )
+            ).scalar_one()
+            await session.commit()
+        age = max(0, now - int(oldest)) / 1000 if oldest is not None else 0.0
+        metrics.outbox_oldest_unpublished_age.set(age)
+        return age
 
     async def backlog(self) -> int:
         """Every unpublished row, whether ready, claimed or backing off."""
@@ -175,6 +186,8 @@ class OutboxRelay:
         lingered `linger_ms`.
         """
         self._hinted = 0
+        if self._clock.now_ms() - self._age_measured_ms >= AGE_EVERY_MS:
+            await self.measure_age()
         count, oldest = await self.pending()
         self._next_look_ms = self.poll_ms
         if count == 0:
@@ -407,7 +420,7 @@ class OutboxRelay:
                 delay = min(self.max_backoff_ms, 500 * 2 ** min(failures - 1, 20)) / 1000
                 logger.warning("queue backend not ready (%s); retry in %.1fs", exc, delay)
                 try:
-                    await self.pending()  # keeps the oldest-row age gauge moving meanwhile
+                    await self.measure_age()  # the gauge keeps moving meanwhile
                 except Exception:  # the database may be down too: the gauge can wait
                     logger.debug("outbox age not measured", exc_info=True)
                 self._wake.clear()

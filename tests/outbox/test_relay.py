@@ -312,15 +312,6 @@ async def test_a_cancelled_job_is_left_alone_when_its_row_is_given_up(
 async def test_oldest_unpublished_age_is_exported_on_metrics(
     runtime: Runtime, principal: Principal, clock: ManualClock, client: httpx.AsyncClient
 ) -> None:
-    backend = FlakyBackend(runtime.queue_engine)
-    backend.down = True
-    relay = _relay(runtime, backend, linger_ms=0)
-    await submit(runtime, principal, OutboxDispatcher(clock), 2)
-    clock.advance(seconds=42)
-    assert await relay.relay_once() == 0  # fails: the rows now back off, still unpublished
-    clock.advance(seconds=3)
-    await relay.pending()
-
     def gauge(text: str) -> float:
         [line] = [
             line
@@ -329,9 +320,21 @@ async def test_oldest_unpublished_age_is_exported_on_metrics(
         ]
         return float(line.split()[1])
 
-    assert gauge((await client.get("/metrics")).text) == pytest.approx(45.0)
+    backend = FlakyBackend(runtime.queue_engine)
+    backend.down = True
+    relay = _relay(runtime, backend, linger_ms=0)
+    await submit(runtime, principal, OutboxDispatcher(clock), 2)
+    clock.advance(seconds=42)
+    assert await relay.relay_once() == 0  # measures, then fails: the rows back off
+    assert gauge((await client.get("/metrics")).text) == pytest.approx(42.0)
+    clock.advance(seconds=3)
+    await relay.relay_once()  # measured under 5 s ago: not again
+    assert gauge((await client.get("/metrics")).text) == pytest.approx(42.0)
+    clock.advance(seconds=3)
+    await relay.relay_once()
+    assert gauge((await client.get("/metrics")).text) == pytest.approx(48.0)
     backend.down = False
     clock.advance(seconds=120)
     assert await relay.relay_once() == 2
-    await relay.pending()
+    assert await relay.measure_age() == 0.0
     assert gauge((await client.get("/metrics")).text) == 0.0

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     # Outbox relay: publish when 100 jobs wait or the oldest has waited this long.
     outbox_linger_ms: int = Field(default=1000, ge=0, le=60_000)
     outbox_poll_ms: int = Field(default=250, ge=10, le=60_000)
+    # Failed publishes (network, 429, 5xx) back off up to this delay, at most this many
+    # times per row before its job fails: 100 x 30-60 s rides out an outage of over an hour.
+    outbox_max_backoff_ms: int = Field(default=60_000, ge=100, le=3_600_000)
+    outbox_max_attempts: int = Field(default=100, ge=1, le=100_000)
     wrangler_config: Path = DEFAULT_WRANGLER_CONFIG
     redis_url: str | None = None
     rate_limit_jobs: str = "600/minute"

@@ -89,6 +89,8 @@ def build_runtime(
             clock,
             linger_ms=settings.outbox_linger_ms,
             poll_ms=settings.outbox_poll_ms,
+            max_attempts=settings.outbox_max_attempts,
+            max_backoff_ms=settings.outbox_max_backoff_ms,
             prepare=partial(backend.start, topology),
         )
         dispatcher = OutboxDispatcher(clock, wake=relay.wake)

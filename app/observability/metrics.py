@@ -39,3 +39,13 @@ outbox_publish_requests = Counter(
     "Publish (messages/batch) calls made by the relay, by outcome.",
     ["outcome"],
 )
+outbox_failed_messages = Counter(
+    "jobgate_outbox_failed_messages_total",
+    "Outbox rows given up on, their jobs failed: refused by the queue backend (rejected) "
+    "or out of publish attempts (attempts).",
+    ["reason"],
+)
+outbox_oldest_unpublished_age = Gauge(
+    "jobgate_outbox_oldest_unpublished_age_seconds",
+    "Age of the oldest outbox row not yet published (0 when none), at the relay's last look.",
+)

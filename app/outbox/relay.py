@@ -9,7 +9,12 @@ Guarantees:
 - rows are coalesced into `messages/batch` calls of at most 100 messages and 256,000 bytes,
   waiting up to `linger_ms` for a batch to fill, so a stream of single jobs costs about one
   request per 100 jobs (Cloudflare allows 1,200 requests per 5 minutes per token);
-- failed publishes are retried with exponential backoff, through outages of any length.
+- a publish the backend refuses for good (a Cloudflare validation code, 400, 413; see
+  `app.queues.errors.classify`) is split in halves until the refused rows stand alone: the
+  good rows are published, each refused row's job becomes `failed` with the reason;
+- other failures (network, 429, 5xx) are retried with capped exponential backoff, at most
+  `max_attempts` times per row; then the row's job becomes `failed` too. A failed row is
+  deleted: its job holds the reason (`last_error` and a job event).
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ import math
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import Clock, to_datetime
 from app.core.db import SessionMaker, table_of
@@ -30,7 +38,7 @@ from app.jobs.models import Job, JobEvent, JobStatus
 from app.observability import metrics
 from app.outbox.models import OutboxMessage
 from app.queues.base import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, OutgoingMessage, QueueBackend
-from app.queues.errors import QueueError
+from app.queues.errors import QueueError, QueueUnavailable, Retry
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +47,9 @@ _jobs = table_of(Job)
 _events = table_of(JobEvent)
 
 MAX_BACKOFF_MS = 60_000
+DEFAULT_MAX_ATTEMPTS = 100
+# How often the oldest-unpublished-row gauge is measured.
+AGE_EVERY_MS = 5000
 
 
 @dataclass(slots=True)
@@ -46,6 +57,8 @@ class RelayStats:
     published_messages: int = 0
     publish_requests: int = 0
     failed_requests: int = 0
+    # Rows whose jobs were failed: refused by the backend, or out of attempts.
+    failed_messages: int = 0
     last_error: str | None = None
     by_queue: dict[str, int] = field(default_factory=dict)
 
@@ -97,6 +110,8 @@ class OutboxRelay:
         poll_ms: int = 250,
         claim_limit: int = 1000,
         claim_ttl_ms: int = 180_000,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        max_backoff_ms: int = MAX_BACKOFF_MS,
         prepare: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
@@ -106,6 +121,8 @@ class OutboxRelay:
         self.poll_ms = poll_ms
         self.claim_limit = claim_limit
         self.claim_ttl_ms = claim_ttl_ms
+        self.max_attempts = max_attempts
+        self.max_backoff_ms = max_backoff_ms
         self.stats = RelayStats()
         # Provisioning (resolving queue ids) that must succeed before the first publish.
         self._prepare = prepare
@@ -115,6 +132,7 @@ class OutboxRelay:
         self._stopping = False
         # Milliseconds the relay should sleep before looking again (set by relay_once).
         self._next_look_ms = poll_ms
+        self._age_measured_ms = -AGE_EVERY_MS
 
     def wake(self) -> None:
         """Called once per dispatched message: wake the relay when a full batch may be ready."""
@@ -136,6 +154,22 @@ class OutboxRelay:
             await session.commit()
         return int(count), (int(oldest) if oldest is not None else None)
 
+    async def measure_age(self) -> float:
+        """Set and return the age (s) of the oldest unpublished row: ready, claimed or backing
+        off; 0 when there is none. It scans every unpublished row, hence its own pace."""
+        now = self._clock.now_ms()
+        self._age_measured_ms = now
+        async with self._sessionmaker() as session:
+            oldest = (
+                await session.execute(
+                    select(func.min(_outbox.c.created_ms)).where(_outbox.c.published_at.is_(None))
+                )
+            ).scalar_one()
+            await session.commit()
+        age = max(0, now - int(oldest)) / 1000 if oldest is not None else 0.0
+        metrics.outbox_oldest_unpublished_age.set(age)
+        return age
+
     async def backlog(self) -> int:
         """Every unpublished row, whether ready, claimed or backing off."""
         async with self._sessionmaker() as session:
@@ -152,6 +186,8 @@ class OutboxRelay:
         lingered `linger_ms`.
         """
         self._hinted = 0
+        if self._clock.now_ms() - self._age_measured_ms >= AGE_EVERY_MS:
+            await self.measure_age()
         count, oldest = await self.pending()
         self._next_look_ms = self.poll_ms
         if count == 0:
@@ -207,70 +243,152 @@ class OutboxRelay:
         return rows
 
     async def _publish(self, batch: list[OutboxMessage]) -> int:
+        """Publish one planned batch; returns how many rows were published.
+
+        A refused batch is bisected: each half is sent on its own until the refused rows
+        stand alone, so one bad row costs about 2*log2(batch) extra requests and never holds
+        back the good ones. A retryable failure backs off the part that failed together with
+        every part not yet tried (the backend is likely down for them too).
+        """
         queue = batch[0].queue
+        published = 0
+        parts = [batch]
+        while parts:
+            part = parts.pop()
+            self.stats.publish_requests += 1
+            try:
+                await self._backend.send_batch(queue, self._messages(part))
+            except Exception as raised:
+                # Anything unforeseen counts as retryable, so the attempt cap still holds.
+                if isinstance(raised, QueueError):
+                    exc = raised
+                else:
+                    logger.exception("outbox: unexpected publish failure")
+                    exc = QueueUnavailable(f"publish failed: {type(raised).__name__}: {raised}")
+                self.stats.failed_requests += 1
+                self.stats.last_error = exc.detail
+                metrics.outbox_publish_requests.labels(outcome="failed").inc()
+                if exc.retry is Retry.never:
+                    if len(part) > 1:
+                        middle = len(part) // 2
+                        parts += [part[middle:], part[:middle]]  # first half goes next
+                    else:
+                        reason = f"refused by the queue (code {exc.backend_code}): {exc.detail}"
+                        await self._fail(part, reason, "rejected")
+                    continue
+                rest = [row for other in parts for row in other]
+                await self._back_off(part + rest, exc)
+                return published
+            await self._mark_published(queue, part)
+            published += len(part)
+        return published
+
+    def _messages(self, rows: list[OutboxMessage]) -> list[OutgoingMessage]:
         now = self._clock.now_ms()
-        messages = [
+        return [
             OutgoingMessage(
                 body=json.loads(row.body),
                 delay_seconds=max(0, math.ceil(row.delay_seconds - (now - row.created_ms) / 1000)),
             )
-            for row in batch
+            for row in rows
         ]
+
+    async def _mark_published(self, queue: str, batch: list[OutboxMessage]) -> None:
         ids = [row.id for row in batch]
-        self.stats.publish_requests += 1
-        try:
-            await self._backend.send_batch(queue, messages)
-        except QueueError as exc:
-            self.stats.failed_requests += 1
-            metrics.outbox_publish_requests.labels(outcome="failed").inc()
-            self.stats.last_error = exc.detail
-            await self._back_off(batch, exc.detail)
-            return 0
         published_at = to_datetime(self._clock.now_ms())
         async with self._sessionmaker() as session:
             await session.execute(
                 update(_outbox).where(_outbox.c.id.in_(ids)).values(published_at=published_at)
             )
-            job_ids = [row.job_id for row in batch]
-            moved = (
-                (
-                    await session.execute(
-                        update(_jobs)
-                        .where(_jobs.c.id.in_(job_ids), _jobs.c.status == JobStatus.accepted.value)
-                        .values(status=JobStatus.queued.value, updated_at=published_at)
-                        .returning(_jobs.c.id)
-                    )
-                )
-                .scalars()
-                .all()
+            await self._move_jobs(
+                session,
+                [row.job_id for row in batch],
+                to=JobStatus.queued,
+                detail=f"published to {queue}",
+                at=published_at,
             )
-            if moved:
-                await session.execute(
-                    insert(_events),
-                    [
-                        {
-                            "job_id": job_id,
-                            "status": JobStatus.queued.value,
-                            "attempt": 0,
-                            "detail": f"published to {queue}",
-                            "created_at": published_at,
-                        }
-                        for job_id in moved
-                    ],
-                )
             await session.commit()
         metrics.outbox_publish_requests.labels(outcome="published").inc()
         metrics.outbox_published_messages.inc(len(batch))
         self.stats.published_messages += len(batch)
         self.stats.by_queue[queue] = self.stats.by_queue.get(queue, 0) + len(batch)
-        return len(batch)
 
-    async def _back_off(self, batch: list[OutboxMessage], error: str) -> None:
-        now = self._clock.now_ms()
+    @staticmethod
+    async def _move_jobs(
+        session: AsyncSession,
+        job_ids: list[str],
+        *,
+        to: JobStatus,
+        detail: str,
+        at: datetime,
+        values: dict[str, Any] | None = None,
+    ) -> list[str]:
+        """Move still-`accepted` jobs to `to`, with one event each; returns the moved ids.
+
+        Jobs that moved on meanwhile (cancelled, or already run from an earlier copy) keep
+        their status.
+        """
+        moved = list(
+            (
+                await session.execute(
+                    update(_jobs)
+                    .where(_jobs.c.id.in_(job_ids), _jobs.c.status == JobStatus.accepted.value)
+                    .values(status=to.value, updated_at=at, **(values or {}))
+                    .returning(_jobs.c.id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        if moved:
+            await session.execute(
+                insert(_events),
+                [
+                    {
+                        "job_id": job_id,
+                        "status": to.value,
+                        "attempt": 0,
+                        "detail": detail,
+                        "created_at": at,
+                    }
+                    for job_id in moved
+                ],
+            )
+        return moved
+
+    async def _fail(self, rows: list[OutboxMessage], reason: str, outcome: str) -> None:
+        """Give up on rows: delete them and fail their still-`accepted` jobs with the reason."""
+        now = to_datetime(self._clock.now_ms())
+        reason = reason[:1000]
         async with self._sessionmaker() as session:
-            for row in batch:
+            await session.execute(delete(_outbox).where(_outbox.c.id.in_([r.id for r in rows])))
+            await self._move_jobs(
+                session,
+                [row.job_id for row in rows],
+                to=JobStatus.failed,
+                detail=reason,
+                at=now,
+                values={"last_error": reason, "finished_at": now},
+            )
+            await session.commit()
+        metrics.outbox_failed_messages.labels(reason=outcome).inc(len(rows))
+        self.stats.failed_messages += len(rows)
+        logger.error(
+            "outbox: gave up on %d message(s) for job(s) %s: %s",
+            len(rows),
+            ", ".join(row.job_id for row in rows[:10]),
+            reason,
+        )
+
+    async def _back_off(self, batch: list[OutboxMessage], exc: QueueError) -> None:
+        now = self._clock.now_ms()
+        error = exc.detail
+        exhausted = [row for row in batch if row.attempts + 1 >= self.max_attempts]
+        retried = [row for row in batch if row.attempts + 1 < self.max_attempts]
+        async with self._sessionmaker() as session:
+            for row in retried:
                 attempts = row.attempts + 1
-                delay = min(MAX_BACKOFF_MS, 500 * 2 ** min(attempts - 1, 20))
+                delay = min(self.max_backoff_ms, 500 * 2 ** min(attempts - 1, 20))
                 await session.execute(
                     update(_outbox)
                     .where(_outbox.c.id == row.id)
@@ -281,7 +399,15 @@ class OutboxRelay:
                     )
                 )
             await session.commit()
-        logger.warning("publishing %d messages failed, backing off: %s", len(batch), error)
+        if retried:
+            logger.warning("publishing %d messages failed, backing off: %s", len(retried), error)
+        if exhausted:
+            await self._fail(
+                exhausted,
+                f"not published after {self.max_attempts} attempts; "
+                f"last error (code {exc.backend_code}): {error}",
+                "attempts",
+            )
 
     async def _prepare_backend(self) -> None:
         failures = 0
@@ -291,8 +417,12 @@ class OutboxRelay:
                 self.ready = True
             except Exception as exc:  # unreachable backend: keep accepting, keep trying
                 failures += 1
-                delay = min(MAX_BACKOFF_MS, 500 * 2 ** min(failures - 1, 20)) / 1000
+                delay = min(self.max_backoff_ms, 500 * 2 ** min(failures - 1, 20)) / 1000
                 logger.warning("queue backend not ready (%s); retry in %.1fs", exc, delay)
+                try:
+                    await self.measure_age()  # the gauge keeps moving meanwhile
+                except Exception:  # the database may be down too: the gauge can wait
+                    logger.debug("outbox age not measured", exc_info=True)
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=delay)

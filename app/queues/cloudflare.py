@@ -6,9 +6,10 @@ official `cloudflare` SDK, where convenience beats cost.
 
 Client rules (reference/cloudflare-queues.md §8.4): retry 429, 5xx and network errors with
 exponential backoff and full jitter, honouring `Retry-After`; never retry 10xxx validation
-errors; decode pulled bodies by `CF-Content-Type` (base64 or plain JSON); accept `warnings`
-as a map or a list and a null `result` on publish. Publishing is not idempotent: a request
-that timed out after Cloudflare stored it is sent again, so consumers dedupe by job id.
+errors (`app.queues.errors.classify` is the table, which the outbox relay follows too);
+decode pulled bodies by `CF-Content-Type` (base64 or plain JSON); accept `warnings` as a
+map or a list and a null `result` on publish. Publishing is not idempotent: a request that
+timed out after Cloudflare stored it is sent again, so consumers dedupe by job id.
 """
 
 from __future__ import annotations
@@ -263,7 +264,9 @@ class CloudflareQueues:
                 cls = QueueUnavailable
             else:
                 cls = CloudflareApiError
-        return cls(detail, headers=headers)
+        return cls(
+            detail, headers=headers, backend_status=response.status_code, backend_code=code or None
+        )
 
     # -- QueueBackend ----------------------------------------------------------------------
 

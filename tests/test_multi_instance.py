@@ -26,7 +26,6 @@ import json
 import secrets
 import time
 from collections import Counter, defaultdict
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,7 +48,7 @@ from app.scheduler.models import ScheduleFire
 from tests.conftest import REDIS_URL
 from tests.factories import auth
 from tests.support.databases import postgres_url_from_env
-from tests.support.recording_handlers import LOG_ENV
+from tests.support.recording_handlers import LOG_ENV, Run, overlapping_runs, read_runs
 from tests.support.servers import (
     ServerProcess,
     create_tenant,
@@ -57,8 +56,6 @@ from tests.support.servers import (
     jobgate_process,
     jobgate_server,
 )
-
-pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
 
 TOTAL_JOBS = 3000
 BATCH = 25
@@ -78,6 +75,9 @@ MIN_TICKS = 4
 TICK_GAP_S = 2.0
 FIRE_TIMEOUT_S = 40.0  # the scheduler polls every 5 s
 STALL_S = 4.0  # no job finished this long: step the clock (the killed leases must run out)
+# Steps come at most this long apart (plus the wait for the fires), far below the 59 s after
+# which real time would cross a minute by itself and fire a tick no step waited for.
+MAX_STEP_GAP_S = 15.0
 DRAIN_TIMEOUT_S = 120.0
 SCHEDULES = {
     "orders-every-minute": {"type": "sync-orders", "siteId": "shop-1"},
@@ -154,7 +154,10 @@ class Cluster:
     # error of a request in flight is known to be the kill's).
     up: list[bool] = field(default_factory=lambda: [True, True])
     kills: list[int] = field(default_factory=lambda: [0, 0])
+    # Load requests waiting for gateway i's answer.
+    in_flight: list[int] = field(default_factory=lambda: [0, 0])
     ticks: list[int] = field(default_factory=list)
+    stepped_at: float = 0.0  # monotonic time of the latest clock step
     schedule_ids: list[str] = field(default_factory=list)
 
     def gateway(self, preferred: int) -> int:
@@ -165,6 +168,7 @@ class Cluster:
     async def tick(self) -> None:
         """Step the clock to the next minute and wait until every schedule fired for it."""
         boundary = self.clock.to_next_minute()
+        self.stepped_at = time.monotonic()
         self.ticks.append(boundary)
         when = datetime.fromtimestamp(boundary / 1000, tz=UTC)
         deadline = time.monotonic() + FIRE_TIMEOUT_S
@@ -203,75 +207,6 @@ class Hit:
     answered: float
 
 
-@dataclass
-class Run:
-    """One handler run, as `recording_handlers` wrote it."""
-
-    job_id: str
-    attempt: int
-    pid: int
-    start_ns: int
-    start_clock_ms: int
-    planned_ms: int
-    end_ns: int | None = None
-
-
-def read_runs(path: Path) -> dict[str, Run]:
-    runs: dict[str, Run] = {}
-    if not path.exists():
-        return runs
-    for line in path.read_text(encoding="ascii").splitlines():
-        event, run, job_id, attempt, pid, mono_ns, clock_ms, planned_ms = line.split()
-        if event == "start":
-            runs[run] = Run(
-                job_id, int(attempt), int(pid), int(mono_ns), int(clock_ms), int(planned_ms)
-            )
-        else:
-            runs[run].end_ns = int(mono_ns)
-    return runs
-
-
-def overlapping_runs(
-    runs: Mapping[str, Run], lease_expires_ms: Mapping[tuple[str, int], int], killed: set[int]
-) -> list[str]:
-    """Pairs of runs of one job that ran at the same time, described.
-
-    A run that ended occupies [start, end] (monotonic clock). A run that never ended because
-    its consumer was SIGKILLed occupies its job from its start until its attempt's lease
-    expired (jobgate clock): any later run must start after that. A run that never ended in
-    a consumer that was not killed occupies its job for good.
-    """
-    by_job: dict[str, list[Run]] = defaultdict(list)
-    for run in runs.values():
-        by_job[run.job_id].append(run)
-    problems: list[str] = []
-    for job_id, job_runs in by_job.items():
-        job_runs.sort(key=lambda r: r.start_ns)
-        for i, first in enumerate(job_runs):
-            for later in job_runs[i + 1 :]:
-                if first.end_ns is not None:
-                    if later.start_ns < first.end_ns:
-                        problems.append(
-                            f"job {job_id}: attempt {later.attempt} (pid {later.pid}) started "
-                            f"{(first.end_ns - later.start_ns) / 1e6:.1f} ms before attempt "
-                            f"{first.attempt} (pid {first.pid}) ended"
-                        )
-                    continue
-                lease = lease_expires_ms.get((job_id, first.attempt))
-                if first.pid not in killed or lease is None:
-                    problems.append(
-                        f"job {job_id}: attempt {later.attempt} (pid {later.pid}) started while "
-                        f"attempt {first.attempt} (pid {first.pid}) never ended"
-                    )
-                elif later.start_clock_ms < lease:
-                    problems.append(
-                        f"job {job_id}: attempt {later.attempt} (pid {later.pid}) started "
-                        f"{lease - later.start_clock_ms} ms before the lease of killed attempt "
-                        f"{first.attempt} (pid {first.pid}) expired"
-                    )
-    return problems
-
-
 def _topology(path: Path) -> Path:
     """The shipped topology, every queue consumed with long leases and no batch wait."""
     raw = json5.loads((REPO_ROOT / "wrangler.jsonc").read_text())
@@ -298,6 +233,7 @@ async def _submitter(http: httpx.AsyncClient, cluster: Cluster, key: str, load: 
         kills = cluster.kills[index]
         gateway = cluster.gateways[index]
         jobs = [_job(n) for n in range(first, first + count)]
+        cluster.in_flight[index] += 1
         try:
             if count == 1:
                 response = await http.post(gateway.url("/v1/jobs"), json=jobs[0], headers=auth(key))
@@ -311,6 +247,8 @@ async def _submitter(http: httpx.AsyncClient, cluster: Cluster, key: str, load: 
             else:
                 load.unexpected.append(f"gateway {index}: {exc!r}")
             continue
+        finally:
+            cluster.in_flight[index] -= 1
         if response.status_code != 202:
             load.unexpected.append(f"gateway {index}: HTTP {response.status_code} {response.text}")
             continue
@@ -365,6 +303,10 @@ async def _kill_and_restart(cluster: Cluster, load: Load) -> int:
         assert time.monotonic() < deadline, "consumer 0 never ran a slow handler"
         await asyncio.sleep(0.02)
     await asyncio.to_thread(consumer.kill)
+    # The gateway dies with submissions in flight when the pacing allows (3 s at most).
+    deadline = time.monotonic() + 3.0
+    while cluster.in_flight[0] == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)
     cluster.up[0] = False
     cluster.kills[0] += 1
     await asyncio.to_thread(gateway.kill)
@@ -387,7 +329,8 @@ async def _statuses(engine: AsyncEngine) -> Counter[str]:
 
 
 async def _drain(cluster: Cluster) -> Counter[str]:
-    """Wait until every job is finished, stepping the clock while nothing moves."""
+    """Wait until every job is finished, stepping the clock while nothing moves (and at
+    least every MAX_STEP_GAP_S)."""
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     last, moved = Counter[str](), time.monotonic()
     while True:
@@ -399,16 +342,39 @@ async def _drain(cluster: Cluster) -> Counter[str]:
         elif time.monotonic() - moved > STALL_S:
             await cluster.tick()
             moved = time.monotonic()
+        if time.monotonic() - cluster.stepped_at > MAX_STEP_GAP_S:
+            await cluster.tick()
         if time.monotonic() > deadline:
             raise AssertionError(f"jobs still unfinished: {dict(statuses)}\n{cluster.logs()}")
         await asyncio.sleep(0.25)
 
 
+def test_overlap_check_finds_concurrent_runs() -> None:
+    """The checker the system test relies on: what counts as two runs at once."""
+    ms = 1_000_000
+    done = Run("j", 1, 10, start_ns=0, start_clock_ms=1000, planned_ms=0, end_ns=50 * ms)
+    after = Run("j", 2, 11, start_ns=60 * ms, start_clock_ms=1060, planned_ms=0, end_ns=70 * ms)
+    during = Run("j", 2, 11, start_ns=40 * ms, start_clock_ms=1040, planned_ms=0, end_ns=90 * ms)
+    killed = Run("j", 1, 10, start_ns=0, start_clock_ms=1000, planned_ms=0)
+    leases = {("j", 1): 1050}
+    assert overlapping_runs({"a": done, "b": after}, leases, killed=set()) == []
+    assert len(overlapping_runs({"a": done, "b": during}, leases, killed=set())) == 1
+    # A killed run holds its job until its lease expired (jobgate clock), not until the kill.
+    assert overlapping_runs({"a": killed, "b": after}, leases, killed={10}) == []
+    assert len(overlapping_runs({"a": killed, "b": during}, leases, killed={10})) == 1
+    # A run that never ended in a live consumer holds its job for good.
+    assert len(overlapping_runs({"a": killed, "b": after}, leases, killed=set())) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+@pytest.mark.skipif(
+    postgres_url_from_env() is None,
+    reason="several instances share one server database: needs JOBGATE_DATABASE_URL=postgresql://",
+)
 async def test_two_gateways_two_consumers_sigkill(
     database: tuple[str, str | None], db_engine: AsyncEngine, redis_prefix: str, tmp_path: Path
 ) -> None:
-    if postgres_url_from_env() is None:
-        pytest.skip("several instances need a shared server database: set JOBGATE_DATABASE_URL")
     url, schema = database
     clock = SharedClock(tmp_path / "clock")
     record = tmp_path / "runs.log"
@@ -445,8 +411,6 @@ async def test_two_gateways_two_consumers_sigkill(
             rate_limits={RouteClass.jobs: f"{RATE_LIMIT} per {RATE_WINDOW_S} seconds"},
         )
         await session.commit()
-    clock.to_next_minute()  # a whole minute before the schedules' first occurrence
-
     cluster = Cluster(
         gateways=[jobgate_server("serve", env=env) for _ in range(2)],
         consumers=[jobgate_process("consume", env=env) for _ in range(2)],
@@ -459,6 +423,9 @@ async def test_two_gateways_two_consumers_sigkill(
     try:
         await asyncio.gather(*(asyncio.to_thread(p.start) for p in processes))
         async with httpx.AsyncClient(timeout=30.0, limits=limits) as http:
+            # A second past a minute: the schedules' first occurrence is the next step's.
+            clock.to_next_minute()
+            cluster.stepped_at = time.monotonic()
             created_ms = clock.now_ms()
             for name, job in SCHEDULES.items():
                 response = await http.post(

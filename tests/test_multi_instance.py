@@ -438,18 +438,21 @@ async def test_two_gateways_two_consumers_sigkill(
 
             load, hits = Load(), list[Hit]()
             stop_ticking = asyncio.Event()
-            ticker = asyncio.create_task(_ticker(cluster, stop_ticking))
-            chaos = asyncio.create_task(_kill_and_restart(cluster, load))
-            await asyncio.gather(
-                *(
-                    _submitter(http, cluster, load_tenant["api_key"], load)
-                    for _ in range(SUBMITTERS)
-                ),
-                *(_hammer(http, cluster, limited["api_key"], i, hits) for i in range(2)),
-            )
-            killed_pid = await chaos
-            stop_ticking.set()
-            await ticker
+            # A failure anywhere cancels the rest (TaskGroup).
+            async with asyncio.TaskGroup() as group:
+                group.create_task(_ticker(cluster, stop_ticking))
+                chaos = group.create_task(_kill_and_restart(cluster, load))
+                async with asyncio.TaskGroup() as submissions:
+                    for _ in range(SUBMITTERS):
+                        submissions.create_task(
+                            _submitter(http, cluster, load_tenant["api_key"], load)
+                        )
+                    for preferred in (0, 1):
+                        submissions.create_task(
+                            _hammer(http, cluster, limited["api_key"], preferred, hits)
+                        )
+                killed_pid = await chaos
+                stop_ticking.set()
             assert not load.unexpected, f"{load.unexpected[:5]}\n{cluster.logs()}"
             while len(cluster.ticks) < MIN_TICKS:
                 await cluster.tick()
@@ -525,10 +528,12 @@ async def test_two_gateways_two_consumers_sigkill(
     )
 
     durations = [(r.end_ns - r.start_ns) / 1e6 for r in runs.values() if r.end_ns is not None]
+    reruns = sum(n - 1 for n in Counter(r.job_id for r in runs.values()).values())
     print(
         f"\nmulti-instance: {len(load.accepted)} jobs accepted (202), {load.unanswered} cut off "
         f"by the gateway kill, {len(jobs)} jobs succeeded in all; {len(runs)} handler runs "
-        f"({len(killed_runs)} killed mid-run, {len(attempts)} attempts, longest "
+        f"({len(killed_runs)} killed mid-run, {reruns} runs again after a first one, "
+        f"{len(attempts)} attempts, longest "
         f"{max(durations):.0f} ms); {len(minutes)} minute ticks x {len(cluster.schedule_ids)} "
         f"schedules fired once each; rate limit: {stored} of {len(hits)} requests accepted in "
         f"{span:.1f} s ({windows} windows of {RATE_LIMIT}/{RATE_WINDOW_S} s)"

@@ -224,7 +224,7 @@ async def _submitter(http: httpx.AsyncClient, cluster: Cluster, key: str, load: 
     request = 0
     while load.handed_out < TOTAL_JOBS and not load.unexpected:
         first = load.handed_out
-        # Every eighth request posts one job alone, the others a batch.
+        # One block of BATCH jobs in eight goes one job per request, the others as batches.
         count = 1 if first // BATCH % 8 == 7 else min(BATCH, TOTAL_JOBS - first)
         load.handed_out += count
         await asyncio.sleep(max(0.0, started + LOAD_S * first / TOTAL_JOBS - time.monotonic()))

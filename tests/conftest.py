@@ -4,6 +4,7 @@ points at one, in a fresh schema per run), a manual clock, the app over ASGI."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
+import redis.asyncio as aioredis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -23,6 +25,9 @@ from app.core.runtime import Runtime, build_runtime
 from app.main import create_app
 from tests.factories import TenantFactory
 from tests.support.databases import fresh_pg_schema, postgres_url_from_env
+
+# Tests that need Redis use this database, each under its own key prefix (`redis_prefix`).
+REDIS_URL = "redis://127.0.0.1:6379/9"
 
 
 @pytest.fixture(scope="session")
@@ -103,3 +108,15 @@ async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def tenants(runtime: Runtime) -> TenantFactory:
     return TenantFactory(runtime)
+
+
+@pytest_asyncio.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    """A key prefix of its own in the test Redis database; its keys are deleted afterwards."""
+    prefix = f"jobgate-test-{secrets.token_hex(4)}"
+    yield prefix
+    client = aioredis.Redis.from_url(REDIS_URL)
+    keys = [key async for key in client.scan_iter(f"{prefix}*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator
-
 import pytest
-import pytest_asyncio
-import redis.asyncio as aioredis
 from limits import parse
 
 from app.admission.errors import RateLimited
@@ -20,24 +15,13 @@ from app.admission.limiter import (
     rate_limit_headers,
     storage_uri,
 )
+from tests.conftest import REDIS_URL
 
-REDIS_URL = "redis://127.0.0.1:6379/9"
 JOBS = RouteClass.jobs
 
 
 def _jobs(limit: str, cost: int = 1) -> list[Charge]:
     return [Charge(JOBS, parse(limit), cost)]
-
-
-@pytest_asyncio.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    prefix = f"jobgate-test-{secrets.token_hex(4)}"
-    yield prefix
-    client = aioredis.Redis.from_url(REDIS_URL)
-    keys = [key async for key in client.scan_iter(f"{prefix}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 class TestStorageUri:

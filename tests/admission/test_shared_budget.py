@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import pytest_asyncio
-import redis.asyncio as aioredis
 
+from tests.conftest import REDIS_URL
 from tests.factories import auth
 from tests.support.servers import create_tenant, jobgate_env, jobgate_server
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
-REDIS_URL = "redis://127.0.0.1:6379/9"
 ORDER = {"type": "sync-single-order", "orderId": 42}
 LIMIT = 10
-
-
-@pytest_asyncio.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    prefix = f"jobgate-test-{secrets.token_hex(4)}"
-    yield prefix
-    client = aioredis.Redis.from_url(REDIS_URL)
-    keys = [key async for key in client.scan_iter(f"{prefix}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 async def test_two_gateways_enforce_one_budget(

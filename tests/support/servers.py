@@ -1,10 +1,11 @@
 """Run jobgate commands (and other HTTP servers) as real subprocesses on loopback.
 
 `ServerProcess` starts a server on a free 127.0.0.1 port and returns once a readiness path
-answers 200; `run_jobgate` runs one-shot commands (`db upgrade`, `tenants create`) with the
-same environment. Environments come from `jobgate_env`, which drops every inherited
-`JOBGATE_*` variable so a subprocess sees exactly the settings the caller chose, including
-the PostgreSQL schema of the test run (`JOBGATE_DATABASE_SCHEMA`).
+answers 200 (or, for a process that serves no HTTP such as `jobgate consume`, once it is
+spawned: `jobgate_process`); `run_jobgate` runs one-shot commands (`db upgrade`,
+`tenants create`) with the same environment. Environments come from `jobgate_env`, which
+drops every inherited `JOBGATE_*` variable so a subprocess sees exactly the settings the
+caller chose, including the PostgreSQL schema of the test run (`JOBGATE_DATABASE_SCHEMA`).
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ class ServerProcess:
     for the process and are no-ops once it has exited. The context manager terminates.
 
     `argv` is a list, or a function of the port for servers that take it as a flag; the port
-    is also passed as `JOBGATE_PORT` (how `jobgate serve` reads it).
+    is also passed as `JOBGATE_PORT` (how `jobgate serve` reads it). With `ready_path=None`
+    the process serves no HTTP: `start()` returns once it is spawned.
     """
 
     def __init__(
@@ -127,7 +129,7 @@ class ServerProcess:
         argv: Argv,
         *,
         env: Mapping[str, str],
-        ready_path: str = "/healthz",
+        ready_path: str | None = "/healthz",
         startup_timeout: float = STARTUP_TIMEOUT_S,
         cwd: Path | None = None,
     ) -> None:
@@ -236,6 +238,8 @@ class ServerProcess:
 
     def _wait_ready(self) -> None:
         proc = self._require()
+        if self._ready_path is None:
+            return
         deadline = time.monotonic() + self._startup_timeout
         url = self.url(self._ready_path)
         last_error = "no answer yet"
@@ -276,3 +280,8 @@ def jobgate_server(
     return ServerProcess(
         jobgate_argv(*args), env=env, ready_path=ready_path, startup_timeout=startup_timeout
     )
+
+
+def jobgate_process(*args: str, env: Mapping[str, str]) -> ServerProcess:
+    """A `jobgate ARGS...` process that serves no HTTP (e.g. `consume`), not started yet."""
+    return ServerProcess(jobgate_argv(*args), env=env, ready_path=None)

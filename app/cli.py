@@ -14,7 +14,7 @@ import typer
 import uvicorn
 from rich.console import Console
 
-from app.core.config import Settings, get_settings
+from app.core.config import DEV_SECRET_KEY, Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.security import SecretBox
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from app.handlers.models import ShopConnection
     from app.scheduler.models import Schedule
+    from app.tenants.models import OperatorKey
 
 cli = typer.Typer(help="jobgate: background jobs on Cloudflare Queues.", no_args_is_help=True)
 db_cli = typer.Typer(help="Database migrations.", no_args_is_help=True)
@@ -113,10 +114,22 @@ def _serve(settings: Settings) -> None:
     )
 
 
+def _require_secret_key(settings: Settings) -> None:
+    """Exit 2 with one line unless JOBGATE_SECRET_KEY was set (`jobgate dev` skips this)."""
+    try:
+        settings.require_secret_key()
+    except ValueError as exc:
+        # Plain text, not rich: one line whatever the terminal width.
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 @cli.command()
 def serve() -> None:
-    """Run the gateway (HTTP API, outbox relay, scheduler)."""
-    _serve(get_settings())
+    """Run the gateway (HTTP API, outbox relay, scheduler); needs JOBGATE_SECRET_KEY."""
+    settings = get_settings()
+    _require_secret_key(settings)
+    _serve(settings)
 
 
 @cli.command()
@@ -132,6 +145,8 @@ def dev() -> None:
     else:
         err.print("tenants exist already; make another key with `jobgate tenants create NAME`")
     err.print(f"gateway on http://{settings.host}:{settings.port} (docs at /docs)")
+    if settings.secret_key == DEV_SECRET_KEY:
+        err.print("[yellow]JOBGATE_SECRET_KEY is not set: stored secrets use the dev key[/yellow]")
     # The consumer runs as a child process and stops with the gateway (SIGTERM, then wait).
     consumer = _spawn_consumer()
     try:
@@ -267,7 +282,10 @@ def shops_set_sender(
 
 def _spawn_consumer() -> subprocess.Popen[bytes]:
     # On Linux the child gets SIGTERM when this process dies, even by SIGKILL: no orphan.
-    return subprocess.Popen([sys.executable, "-m", "app", "consume"], preexec_fn=_die_with_parent)
+    # `--dev`: the child of `jobgate dev` may use the development secret key, as its parent.
+    return subprocess.Popen(
+        [sys.executable, "-m", "app", "consume", "--dev"], preexec_fn=_die_with_parent
+    )
 
 
 def _die_with_parent() -> None:
@@ -295,14 +313,20 @@ def consume(
         list[str] | None,
         typer.Option("--queue", help="A queue to consume (repeatable; default: all of them)."),
     ] = None,
+    dev_mode: Annotated[bool, typer.Option("--dev", hidden=True)] = False,
 ) -> None:
-    """Run the consumer: handlers for every job, retries, DLQ, breakers (until SIGTERM)."""
+    """Run the consumer: handlers for every job, retries, DLQ, breakers (until SIGTERM).
+
+    Needs JOBGATE_SECRET_KEY (it decrypts shop keys), except as the child of `jobgate dev`.
+    """
     import logging
 
     from app.consumer import service as consumer_service
     from app.core.runtime import build_runtime
 
     settings = get_settings()
+    if not dev_mode:
+        _require_secret_key(settings)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -420,6 +444,71 @@ def keys_revoke(
 
     _run_admin(work)
     err.print(f"key {key_id} revoked")
+
+
+# --- operators: keys of the platform operator, who administers every tenant (app/tenants) ---
+
+operators_cli = typer.Typer(
+    help="Operator keys: admin rights over every tenant (tenant `admin` keys have one tenant).",
+    no_args_is_help=True,
+)
+cli.add_typer(operators_cli, name="operators")
+
+
+def _operator_json(row: OperatorKey) -> dict[str, object]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "prefix": row.prefix,
+        "created_at": row.created_at.isoformat(),
+        "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
+    }
+
+
+@operators_cli.command("create")
+def operators_create(
+    name: Annotated[str, typer.Argument(help="Who or what holds the key, e.g. 'alice'.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+) -> None:
+    """Create an operator key (printed once; only a hash is stored)."""
+    from app.tenants import service as tenants_service
+
+    async def work(session: AsyncSession, _settings: Settings) -> dict[str, object]:
+        key, row = await tenants_service.create_operator_key(session, name=name)
+        return {**_operator_json(row), "api_key": key}
+
+    created = _run_admin(work)
+    if as_json:
+        print(json.dumps(created))
+        return
+    err.print(f"operator key [bold]{name}[/bold] created; store it now, it is not shown again:")
+    print(created["api_key"])
+
+
+@operators_cli.command("list")
+def operators_list() -> None:
+    """List operator keys (never their secret part), one JSON object per line."""
+    from app.tenants import service as tenants_service
+
+    async def work(session: AsyncSession, _settings: Settings) -> list[dict[str, object]]:
+        return [_operator_json(row) for row in await tenants_service.list_operator_keys(session)]
+
+    for row in _run_admin(work):
+        print(json.dumps(row))
+
+
+@operators_cli.command("revoke")
+def operators_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id or prefix (from `operators list`).")],
+) -> None:
+    """Revoke an operator key (running gateways forget it within seconds)."""
+    from app.tenants import service as tenants_service
+
+    async def work(session: AsyncSession, _settings: Settings) -> None:
+        await tenants_service.revoke_operator_key(session, key_id=key_id)
+
+    _run_admin(work)
+    err.print(f"operator key {key_id} revoked")
 
 
 @webhooks_cli.command("rotate")

@@ -8,7 +8,7 @@ from app.jobs.models import Job, JobEvent
 from app.outbox.models import OutboxMessage
 from app.queues.models import QueueMessage
 from app.scheduler.models import Schedule, ScheduleFire
-from app.tenants.models import ApiKey, Tenant, WebhookSecret
+from app.tenants.models import ApiKey, OperatorKey, Tenant, WebhookSecret
 from app.webhooks import models as webhook_models  # noqa: F401
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "Job",
     "JobAttempt",
     "JobEvent",
+    "OperatorKey",
     "OutboxMessage",
     "QueueMessage",
     "Schedule",

@@ -25,6 +25,7 @@ from app.core.runtime import Runtime, build_runtime
 from app.main import create_app
 from tests.factories import TenantFactory
 from tests.support.databases import fresh_pg_schema, postgres_url_from_env
+from tests.support.servers import TEST_SECRET_KEY
 
 # Tests that need Redis use this database, each under its own key prefix (`redis_prefix`).
 REDIS_URL = "redis://127.0.0.1:6379/9"
@@ -58,6 +59,8 @@ def settings(database: tuple[str, str | None]) -> Settings:
         database_url=url,
         environment=Environment.test,
         wrangler_config=REPO_ROOT / "wrangler.jsonc",
+        # The key `jobgate` subprocesses of the test get: they read what the test stored.
+        secret_key=TEST_SECRET_KEY,
         # Tests need speed, not fsync-per-commit durability (the crash test checks that).
         sqlite_synchronous="NORMAL",
     )

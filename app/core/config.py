@@ -15,6 +15,7 @@ REPO_ROOT = PACKAGE_DIR.parent
 DEFAULT_WRANGLER_CONFIG = REPO_ROOT / "wrangler.jsonc"
 # Placeholder that signals "no key configured": fine for development, refused elsewhere.
 DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"
+MIN_SECRET_KEY_CHARS = 16
 
 
 class Environment(StrEnum):
@@ -159,6 +160,23 @@ class Settings(BaseSettings):
         ):
             raise ValueError("JWT keys are configured: set JOBGATE_JWT_ISSUER and _AUDIENCE too")
         return self
+
+    def require_secret_key(self) -> None:
+        """Refuse the development placeholder (and short keys): for `serve` and `consume`.
+
+        Stored webhook secrets and shop keys are encrypted with this key; the placeholder is
+        public, so a gateway started without a key would store them as good as plain text.
+        """
+        if self.secret_key == DEV_SECRET_KEY:
+            raise ValueError(
+                "JOBGATE_SECRET_KEY is not set: it encrypts stored webhook secrets and shop "
+                f"keys; set it to {MIN_SECRET_KEY_CHARS}+ random characters (e.g. `python -c "
+                '"import secrets; print(secrets.token_urlsafe(32))"`), or run `jobgate dev`'
+            )
+        if len(self.secret_key) < MIN_SECRET_KEY_CHARS:
+            raise ValueError(
+                f"JOBGATE_SECRET_KEY is too short: use {MIN_SECRET_KEY_CHARS}+ random characters"
+            )
 
     def check_production_secrets(self) -> None:
         """Refuse to run outside development with the placeholder secret key."""

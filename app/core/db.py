@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, MetaData, Table, TypeDecorator, event
@@ -30,6 +34,7 @@ SQLModel.metadata.naming_convention = {
 metadata: MetaData = SQLModel.metadata
 
 SessionMaker = async_sessionmaker[AsyncSession]
+logger = logging.getLogger(__name__)
 
 
 def async_url(raw: str) -> URL:
@@ -61,7 +66,44 @@ def create_engine(settings: Settings, *, search_path: str | None = None) -> Asyn
     engine = create_async_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
         _configure_sqlite(engine, synchronous=settings.sqlite_synchronous)
+        _keep_sqlite_file_private(engine, url)
     return engine
+
+
+def sqlite_file(url: URL) -> Path | None:
+    """The database file of a SQLite URL; None for in-memory and `file:` URI databases."""
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _keep_sqlite_file_private(engine: AsyncEngine, url: URL) -> None:
+    """Create the database file 0600 before SQLite opens it (SQLite would make it 0644).
+
+    It holds key hashes, encrypted secrets and every payload. SQLite creates the -wal and
+    -shm files with the database file's mode, so those are 0600 too. A file that exists
+    already is left as it is, with a warning when others may read it.
+    """
+    path = sqlite_file(url)
+    if path is None:
+        return
+    checked = False
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _before_connect(*_args: Any) -> None:
+        nonlocal checked
+        if checked:
+            return
+        checked = True
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o077:
+                logger.warning("%s is readable by others (mode %o): chmod 600 it", path, mode)
+        except OSError:
+            pass  # a missing directory or no permission: SQLite reports it on connect
 
 
 def _configure_sqlite(engine: AsyncEngine, *, synchronous: str) -> None:

@@ -10,22 +10,24 @@ import secrets
 from cryptography.fernet import Fernet, InvalidToken
 
 API_KEY_PREFIX = "jg_"
+# Operator keys belong to no tenant; their own prefix sends them to their own table.
+OPERATOR_KEY_PREFIX = "jgo_"
 
 
-def new_api_key() -> tuple[str, str]:
+def new_api_key(kind: str = API_KEY_PREFIX) -> tuple[str, str]:
     """Return (full key, visible prefix). The prefix finds the row, the hash proves it."""
     public = secrets.token_hex(4)
-    key = f"{API_KEY_PREFIX}{public}_{secrets.token_urlsafe(32)}"
-    return key, f"{API_KEY_PREFIX}{public}"
+    key = f"{kind}{public}_{secrets.token_urlsafe(32)}"
+    return key, f"{kind}{public}"
 
 
-def api_key_prefix(key: str) -> str | None:
-    if not key.startswith(API_KEY_PREFIX):
+def api_key_prefix(key: str, kind: str = API_KEY_PREFIX) -> str | None:
+    if not key.startswith(kind):
         return None
-    public, sep, rest = key[len(API_KEY_PREFIX) :].partition("_")
+    public, sep, rest = key[len(kind) :].partition("_")
     if not sep or len(public) != 8 or not rest:
         return None
-    return f"{API_KEY_PREFIX}{public}"
+    return f"{kind}{public}"
 
 
 def hash_api_key(key: str) -> str:

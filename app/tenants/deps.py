@@ -1,8 +1,12 @@
-"""Authentication dependencies: `Authorization: Bearer <api key | JWT | admin token>`.
+"""Authentication dependencies: `Authorization: Bearer <api key | JWT | operator credential>`.
 
-API keys (`jg_...`) are looked up by prefix and hash; JWTs are verified by `JwtVerifier`
-(JWKS or HS256, see tokens.py); the `ADMIN_TOKEN` setting grants the `admin` scope and
-nothing else (it belongs to no tenant, so it cannot submit or read jobs).
+Two kinds of caller administer:
+- the *operator*: the `ADMIN_TOKEN` setting or an operator key (`jgo_...`, made by
+  `jobgate operators create`). It belongs to no tenant, acts on every tenant, and cannot
+  submit or read jobs.
+- a tenant's `admin` scope (API key `jg_...` or JWT): that tenant only. Another tenant's
+  resources answer 404, exactly like ones that do not exist.
+A JWT is always a tenant's credential, whatever its claims: it is never the operator.
 """
 
 from __future__ import annotations
@@ -10,19 +14,18 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from app.core.deps import RuntimeDep, SessionDep
-from app.core.errors import Forbidden, ServiceUnavailable, Unauthorized
+from app.core.errors import Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from app.core.runtime import Runtime
-from app.core.security import api_key_prefix
+from app.core.security import OPERATOR_KEY_PREFIX, api_key_prefix
 from app.tenants import service as tenants_service
 from app.tenants.models import Tenant
-from app.tenants.schemas import Principal, Scope
+from app.tenants.schemas import OPERATOR, Principal, Scope
 from app.tenants.tokens import InvalidToken, JwtVerifier, KeysUnavailable, is_jwt_shaped
 
 INVALID_TOKEN = 'Bearer error="invalid_token"'
-ADMIN_PRINCIPAL = Principal(tenant_id="", scopes=frozenset({Scope.admin.value}))
 
 
 def bearer_token(request: Request) -> str:
@@ -54,9 +57,16 @@ async def authenticate(request: Request, session: SessionDep, runtime: RuntimeDe
         if principal is None:
             raise Unauthorized("invalid or revoked API key", scheme=INVALID_TOKEN)
         return principal
+    if api_key_prefix(token, OPERATOR_KEY_PREFIX) is not None:
+        principal = await tenants_service.authenticate_operator_key(
+            session, token, cache=runtime.key_cache
+        )
+        if principal is None:
+            raise Unauthorized("invalid or revoked API key", scheme=INVALID_TOKEN)
+        return principal
     admin_token = runtime.settings.admin_token
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
-        return ADMIN_PRINCIPAL
+        return OPERATOR
     verifier = jwt_verifier(request, runtime) if is_jwt_shaped(token) else None
     if verifier is None:
         raise Unauthorized("invalid bearer token", scheme=INVALID_TOKEN)
@@ -74,7 +84,7 @@ async def authenticate(request: Request, session: SessionDep, runtime: RuntimeDe
 
 
 class RequireScope:
-    """Authenticate the caller and require one scope (`admin` implies every scope)."""
+    """Authenticate the caller and require one scope of a tenant (`admin` implies the others)."""
 
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
@@ -85,11 +95,38 @@ class RequireScope:
         principal = await authenticate(request, session, runtime)
         if not principal.has(self.scope):
             raise Forbidden(f"this credential lacks the {self.scope.value!r} scope")
-        if self.scope is not Scope.admin and not principal.tenant_id:
-            raise Forbidden("the admin token belongs to no tenant: use a tenant's credential")
+        if self.scope is not Scope.admin and principal.operator:
+            raise Forbidden("operator credentials belong to no tenant: use a tenant's credential")
         return principal
 
 
 JobsWriter = Annotated[Principal, Depends(RequireScope(Scope.jobs_write))]
 JobsReader = Annotated[Principal, Depends(RequireScope(Scope.jobs_read))]
-Admin = Annotated[Principal, Depends(RequireScope(Scope.admin))]
+_AdminScope = Annotated[Principal, Depends(RequireScope(Scope.admin))]
+
+
+async def require_operator(principal: _AdminScope) -> Principal:
+    """The platform operator only (listing and creating tenants)."""
+    if not principal.operator:
+        raise Forbidden("only the operator may do this; a tenant's admin manages its own tenant")
+    return principal
+
+
+async def require_tenant_admin(
+    tenant_id: Annotated[str, Path(max_length=64)], principal: _AdminScope, session: SessionDep
+) -> Principal:
+    """The operator, or an `admin` of the `{tenant_id}` in the path; 404 for anyone else.
+
+    Every route under `/v1/admin/tenants/{tenant_id}` depends on this, so the tenant is
+    checked in one place: it exists (for the operator) and is the caller's own (for a
+    tenant admin). Another tenant's id answers like an unknown one, so ids are not probed.
+    """
+    if not principal.manages(tenant_id):
+        raise NotFound(f"tenant {tenant_id} does not exist")
+    if principal.operator:
+        await tenants_service.get_tenant(session, tenant_id=tenant_id)
+    return principal
+
+
+Operator = Annotated[Principal, Depends(require_operator)]
+TenantAdmin = Annotated[Principal, Depends(require_tenant_admin)]

@@ -1,6 +1,8 @@
 """Admin API: tenants, API keys, webhook secrets, shop connections, ingress settings.
 
-Every route needs the `admin` scope (an API key or JWT carrying it) or the ADMIN_TOKEN.
+Listing and creating tenants is the operator's (ADMIN_TOKEN or an operator key); every
+route under `/tenants/{tenant_id}` takes `TenantAdmin`: the operator, or an `admin` of that
+tenant (another tenant's id answers 404). New routes here must use one of the two.
 Secrets are returned once, when created; lists never carry them.
 """
 
@@ -16,7 +18,7 @@ from app.core.openapi import Tag
 from app.handlers import service as handlers_service
 from app.handlers.models import ShopConnection
 from app.tenants import service as tenants_service
-from app.tenants.deps import Admin
+from app.tenants.deps import Operator, TenantAdmin
 from app.tenants.models import ApiKey
 from app.tenants.schemas import (
     ApiKeyCreate,
@@ -68,7 +70,7 @@ def _shop_public(row: ShopConnection) -> ShopConnectionPublic:
     responses=problem_responses(401, 403, 409, 422),
 )
 async def create_tenant(
-    body: TenantCreate, _admin: Admin, session: SessionDep, runtime: RuntimeDep
+    body: TenantCreate, _operator: Operator, session: SessionDep, runtime: RuntimeDep
 ) -> TenantCreated:
     """Create a tenant with one API key and one webhook secret (shown only now)."""
     created = await tenants_service.create_tenant(
@@ -79,7 +81,7 @@ async def create_tenant(
 
 
 @router.get("/tenants", response_model=TenantList, responses=problem_responses(401, 403))
-async def list_tenants(_admin: Admin, session: SessionDep) -> TenantList:
+async def list_tenants(_operator: Operator, session: SessionDep) -> TenantList:
     """Every tenant, oldest first."""
     rows = await tenants_service.list_tenants(session)
     return TenantList(data=[TenantPublic.model_validate(r) for r in rows])
@@ -88,7 +90,7 @@ async def list_tenants(_admin: Admin, session: SessionDep) -> TenantList:
 @router.get(
     "/tenants/{tenant_id}", response_model=TenantPublic, responses=problem_responses(401, 403, 404)
 )
-async def get_tenant(tenant_id: TenantId, _admin: Admin, session: SessionDep) -> TenantPublic:
+async def get_tenant(tenant_id: TenantId, _admin: TenantAdmin, session: SessionDep) -> TenantPublic:
     """One tenant."""
     return TenantPublic.model_validate(
         await tenants_service.get_tenant(session, tenant_id=tenant_id)
@@ -102,10 +104,9 @@ async def get_tenant(tenant_id: TenantId, _admin: Admin, session: SessionDep) ->
     responses=problem_responses(401, 403, 404, 422),
 )
 async def create_api_key(
-    tenant_id: TenantId, body: ApiKeyCreate, _admin: Admin, session: SessionDep
+    tenant_id: TenantId, body: ApiKeyCreate, _admin: TenantAdmin, session: SessionDep
 ) -> ApiKeyCreated:
     """A new API key for the tenant (the key is shown only now)."""
-    await tenants_service.get_tenant(session, tenant_id=tenant_id)
     key, row = await tenants_service.create_api_key(
         session, tenant_id=tenant_id, scopes=body.scopes, name=body.name
     )
@@ -120,12 +121,11 @@ async def create_api_key(
 )
 async def list_api_keys(
     tenant_id: TenantId,
-    _admin: Admin,
+    _admin: TenantAdmin,
     session: SessionDep,
     prefix: Annotated[str | None, Query(max_length=32, description="e.g. jg_ab12")] = None,
 ) -> ApiKeyList:
     """The tenant's keys (revoked ones too), optionally by the start of their prefix."""
-    await tenants_service.get_tenant(session, tenant_id=tenant_id)
     rows = await tenants_service.list_api_keys(session, tenant_id=tenant_id, prefix=prefix)
     return ApiKeyList(data=[_key_public(r) for r in rows])
 
@@ -136,7 +136,11 @@ async def list_api_keys(
     responses=problem_responses(401, 403, 404),
 )
 async def revoke_api_key(
-    tenant_id: TenantId, key_id: ItemId, _admin: Admin, session: SessionDep, runtime: RuntimeDep
+    tenant_id: TenantId,
+    key_id: ItemId,
+    _admin: TenantAdmin,
+    session: SessionDep,
+    runtime: RuntimeDep,
 ) -> ApiKeyPublic:
     """Revoke a key; it stops working at once here, within seconds on other gateways."""
     row = await tenants_service.revoke_api_key(
@@ -153,7 +157,7 @@ async def revoke_api_key(
     responses=problem_responses(401, 403, 404),
 )
 async def rotate_webhook_secret(
-    tenant_id: TenantId, _admin: Admin, session: SessionDep, runtime: RuntimeDep
+    tenant_id: TenantId, _admin: TenantAdmin, session: SessionDep, runtime: RuntimeDep
 ) -> WebhookSecretCreated:
     """Start a rotation: a new secret; old and new both verify until the old is revoked."""
     secret, row = await tenants_service.add_webhook_secret(
@@ -171,10 +175,9 @@ async def rotate_webhook_secret(
     responses=problem_responses(401, 403, 404),
 )
 async def list_webhook_secrets(
-    tenant_id: TenantId, _admin: Admin, session: SessionDep
+    tenant_id: TenantId, _admin: TenantAdmin, session: SessionDep
 ) -> WebhookSecretList:
     """The tenant's webhook secrets (without their values), oldest first."""
-    await tenants_service.get_tenant(session, tenant_id=tenant_id)
     rows = await tenants_service.list_webhook_secrets(session, tenant_id=tenant_id)
     return WebhookSecretList(data=[WebhookSecretPublic.model_validate(r) for r in rows])
 
@@ -185,7 +188,7 @@ async def list_webhook_secrets(
     responses=problem_responses(401, 403, 404, 409),
 )
 async def revoke_webhook_secret(
-    tenant_id: TenantId, secret_id: ItemId, _admin: Admin, session: SessionDep
+    tenant_id: TenantId, secret_id: ItemId, _admin: TenantAdmin, session: SessionDep
 ) -> WebhookSecretPublic:
     """Finish a rotation: revoke an old secret (the last active one cannot be revoked)."""
     row = await tenants_service.revoke_webhook_secret(
@@ -204,7 +207,7 @@ async def set_shop_connection(
     tenant_id: TenantId,
     site_id: SiteId,
     body: ShopConnectionSet,
-    _admin: Admin,
+    _admin: TenantAdmin,
     session: SessionDep,
     runtime: RuntimeDep,
 ) -> ShopConnectionPublic:
@@ -229,10 +232,9 @@ async def set_shop_connection(
     responses=problem_responses(401, 403, 404),
 )
 async def list_shop_connections(
-    tenant_id: TenantId, _admin: Admin, session: SessionDep
+    tenant_id: TenantId, _admin: TenantAdmin, session: SessionDep
 ) -> ShopConnectionList:
     """The tenant's PrestaShop connections (without their keys)."""
-    await tenants_service.get_tenant(session, tenant_id=tenant_id)
     rows = await handlers_service.list_shop_connections(session, tenant_id=tenant_id)
     return ShopConnectionList(data=[_shop_public(r) for r in rows])
 
@@ -244,7 +246,7 @@ async def list_shop_connections(
     responses=problem_responses(401, 403, 404, 409, 422),
 )
 async def create_r2_rule(
-    tenant_id: TenantId, body: R2RuleCreate, _admin: Admin, session: SessionDep
+    tenant_id: TenantId, body: R2RuleCreate, _admin: TenantAdmin, session: SessionDep
 ) -> R2RulePublic:
     """Objects created in this bucket under this prefix become process-image jobs."""
     row = await r2.add_rule(session, tenant_id=tenant_id, rule=body)
@@ -258,10 +260,9 @@ async def create_r2_rule(
     responses=problem_responses(401, 403, 404),
 )
 async def list_r2_rules(
-    tenant_id: TenantId, _admin: Admin, session: SessionDep
+    tenant_id: TenantId, _admin: TenantAdmin, session: SessionDep
 ) -> list[R2RulePublic]:
     """The tenant's R2 rules."""
-    await tenants_service.get_tenant(session, tenant_id=tenant_id)
     rows = await r2.list_rules(session, tenant_id=tenant_id)
     return [R2RulePublic.model_validate(r) for r in rows]
 
@@ -273,7 +274,7 @@ async def list_r2_rules(
     responses=problem_responses(401, 403, 404),
 )
 async def delete_r2_rule(
-    tenant_id: TenantId, rule_id: ItemId, _admin: Admin, session: SessionDep
+    tenant_id: TenantId, rule_id: ItemId, _admin: TenantAdmin, session: SessionDep
 ) -> None:
     """Stop making jobs for a rule's objects."""
     await r2.delete_rule(session, tenant_id=tenant_id, rule_id=rule_id)
@@ -287,7 +288,7 @@ async def delete_r2_rule(
     responses=problem_responses(401, 403, 404),
 )
 async def enable_unsigned_webhook(
-    tenant_id: TenantId, _admin: Admin, session: SessionDep
+    tenant_id: TenantId, _admin: TenantAdmin, session: SessionDep
 ) -> UnsignedTokenCreated:
     """Opt in to the WEAKER unsigned PrestaShop route (new token; an old one stops working)."""
     token = await webhooks_service.enable_unsigned_route(session, tenant_id=tenant_id)
@@ -303,7 +304,9 @@ async def enable_unsigned_webhook(
     response_class=Response,
     responses=problem_responses(401, 403, 404),
 )
-async def disable_unsigned_webhook(tenant_id: TenantId, _admin: Admin, session: SessionDep) -> None:
+async def disable_unsigned_webhook(
+    tenant_id: TenantId, _admin: TenantAdmin, session: SessionDep
+) -> None:
     """Turn the unsigned route off for the tenant."""
     if not await webhooks_service.disable_unsigned_route(session, tenant_id=tenant_id):
         raise NotFound("the unsigned webhook route is not enabled for this tenant")

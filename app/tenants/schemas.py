@@ -16,18 +16,35 @@ class Scope(StrEnum):
 
 
 DEFAULT_SCOPES = (Scope.jobs_write, Scope.jobs_read)
+# Every scope a tenant's key or JWT may carry; operator rights are never a scope.
+TENANT_SCOPES = frozenset(scope.value for scope in Scope)
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the tenant from authentication, never from the request body."""
+    """Who is calling: the tenant from authentication, never from the request body.
+
+    The operator (admin token or operator key) has no tenant and acts on every tenant;
+    nothing else is ever an operator, whatever its scopes or token claims say.
+    """
 
     tenant_id: str
     scopes: frozenset[str]
     key_id: str | None = None
+    operator: bool = False
 
     def has(self, scope: Scope) -> bool:
         return scope.value in self.scopes or Scope.admin.value in self.scopes
+
+    def manages(self, tenant_id: str) -> bool:
+        """May administer this tenant: the operator, or an admin of that very tenant."""
+        if self.operator:
+            return True
+        is_admin = Scope.admin.value in self.scopes
+        return is_admin and bool(self.tenant_id) and self.tenant_id == tenant_id
+
+
+OPERATOR = Principal(tenant_id="", scopes=frozenset({Scope.admin.value}), operator=True)
 
 
 class TenantCreated(BaseModel):

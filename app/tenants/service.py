@@ -12,6 +12,7 @@ from app.core.clock import utcnow
 from app.core.errors import Conflict, NotFound
 from app.core.ids import uuid7
 from app.core.security import (
+    OPERATOR_KEY_PREFIX,
     SecretBox,
     api_key_matches,
     api_key_prefix,
@@ -19,8 +20,15 @@ from app.core.security import (
     new_api_key,
     new_webhook_secret,
 )
-from app.tenants.models import ApiKey, Tenant, WebhookSecret
-from app.tenants.schemas import DEFAULT_SCOPES, Principal, Scope, TenantCreated
+from app.tenants.models import ApiKey, OperatorKey, Tenant, WebhookSecret
+from app.tenants.schemas import (
+    DEFAULT_SCOPES,
+    OPERATOR,
+    TENANT_SCOPES,
+    Principal,
+    Scope,
+    TenantCreated,
+)
 
 
 async def create_tenant(
@@ -114,12 +122,68 @@ async def authenticate_api_key(
     row = (await session.execute(select(ApiKey).where(ApiKey.prefix == prefix))).scalars().first()
     if row is None or row.revoked_at is not None or not api_key_matches(key, row.key_hash):
         return None
-    principal = Principal(
-        tenant_id=row.tenant_id, scopes=frozenset(row.scopes.split()), key_id=row.id
-    )
+    # Only scopes a tenant may hold count, whatever a row says.
+    scopes = frozenset(s for s in row.scopes.split() if s in TENANT_SCOPES)
+    principal = Principal(tenant_id=row.tenant_id, scopes=scopes, key_id=row.id)
     if cache is not None:
         cache.put(key_hash, principal)
     return principal
+
+
+async def authenticate_operator_key(
+    session: AsyncSession, key: str, *, cache: ApiKeyCache | None = None
+) -> Principal | None:
+    """The operator principal for a valid, unrevoked operator key; None otherwise."""
+    prefix = api_key_prefix(key, OPERATOR_KEY_PREFIX)
+    if prefix is None:
+        return None
+    key_hash = hash_api_key(key)
+    if cache is not None and (cached := cache.get(key_hash)) is not None:
+        return cached
+    stmt = select(OperatorKey).where(OperatorKey.prefix == prefix)
+    row = (await session.execute(stmt)).scalars().first()
+    if row is None or row.revoked_at is not None or not api_key_matches(key, row.key_hash):
+        return None
+    principal = Principal(tenant_id="", scopes=OPERATOR.scopes, key_id=row.id, operator=True)
+    if cache is not None:
+        cache.put(key_hash, principal)
+    return principal
+
+
+# --- Operator keys (CLI only: whoever runs `jobgate` against the database is the operator) ---
+
+
+async def create_operator_key(session: AsyncSession, *, name: str) -> tuple[str, OperatorKey]:
+    """A new operator key; `name` is unique among the active ones."""
+    stmt = select(OperatorKey).where(
+        OperatorKey.name == name, col(OperatorKey.revoked_at).is_(None)
+    )
+    if (await session.execute(stmt)).scalars().first() is not None:
+        raise Conflict(f"an active operator key named {name!r} exists already")
+    key, prefix = new_api_key(OPERATOR_KEY_PREFIX)
+    row = OperatorKey(
+        id=uuid7(), prefix=prefix, key_hash=hash_api_key(key), name=name, created_at=utcnow()
+    )
+    session.add(row)
+    await session.flush()
+    return key, row
+
+
+async def list_operator_keys(session: AsyncSession) -> list[OperatorKey]:
+    stmt = select(OperatorKey).order_by(col(OperatorKey.created_at), col(OperatorKey.id))
+    return list((await session.execute(stmt)).scalars().all())
+
+
+async def revoke_operator_key(session: AsyncSession, *, key_id: str) -> OperatorKey:
+    """Revoke by id or visible prefix (idempotent); gateways forget it within their cache TTL."""
+    stmt = select(OperatorKey).where((OperatorKey.id == key_id) | (OperatorKey.prefix == key_id))
+    row = (await session.execute(stmt)).scalars().first()
+    if row is None:
+        raise NotFound(f"operator key {key_id} does not exist")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        await session.flush()
+    return row
 
 
 # --- Administration (admin API and CLI) ---------------------------------------------------

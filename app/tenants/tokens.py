@@ -26,7 +26,7 @@ from joserfc.jwk import Key, KeySet, OctKey
 
 from app.core.clock import Clock
 from app.core.config import Settings
-from app.tenants.schemas import Principal, Scope
+from app.tenants.schemas import TENANT_SCOPES, Principal
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
 SHARED_SECRET_ALGORITHM = "HS256"
-KNOWN_SCOPES = frozenset(scope.value for scope in Scope)
+KNOWN_SCOPES = TENANT_SCOPES  # a JWT carries tenant scopes only, never operator rights
 
 
 class InvalidToken(Exception):

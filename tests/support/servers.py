@@ -26,6 +26,8 @@ import httpx
 
 from app.core.config import REPO_ROOT
 
+# `jobgate serve` and `jobgate consume` refuse to start without an explicit secret key.
+TEST_SECRET_KEY = "test-secret-key-0123456789abcdef"
 STARTUP_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 _OUTPUT_TAIL_CHARS = 4000
@@ -64,9 +66,14 @@ def jobgate_env(
     schema: str | None = None,
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The process environment minus inherited `JOBGATE_*`, plus the given database."""
+    """The process environment minus inherited `JOBGATE_*`, plus the given database.
+
+    Every command of one test gets the same `TEST_SECRET_KEY`, so what one encrypts
+    (`tenants create`) another decrypts (`serve`).
+    """
     env = {key: value for key, value in os.environ.items() if not key.startswith("JOBGATE_")}
     env["JOBGATE_DATABASE_URL"] = database_url
+    env["JOBGATE_SECRET_KEY"] = TEST_SECRET_KEY
     env["JOBGATE_ENVIRONMENT"] = "test"
     env["JOBGATE_LOG_LEVEL"] = "warning"
     env["JOBGATE_HOST"] = "127.0.0.1"

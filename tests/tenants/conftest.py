@@ -12,6 +12,7 @@ import pytest
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from app.core.config import REPO_ROOT, Environment, Settings
+from tests.support.servers import TEST_SECRET_KEY
 
 ISSUER = "https://id.example.test/"
 AUDIENCE = "https://jobgate.example.test"
@@ -79,6 +80,8 @@ def settings(database: tuple[str, str | None], jwks: JwksServer) -> Settings:
         database_url=url,
         environment=Environment.test,
         wrangler_config=REPO_ROOT / "wrangler.jsonc",
+        # The key `jobgate` subprocesses of the test get: they read what the test stored.
+        secret_key=TEST_SECRET_KEY,
         sqlite_synchronous="NORMAL",
         jwt_issuer=ISSUER,
         jwt_audience=AUDIENCE,

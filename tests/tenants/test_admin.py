@@ -35,12 +35,14 @@ class TestAccess:
         response = await client.get("/v1/admin/tenants", headers=auth(created.api_key))
         assert response.status_code == 403
 
-    async def test_admin_scoped_key_is_enough(
+    async def test_admin_scoped_key_manages_only_its_own_tenant(
         self, client: httpx.AsyncClient, tenants: TenantFactory
     ) -> None:
         created = await tenants.create()
         key = await tenants.key(created.tenant_id, scopes=[Scope.admin])
-        assert (await client.get("/v1/admin/tenants", headers=auth(key))).status_code == 200
+        own = await client.get(f"/v1/admin/tenants/{created.tenant_id}", headers=auth(key))
+        assert own.status_code == 200
+        assert (await client.get("/v1/admin/tenants", headers=auth(key))).status_code == 403
 
 
 class TestTenantsAndKeys:

@@ -15,9 +15,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from limits import RateLimitItem, parse
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.admission.config import check_limit
@@ -140,3 +141,55 @@ async def set_policy(
         row.allow_any, row.domains, row.rate, row.updated_at = allow_any, normalized, rate, now
     await session.flush()
     return row
+
+
+class EmailPolicySet(BaseModel):
+    """Open email for a tenant: recipient `domains`, or `allow_any`; and a send rate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow_any: bool = Field(
+        default=False, description="Any recipient at all (then `domains` must be empty)."
+    )
+    domains: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        default_factory=list,
+        max_length=MAX_DOMAINS,
+        description="Allowed recipient domains (exact match; an empty list allows none).",
+        examples=[["example.com", "shop.example"]],
+    )
+    rate: str | None = Field(
+        default=None,
+        max_length=64,
+        description=f"Emails accepted per period, e.g. '100/hour' (default {DEFAULT_EMAIL_RATE}).",
+    )
+
+
+class EmailPolicyPublic(BaseModel):
+    """A tenant's email policy; `configured: false` is the default: no email allowed."""
+
+    tenant_id: str
+    configured: bool
+    allow_any: bool
+    domains: list[str]
+    rate: str
+    updated_at: datetime | None
+
+
+def public(tenant_id: str, row: EmailPolicy | None) -> EmailPolicyPublic:
+    if row is None:
+        return EmailPolicyPublic(
+            tenant_id=tenant_id,
+            configured=False,
+            allow_any=False,
+            domains=[],
+            rate=DEFAULT_EMAIL_RATE,
+            updated_at=None,
+        )
+    return EmailPolicyPublic(
+        tenant_id=tenant_id,
+        configured=True,
+        allow_any=row.allow_any,
+        domains=list(row.domains),
+        rate=row.rate,
+        updated_at=row.updated_at,
+    )

@@ -188,7 +188,9 @@ class AdmissionControl:
                 await self.quota.check(session, tenant_id, len(job_types), plan.max_in_flight)
             charges = [Charge(RouteClass.webhooks, plan.limits[RouteClass.webhooks])]
             if job_types:
-                charges.append(Charge(RouteClass.jobs, plan.limits[RouteClass.jobs], len(job_types)))
+                charges.append(
+                    Charge(RouteClass.jobs, plan.limits[RouteClass.jobs], len(job_types))
+                )
             headers = await self._charge(tenant_id, charges)
             self._admitted(tenant_id, queues)
             if delay:

@@ -270,9 +270,7 @@ async def _admit(
     job_type = str(schedule.job.get("type", ""))
     found = email_policy.recipients([schedule.job])
     try:
-        await admission.admit_jobs(
-            session, schedule.tenant_id, [job_type], RouteClass.jobs, found
-        )
+        await admission.admit_jobs(session, schedule.tenant_id, [job_type], RouteClass.jobs, found)
     except Refusal as refusal:
         retry_at = now + timedelta(seconds=refusal.retry_after)
         stamp = scheduled_for.isoformat().replace("+00:00", "Z")

@@ -10,6 +10,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
+from app.admission import email_policy
+from app.admission.email_policy import EmailPolicyPublic, EmailPolicySet
+from app.core.clock import to_datetime
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import NotFound, problem_responses
 from app.core.openapi import Tag
@@ -308,3 +311,41 @@ async def disable_unsigned_webhook(tenant_id: TenantId, _admin: Admin, session: 
     if not await webhooks_service.disable_unsigned_route(session, tenant_id=tenant_id):
         raise NotFound("the unsigned webhook route is not enabled for this tenant")
     await session.commit()
+
+
+@router.put(
+    "/tenants/{tenant_id}/email-policy",
+    response_model=EmailPolicyPublic,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def set_email_policy(
+    tenant_id: TenantId,
+    body: EmailPolicySet,
+    _admin: Admin,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> EmailPolicyPublic:
+    """Where the tenant's `send-email` jobs may go (domains or any) and how many per period."""
+    row = await email_policy.set_policy(
+        session,
+        tenant_id=tenant_id,
+        allow_any=body.allow_any,
+        domains=body.domains,
+        rate=body.rate,
+        now=to_datetime(runtime.clock.now_ms()),
+    )
+    await session.commit()
+    return email_policy.public(tenant_id, row)
+
+
+@router.get(
+    "/tenants/{tenant_id}/email-policy",
+    response_model=EmailPolicyPublic,
+    responses=problem_responses(401, 403, 404),
+)
+async def get_email_policy(
+    tenant_id: TenantId, _admin: Admin, session: SessionDep
+) -> EmailPolicyPublic:
+    """The tenant's email policy (`configured: false`: none set, so no email is accepted)."""
+    await tenants_service.get_tenant(session, tenant_id=tenant_id)
+    return email_policy.public(tenant_id, await email_policy.get_policy(session, tenant_id))

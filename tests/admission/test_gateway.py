@@ -313,7 +313,9 @@ class TestQuota:
         assert writes.writes == []
         assert _refusals("quota", "jobs") == before + 1
         # Another tenant is not affected.
-        assert (await _post(gateway, (await tenants.create(email_any=True)).api_key)).status_code == 202
+        assert (
+            await _post(gateway, (await tenants.create(email_any=True)).api_key)
+        ).status_code == 202
 
         async with gateway.runtime.sessionmaker() as session:
             await session.execute(
@@ -374,9 +376,7 @@ class TestBreaker:
                 session, tenant.tenant_id, ["send-email"]
             )
         assert admitted.delay_seconds == cooldown - 10
-        assert admitted.headers["RateLimit-Policy"] == (
-            '"webhooks";q=1200;w=60, "jobs";q=600;w=60'
-        )
+        assert admitted.headers["RateLimit-Policy"] == ('"webhooks";q=1200;w=60, "jobs";q=600;w=60')
         clock.advance(seconds=cooldown - 10)  # half-open: a trial may run
         assert (await _post(gateway, tenant.api_key, EMAIL)).status_code == 202
 

@@ -72,7 +72,8 @@ class TestWebhooksChargePerJob:
         assert await _count(gateway.runtime, Job) == 0
         # Notifications no rule matches make no job and cost nothing.
         accepted = await gateway.http.post(
-            "/v1/webhooks/r2", json=batch("p/a.jpg", "p/b.jpg", "p/c.jpg", "other/x.jpg"),
+            "/v1/webhooks/r2",
+            json=batch("p/a.jpg", "p/b.jpg", "p/c.jpg", "other/x.jpg"),
             headers=headers,
         )
         assert accepted.status_code == 202, accepted.text
@@ -125,8 +126,9 @@ class TestCronFiresAreAdmitted:
         assert await _count(gateway.runtime, Job) == 1
         assert await _count(gateway.runtime, ScheduleFire) == 0
         seen = (await gateway.http.get(f"/v1/schedules/{schedule_id}", headers=headers)).json()
-        assert "admission refused the fire for 2026-03-01T03:00:00Z (rate_limit)" in (
-            seen["last_error"]
+        assert (
+            "admission refused the fire for 2026-03-01T03:00:00Z (rate_limit)"
+            in (seen["last_error"])
         )
         assert seen["retry_at"] is not None
         assert seen["next_run_at"].startswith("2026-03-01T03:00:00")  # not skipped
@@ -144,6 +146,7 @@ class TestCronFiresAreAdmitted:
             schedule = await session.get(Schedule, schedule_id)
         assert fire.scheduled_for == occurrence
         assert schedule is not None
-        assert schedule.retry_at is None and schedule.last_error is None
+        assert schedule.retry_at is None
+        assert schedule.last_error is None
         assert schedule.next_run_at == datetime(2026, 3, 1, 6, 0, tzinfo=UTC)
         assert await _count(fresh.runtime, Job) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -133,6 +134,10 @@ def serve() -> None:
 @cli.command()
 def dev() -> None:
     """Migrate, create a dev tenant on first run, and run everything on the embedded default."""
+    # A shop on this machine is normal in development (the consumer child inherits it);
+    # set JOBGATE_ALLOW_PRIVATE_SHOP_URLS=false to try the production behaviour.
+    os.environ.setdefault("JOBGATE_ALLOW_PRIVATE_SHOP_URLS", "true")
+    get_settings.cache_clear()
     settings = get_settings()
     asyncio.run(_upgrade(settings))
     created = asyncio.run(_ensure_dev_tenant(settings))
@@ -227,8 +232,12 @@ def shops_set(
         bool, typer.Option("--default", help="Make it the tenant's default shop.")
     ] = False,
 ) -> None:
-    """Add or replace a tenant's shop; the key is stored encrypted and never printed."""
+    """Add or replace a tenant's shop; the key is stored encrypted and never printed.
+
+    The URL's host must resolve to public addresses only (JOBGATE_ALLOW_PRIVATE_SHOP_URLS
+    lifts that for development) and, in production, use https."""
     from app.handlers import service as handlers_service
+    from app.handlers.shop_url import ShopUrlGuard
 
     async def work(session: AsyncSession, settings: Settings) -> dict[str, object]:
         row = await handlers_service.set_shop_connection(
@@ -238,6 +247,7 @@ def shops_set(
             base_url=url,
             key=key,
             box=SecretBox(settings.secret_key),
+            guard=ShopUrlGuard.from_settings(settings),
             timezone=timezone,
             make_default=make_default,
         )

@@ -18,6 +18,7 @@ from app.core.errors import NotFound, problem_responses
 from app.core.openapi import Tag
 from app.handlers import service as handlers_service
 from app.handlers.models import ShopConnection
+from app.handlers.shop_url import ShopUrlGuard
 from app.tenants import service as tenants_service
 from app.tenants.deps import Admin
 from app.tenants.models import ApiKey
@@ -219,6 +220,7 @@ async def set_shop_connection(
         base_url=body.base_url,
         key=body.webservice_key,
         box=runtime.box,
+        guard=ShopUrlGuard.from_settings(runtime.settings),
         timezone=body.timezone,
         make_default=body.make_default,
     )

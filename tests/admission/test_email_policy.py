@@ -7,8 +7,12 @@ import json
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.core.db import metadata
 from app.core.runtime import Runtime
 from app.jobs.models import Job
 from tests.admission.conftest import Gateway, MakeGateway
@@ -241,3 +245,19 @@ async def test_cli_sets_and_shows_the_policy(
         )
     with pytest.raises(CommandFailed):
         run_jobgate("email-policy", "set", "no-such-tenant", "--any", env=env)
+
+
+def _diff(connection: Connection) -> list[Any]:
+    def ours(obj: Any, name: str | None, kind: str, reflected: bool, compare_to: Any) -> bool:
+        table = name if kind == "table" else getattr(getattr(obj, "table", None), "name", None)
+        return table == "email_policy"
+
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "include_object": ours}
+    )
+    return list(compare_metadata(context, metadata))
+
+
+async def test_migration_matches_the_model(db_engine: AsyncEngine) -> None:
+    async with db_engine.connect() as conn:
+        assert await conn.run_sync(_diff) == []

@@ -19,12 +19,7 @@ async def test_set_and_list_shops_without_ever_printing_the_key(
     database: tuple[str, str | None], runtime: Runtime, tenant_id: str
 ) -> None:
     url, schema = database
-    # shop.example does not resolve: development mode lets such a shop be saved.
-    env = jobgate_env(
-        url,
-        schema=schema,
-        extra={"JOBGATE_SHOP_KEY": SHOP_KEY, "JOBGATE_ALLOW_PRIVATE_SHOP_URLS": "true"},
-    )
+    env = jobgate_env(url, schema=schema, extra={"JOBGATE_SHOP_KEY": SHOP_KEY})
     out = run_jobgate(
         "shops", "set", tenant_id, "--url", "https://shop.example/", "--site-id", "main", env=env
     )
@@ -81,7 +76,7 @@ async def test_invalid_input_is_refused(
     ):
         with pytest.raises(CommandFailed, match=reason):
             run_jobgate("shops", "set", tenant_id, "--url", shop_url, env=env)
-    # Production also wants https (the address check comes second).
+    # Production also wants https.
     production = {**env, "JOBGATE_ENVIRONMENT": "production", "JOBGATE_SECRET_KEY": "k" * 32}
     with pytest.raises(CommandFailed, match="https in production"):
         run_jobgate("shops", "set", tenant_id, "--url", "http://shop.example", env=production)

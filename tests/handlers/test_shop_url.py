@@ -157,6 +157,20 @@ class TestSaving:
                     guard=production,
                 )
 
+    async def test_a_name_that_does_not_resolve_yet_is_saved_and_checked_on_connect(
+        self, runtime: Runtime, tenant_id: str, make_run: MakeRun, settings: Settings
+    ) -> None:
+        async def nxdomain(host: str, port: int) -> list[str]:
+            raise OSError("Name or service not known")
+
+        await _save(
+            runtime, tenant_id, "https://new-shop.example.com", ShopUrlGuard(resolver=nxdomain)
+        )
+        run = make_run("sync-single-order", {"orderId": 1}, tenant_id=tenant_id, settings=settings)
+        run.ctx.resources.state[GUARD_STATE] = ShopUrlGuard(resolver=fixed_resolver("10.0.0.5"))
+        with pytest.raises(PermanentFailure, match="private address"):
+            await run()
+
     async def test_the_allow_flag_admits_loopback(
         self, runtime: Runtime, tenant_id: str, settings: Settings
     ) -> None:

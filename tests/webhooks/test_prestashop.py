@@ -137,7 +137,7 @@ class TestOrders:
                 base_url="https://shop.example/",
                 key="A" * 32,
                 box=runtime.box,
-                guard=ShopUrlGuard(allow_private=True),  # shop.example does not resolve
+                guard=ShopUrlGuard(),
             )
             await session.commit()
         event = {**ORDER_EVENT, "type": "order.status_changed"}

@@ -64,9 +64,11 @@ def _check_tenant(job: JobOptions, tenant_id: str) -> None:
 
 async def _check_email(session: AsyncSession, job: JobOptions, tenant_id: str) -> None:
     # Checked here too, not only at fire time: a schedule the policy refuses is a 422 now.
-    found = email_policy.recipients([job], loc=("job",))
+    found = [
+        email_policy.Recipient(loc=("job", "to"), address=r.address)
+        for r in email_policy.recipients([job])
+    ]
     if found:
-        found = [email_policy.Recipient(loc=("job", "to"), address=r.address) for r in found]
         policy = await email_policy.get_policy(session, tenant_id)
         email_policy.check_recipients(policy, found)
 
@@ -165,6 +167,7 @@ async def update_schedule(
         reschedule = True
     if reschedule:
         schedule.next_run_at = cron.next_after(schedule.cron, now) if schedule.enabled else None
+        schedule.retry_at = None  # a refused occurrence of the old timetable is moot
     if sent:
         schedule.updated_at = now
     await _flush_unique(session, schedule.name)

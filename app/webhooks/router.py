@@ -300,8 +300,12 @@ async def receive_r2_notifications(
         for notification in notifications
         for rule in [r2.match_rule(rules, notification)]
     ]
-    # Charged per job the delivery can make (a redelivered object included), not per request.
-    job_count = sum(1 for _, job in planned if job is not None)
+    # Charged per job the delivery makes, not per request: objects seen before make none.
+    identities = {r2.object_identity(n) for n, job in planned if job is not None}
+    known = await webhooks_service.known_events(
+        session, source=R2_SOURCE, tenant_id=principal.tenant_id, external_ids=identities
+    )
+    job_count = len(identities - known)
     breaker_delay = await gate.admit_webhook(principal.tenant_id, ["process-image"] * job_count)
     job_ids: list[str] = []
     processed = replays = 0

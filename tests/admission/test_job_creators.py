@@ -79,6 +79,12 @@ class TestWebhooksChargePerJob:
         assert accepted.status_code == 202, accepted.text
         assert len(accepted.json()["jobs"]) == 3
         assert '"jobs";r=2;' in accepted.headers["RateLimit"]
+        # Redelivered objects make no new job and cost no jobs unit.
+        again = await gateway.http.post(
+            "/v1/webhooks/r2", json=batch("p/a.jpg", "p/b.jpg", "p/c.jpg"), headers=headers
+        )
+        assert again.status_code == 200, again.text
+        assert again.json()["jobs"] == accepted.json()["jobs"]
         # The same budget as POST /v1/jobs: two more fit, a third does not.
         for _ in range(2):
             ok = await gateway.http.post("/v1/jobs", json=ORDER, headers=headers)

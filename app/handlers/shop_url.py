@@ -172,12 +172,14 @@ class PinnedTransport(httpx.AsyncBaseTransport):
     """Resolves and checks each request's host, then connects to that very address.
 
     The request keeps its Host header and, for https, the TLS server name (SNI and
-    certificate check) of the original host. Connections are pooled per address, so they are
-    only shared between requests to the same host on it (one client per shop run)."""
+    certificate check) of the original host. Connection pools are keyed by address, so each
+    host gets its own: a connection verified for one name never carries another's requests.
+    """
 
-    def __init__(self, guard: ShopUrlGuard) -> None:
+    def __init__(self, guard: ShopUrlGuard, **transport_options: Any) -> None:
         self._guard = guard
-        self._inner = httpx.AsyncHTTPTransport()
+        self._options = transport_options
+        self._pools: dict[str, httpx.AsyncHTTPTransport] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self._guard.check_scheme(str(request.url))
@@ -191,7 +193,11 @@ class PinnedTransport(httpx.AsyncBaseTransport):
             request.url = request.url.copy_with(host=address)
             if request.url.scheme == "https":
                 request.extensions = {**request.extensions, "sni_hostname": host}
-        return await self._inner.handle_async_request(request)
+        pool = self._pools.get(host)
+        if pool is None:
+            pool = self._pools[host] = httpx.AsyncHTTPTransport(**self._options)
+        return await pool.handle_async_request(request)
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        for pool in self._pools.values():
+            await pool.aclose()

@@ -3,13 +3,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime
 import ipaddress
+import ssl
+import threading
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
+import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.consumer.registry import PermanentFailure
@@ -19,12 +29,13 @@ from app.core.errors import ValidationFailed
 from app.core.runtime import Runtime, build_runtime
 from app.handlers import service
 from app.handlers.prestashop import PrestaShopUnavailable
-from app.handlers.shop_url import ShopUrlGuard, refusal_reason
+from app.handlers.shop_url import PinnedTransport, ShopUrlGuard, refusal_reason
 from app.handlers.sync import GUARD_STATE
 from app.main import create_app
 from tests.factories import auth
 from tests.handlers.conftest import SHOP_KEY, MakeRun
 from tests.support.fake_prestashop import FakePrestaShop, ThreadedServer
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.asyncio
 
@@ -306,3 +317,73 @@ class TestNoEcho:
         assert "AKIA" not in message
         assert "text/html" in message
         assert len(message) < 300
+
+
+def _self_signed(host: str, directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_https_keeps_the_shop_name_for_sni_and_the_certificate(tmp_path: Path) -> None:
+    host = "shop.tenant.example.com"
+    cert_path, key_path = _self_signed(host, tmp_path)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    port = free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        ssl_certfile=str(cert_path),
+        ssl_keyfile=str(key_path),
+        log_level="warning",
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            await asyncio.sleep(0.05)
+        trust = ssl.create_default_context(cafile=str(cert_path))
+        guard = ShopUrlGuard(allow_private=True, resolver=fixed_resolver("127.0.0.1"))
+        transport = PinnedTransport(guard, verify=trust)
+        async with httpx.AsyncClient(transport=transport) as http:
+            # Neither name exists in DNS: the pinned address carries both requests.
+            answer = await http.get(f"https://{host}:{port}/api/")
+            assert answer.status_code == 200
+            # Another name on the same address gets its own connection and its own
+            # certificate check, which fails: a verified connection is never shared.
+            with pytest.raises(httpx.ConnectError, match="certificate"):
+                await http.get(f"https://other.tenant.example.com:{port}/api/")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -87,6 +88,8 @@ def tenants_create(
 
 
 async def _ensure_dev_tenant(settings: Settings) -> dict[str, str] | None:
+    from app.admission import email_policy
+    from app.core.clock import utcnow
     from app.tenants import service as tenants_service
 
     engine = create_engine(settings)
@@ -96,6 +99,15 @@ async def _ensure_dev_tenant(settings: Settings) -> dict[str, str] | None:
                 return None
             created = await tenants_service.create_tenant(
                 session, name="dev", box=SecretBox(settings.secret_key)
+            )
+            # Development mails a local SMTP sink: the dev tenant may write to anyone.
+            await email_policy.set_policy(
+                session,
+                tenant_id=created.tenant_id,
+                allow_any=True,
+                domains=[],
+                rate=None,
+                now=utcnow(),
             )
             await session.commit()
     finally:
@@ -135,6 +147,10 @@ def serve() -> None:
 @cli.command()
 def dev() -> None:
     """Migrate, create a dev tenant on first run, and run everything on the embedded default."""
+    # A shop on this machine is normal in development (the consumer child inherits it);
+    # set JOBGATE_ALLOW_PRIVATE_SHOP_URLS=false to try the production behaviour.
+    os.environ.setdefault("JOBGATE_ALLOW_PRIVATE_SHOP_URLS", "true")
+    get_settings.cache_clear()
     settings = get_settings()
     asyncio.run(_upgrade(settings))
     created = asyncio.run(_ensure_dev_tenant(settings))
@@ -231,8 +247,12 @@ def shops_set(
         bool, typer.Option("--default", help="Make it the tenant's default shop.")
     ] = False,
 ) -> None:
-    """Add or replace a tenant's shop; the key is stored encrypted and never printed."""
+    """Add or replace a tenant's shop; the key is stored encrypted and never printed.
+
+    The URL's host must resolve to public addresses only (JOBGATE_ALLOW_PRIVATE_SHOP_URLS
+    lifts that for development) and, in production, use https."""
     from app.handlers import service as handlers_service
+    from app.handlers.shop_url import ShopUrlGuard
 
     async def work(session: AsyncSession, settings: Settings) -> dict[str, object]:
         row = await handlers_service.set_shop_connection(
@@ -242,6 +262,7 @@ def shops_set(
             base_url=url,
             key=key,
             box=SecretBox(settings.secret_key),
+            guard=ShopUrlGuard.from_settings(settings),
             timezone=timezone,
             make_default=make_default,
         )
@@ -278,6 +299,66 @@ def shops_set_sender(
 
     _run_admin(work)
     err.print(f"sender of tenant {tenant_id} set to {address}")
+
+
+# --- email-policy: where a tenant's send-email jobs may go, and how fast (app/admission) ---
+
+email_policy_cli = typer.Typer(
+    help="A tenant's email policy: allowed recipient domains (or any) and send rate.",
+    no_args_is_help=True,
+)
+cli.add_typer(email_policy_cli, name="email-policy")
+
+
+@email_policy_cli.command("set")
+def email_policy_set(
+    tenant_id: Annotated[str, typer.Argument(help="The tenant's id.")],
+    domains: Annotated[
+        str | None,
+        typer.Option("--domains", help="Allowed recipient domains, comma-separated."),
+    ] = None,
+    allow_any: Annotated[
+        bool, typer.Option("--any", help="Allow any recipient (instead of --domains).")
+    ] = False,
+    rate: Annotated[
+        str | None, typer.Option("--rate", help="Emails per period, e.g. 100/hour.")
+    ] = None,
+) -> None:
+    """Set which recipients the tenant may email (--domains a.com,b.com or --any) and the rate."""
+    from app.admission import email_policy
+    from app.core.clock import utcnow
+
+    if allow_any == (domains is not None):
+        err.print("[red]error:[/red] give exactly one of --domains or --any")
+        raise typer.Exit(2)
+    names = [d for d in (domains or "").split(",") if d.strip()]
+
+    async def work(session: AsyncSession, _settings: Settings) -> dict[str, object]:
+        row = await email_policy.set_policy(
+            session,
+            tenant_id=tenant_id,
+            allow_any=allow_any,
+            domains=names,
+            rate=rate,
+            now=utcnow(),
+        )
+        return email_policy.public(tenant_id, row).model_dump(mode="json")
+
+    print(json.dumps(_run_admin(work)))
+
+
+@email_policy_cli.command("get")
+def email_policy_get(tenant_id: Annotated[str, typer.Argument(help="The tenant's id.")]) -> None:
+    """Print the tenant's email policy as JSON (`configured: false`: no email allowed)."""
+    from app.admission import email_policy
+    from app.tenants import service as tenants_service
+
+    async def work(session: AsyncSession, _settings: Settings) -> dict[str, object]:
+        await tenants_service.get_tenant(session, tenant_id=tenant_id)
+        row = await email_policy.get_policy(session, tenant_id)
+        return email_policy.public(tenant_id, row).model_dump(mode="json")
+
+    print(json.dumps(_run_admin(work)))
 
 
 def _spawn_consumer() -> subprocess.Popen[bytes]:

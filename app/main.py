@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         app.state.admission.start()  # samples queue depth in the background
         relay_task = asyncio.create_task(state.relay.run()) if state.relay else None
         # Every gateway runs a scheduler; fires are claimed, so they never double-fire.
-        scheduler = SchedulerRunner(state)
+        scheduler = SchedulerRunner(state, admission=app.state.admission)
         app.state.scheduler = scheduler
         scheduler_task = asyncio.create_task(scheduler.run())
         try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from app.admission import email_policy
+from app.core.clock import to_datetime
 from app.core.runtime import Runtime
 from app.tenants import service as tenants_service
 from app.tenants.schemas import DEFAULT_SCOPES, Scope, TenantCreated
@@ -14,12 +16,22 @@ class TenantFactory:
         self.runtime = runtime
         self._count = 0
 
-    async def create(self, name: str | None = None) -> TenantCreated:
+    async def create(self, name: str | None = None, *, email_any: bool = False) -> TenantCreated:
+        """A tenant; with `email_any`, an email policy allowing any recipient (none by default)."""
         self._count += 1
         async with self.runtime.sessionmaker() as session:
             created = await tenants_service.create_tenant(
                 session, name=name or f"tenant-{self._count}", box=self.runtime.box
             )
+            if email_any:
+                await email_policy.set_policy(
+                    session,
+                    tenant_id=created.tenant_id,
+                    allow_any=True,
+                    domains=[],
+                    rate=None,
+                    now=to_datetime(self.runtime.clock.now_ms()),
+                )
             await session.commit()
         return created
 

@@ -20,6 +20,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.admission.email_policy import Recipient
 from app.admission.limiter import RouteClass
 from app.admission.service import AdmissionControl
 from app.core.deps import SessionDep
@@ -52,10 +53,18 @@ class Gate:
             await self.admission.admit_request(self._session, tenant_id, self.route_class)
         )
 
-    async def admit_jobs(self, tenant_id: str, job_types: Sequence[str]) -> None:
-        """Admit these jobs (one entry per job) or raise a refusal."""
+    async def admit_jobs(
+        self,
+        tenant_id: str,
+        job_types: Sequence[str],
+        recipients: Sequence[Recipient] = (),
+    ) -> None:
+        """Admit these jobs (one entry per job) or raise a refusal; `recipients` are the
+        send-email jobs' recipients, checked against the tenant's email policy and rate."""
         self._response.headers.update(
-            await self.admission.admit_jobs(self._session, tenant_id, job_types, self.route_class)
+            await self.admission.admit_jobs(
+                self._session, tenant_id, job_types, self.route_class, recipients
+            )
         )
 
     async def admit_webhook(self, tenant_id: str, job_types: Sequence[str]) -> int:

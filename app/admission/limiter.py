@@ -36,6 +36,7 @@ class RouteClass(StrEnum):
     batch = "batch"  # one unit per batch request
     webhooks = "webhooks"
     reads = "reads"
+    emails = "emails"  # one unit per send-email job, at the tenant's email policy rate
 
 
 class LimiterUnavailable(Exception):

@@ -35,6 +35,10 @@ class ResolvedPlan:
     max_in_flight: int
 
 
+# The route classes a plan can override (emails are set by the tenant's email policy).
+PLAN_CLASSES = (RouteClass.jobs, RouteClass.batch, RouteClass.reads, RouteClass.webhooks)
+
+
 def _limit_column(route_class: RouteClass) -> str:
     return f"rate_limit_{route_class.value}"
 
@@ -65,7 +69,7 @@ class PlanBook:
         if row is None:
             return self.defaults
         limits = dict(self.defaults.limits)
-        for route_class in RouteClass:
+        for route_class in PLAN_CLASSES:
             value = getattr(row, _limit_column(route_class))
             if value:
                 try:
@@ -99,7 +103,7 @@ async def set_plan(
         session.add(row)
     row.plan = plan
     row.max_in_flight = max_in_flight
-    for route_class in RouteClass:
+    for route_class in PLAN_CLASSES:
         value = (rate_limits or {}).get(route_class)
         if value is not None:
             try:

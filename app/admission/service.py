@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from limits import parse
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.admission import email_policy
 from app.admission.breaker import BreakerGate
 from app.admission.config import AdmissionSettings
 from app.admission.depth import CloudflareDepth, DepthMonitor, SampleFn, outbox_pending
@@ -134,8 +135,17 @@ class AdmissionControl:
         tenant_id: str,
         job_types: Sequence[str],
         route_class: RouteClass,
+        recipients: Sequence[email_policy.Recipient] = (),
     ) -> dict[str, str]:
-        """Admit jobs of `job_types` (one entry per job) or raise a `Refusal`."""
+        """Admit jobs of `job_types` (one entry per job) or raise a `Refusal`.
+
+        `recipients` are the send-email jobs' recipients: each must be allowed by the
+        tenant's email policy (422 otherwise) and costs one unit of its email rate.
+        """
+        policy = None
+        if recipients:
+            policy = await email_policy.get_policy(session, tenant_id)
+            email_policy.check_recipients(policy, recipients)
         with _counted(route_class):
             plan = await self.plans.get(session, tenant_id)
             queues = self._check_depth(job_types)
@@ -153,6 +163,9 @@ class AdmissionControl:
             charges = [Charge(RouteClass.jobs, plan.limits[RouteClass.jobs], len(job_types))]
             if route_class is not RouteClass.jobs:
                 charges.append(Charge(route_class, plan.limits[route_class]))
+            if recipients:
+                item = email_policy.rate_item(policy)
+                charges.append(Charge(RouteClass.emails, item, len(recipients)))
             headers = await self._charge(tenant_id, charges)
             self._admitted(tenant_id, queues)
             return headers
@@ -160,8 +173,10 @@ class AdmissionControl:
     async def admit_webhook(
         self, session: AsyncSession, tenant_id: str, job_types: Sequence[str]
     ) -> WebhookAdmission:
-        """Admit a webhook delivery making jobs of `job_types`: rate (one unit per delivery),
-        queue depth and quota refuse as for jobs; an open breaker delays instead."""
+        """Admit a webhook delivery making jobs of `job_types` (one entry per job): one
+        webhooks unit per delivery plus one jobs unit per job, so a delivery carrying many
+        notifications costs what submitting its jobs would; queue depth, quota and rate
+        refuse as for jobs; an open breaker delays instead."""
         with _counted(RouteClass.webhooks):
             plan = await self.plans.get(session, tenant_id)
             queues = self._check_depth(job_types)
@@ -171,9 +186,12 @@ class AdmissionControl:
                 delay = max(delay, wait or 0)
             if job_types:
                 await self.quota.check(session, tenant_id, len(job_types), plan.max_in_flight)
-            headers = await self._charge(
-                tenant_id, [Charge(RouteClass.webhooks, plan.limits[RouteClass.webhooks])]
-            )
+            charges = [Charge(RouteClass.webhooks, plan.limits[RouteClass.webhooks])]
+            if job_types:
+                charges.append(
+                    Charge(RouteClass.jobs, plan.limits[RouteClass.jobs], len(job_types))
+                )
+            headers = await self._charge(tenant_id, charges)
             self._admitted(tenant_id, queues)
             if delay:
                 metrics.admission_webhooks_delayed.inc()

@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     # Handlers: PrestaShop Webservice.
     prestashop_page_size: int = Field(default=100, ge=1, le=1000)
     prestashop_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Shop URLs on loopback/private/link-local/metadata addresses (development and tests only).
+    allow_private_shop_urls: bool = False
     # Handlers: images and object store (local directory unless `s3`).
     object_store: Literal["local", "s3"] = "local"
     object_store_dir: Path = Path("./.jobgate/objects")

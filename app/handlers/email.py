@@ -29,6 +29,7 @@ from app.core.clock import to_datetime
 from app.core.config import Settings
 from app.handlers import service
 from app.handlers.models import EmailDelivery
+from app.jobs.payloads import is_safe_url
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ class EmailTemplates:
         common: dict[str, Any] = {"loader": loader, "undefined": _Undefined}
         self._text = jinja2.Environment(autoescape=False, keep_trailing_newline=True, **common)
         self._html = jinja2.Environment(autoescape=True, **common)
+        # `{{ x | url }}`: an http(s) URL, or an inert "#" (jobs stored before the check).
+        for env in (self._text, self._html):
+            env.filters["url"] = safe_url
 
     def render(self, template_id: str, variables: dict[str, Any]) -> tuple[str, str | None]:
         """(text, html or None); raises PermanentFailure for unknown ids or variables."""
@@ -69,6 +73,11 @@ class EmailTemplates:
         except jinja2.UndefinedError as exc:
             raise PermanentFailure(f"template {template_id!r}: {exc.message}") from exc
         return text, html
+
+
+def safe_url(value: Any) -> str:
+    """The value if it is an absolute http(s) URL, else "#" (a link that goes nowhere)."""
+    return str(value) if is_safe_url(value) else "#"
 
 
 def _templates(ctx: JobContext) -> EmailTemplates:

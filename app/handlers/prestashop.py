@@ -147,7 +147,10 @@ class PrestaShopClient:
         where = f"GET /api/{path}"
         body, parsed = _json_body(response)
         codes, messages = _errors(body) if parsed else ([], [])
-        detail = "; ".join(messages) or _snippet(response)
+        # Only the Webservice's own error messages are quoted, briefly; any other body may
+        # come from something that is not the shop and is never echoed (it ends in logs
+        # and in the job's last_error, which the tenant reads).
+        detail = _clip("; ".join(messages), MAX_DETAIL) if messages else _describe(response)
         if status in (401, 403):
             raise PrestaShopAuthError(
                 f"{where}: the shop refused the key ({status}: {detail})",
@@ -195,13 +198,24 @@ def _errors(body: Any) -> tuple[list[int], list[str]]:
             code = as_int(error.get("code"))
             if code is not None:
                 codes.append(code)
-            messages.append(f"[{code}] {error.get('message', '')}")
+            messages.append(f"[{code}] {_clip(str(error.get('message', '')), 160)}")
     return codes, messages or ["errors"]
 
 
-def _snippet(response: httpx.Response, limit: int = 160) -> str:
-    text = response.text.strip().replace("\n", " ")
-    return text[:limit] if text else "(empty body)"
+MAX_DETAIL = 300
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _describe(response: httpx.Response) -> str:
+    """What came back, without its body."""
+    if not response.content:
+        return "(empty body)"
+    kind = response.headers.get("content-type", "no content type").split(";")[0].strip()
+    return f"({_clip(kind, 60)} body of {len(response.content)} bytes, not shown)"
 
 
 def _list_items(body: Any, resource: str) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from app.core.errors import NotFound, ValidationFailed
 from app.core.ids import uuid7
 from app.core.security import SecretBox
 from app.handlers.models import EmailSender, PsSyncState, ShopConnection
+from app.handlers.shop_url import ShopUrlGuard, UnsafeShopUrl
 from app.tenants.models import Tenant
 
 # PrestaShop keys are 32 characters; anything else is refused by the shop (code 18).
@@ -100,12 +101,19 @@ async def set_shop_connection(
     base_url: str,
     key: str,
     box: SecretBox,
+    guard: ShopUrlGuard,
     timezone: str = "UTC",
     make_default: bool = False,
 ) -> ShopConnection:
-    """Create or replace the tenant's shop `site_id`; the first shop becomes the default."""
+    """Create or replace the tenant's shop `site_id`; the first shop becomes the default.
+
+    `guard` refuses URLs whose host is (or resolves to) a non-public address (422)."""
     _validate_shop(base_url, key, timezone)
     await _require_tenant(session, tenant_id)
+    try:
+        await guard.check_url(base_url)
+    except UnsafeShopUrl as exc:
+        raise ValidationFailed(f"base_url: {exc}") from None
     now = utcnow()
     rows = await list_shop_connections(session, tenant_id=tenant_id)
     row = next((r for r in rows if r.site_id == site_id), None)

@@ -16,8 +16,8 @@ another row be skipped.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,6 +45,7 @@ from app.handlers.prestashop import (
     format_date,
     ml_value,
 )
+from app.handlers.shop_url import ShopUrlGuard, UnsafeShopUrl
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ logger = logging.getLogger(__name__)
 WATERMARK_OVERLAP = timedelta(seconds=60)
 # Upper bound of date windows, ahead of "now" to absorb clock skew with the shop.
 CLOCK_SKEW = timedelta(hours=1)
+GUARD_STATE = f"{__name__}.guard"
 PRODUCT_KEYS = ("tenant_id", "site_id", "product_id")
 ORDER_KEYS = ("tenant_id", "site_id", "order_id")
 
@@ -84,7 +86,10 @@ def shop_errors() -> Iterator[None]:
         raise RetryLater(exc.retry_after, str(exc)) from exc
 
 
-async def open_shop(ctx: JobContext, site_id: str | None) -> Shop:
+@asynccontextmanager
+async def open_shop(ctx: JobContext, site_id: str | None) -> AsyncIterator[Shop]:
+    """The shop and a client for this run; its connections go only to the address the
+    shop's host resolved to and passed the guard (see `shop_url`), closed after the run."""
     resources = ctx.resources
     async with resources.sessionmaker() as session:
         connection = await service.get_shop_connection(
@@ -97,14 +102,19 @@ async def open_shop(ctx: JobContext, site_id: str | None) -> Shop:
         key = resources.box.decrypt(connection.key_encrypted)
     except ValueError as exc:
         raise PermanentFailure("the shop key cannot be decrypted with JOBGATE_SECRET_KEY") from exc
-    client = PrestaShopClient(
-        resources.http,
-        base_url=connection.base_url,
-        key=key,
-        timeout=resources.settings.prestashop_timeout_seconds,
-        clock=resources.clock,
-    )
-    return Shop(connection, client, resources.settings.prestashop_page_size)
+    guard = resources.state.get(GUARD_STATE)
+    if not isinstance(guard, ShopUrlGuard):
+        guard = resources.state[GUARD_STATE] = ShopUrlGuard.from_settings(resources.settings)
+    timeout = resources.settings.prestashop_timeout_seconds
+    async with guard.client(timeout=timeout) as http:
+        client = PrestaShopClient(
+            http, base_url=connection.base_url, key=key, timeout=timeout, clock=resources.clock
+        )
+        try:
+            yield Shop(connection, client, resources.settings.prestashop_page_size)
+        except UnsafeShopUrl as exc:
+            # The shop's host now resolves somewhere refused (changed DNS): not retried.
+            raise PermanentFailure(str(exc)) from exc
 
 
 def order_row(ctx: JobContext, site_id: str, raw: dict[str, Any]) -> dict[str, Any] | None:
@@ -270,55 +280,57 @@ async def sync_orders(ctx: JobContext) -> None:
     payload = ctx.payload
     last_days = int(payload.get("lastDays", 40))
     bulk = bool(payload.get("bulkMode", True))
-    shop = await open_shop(ctx, payload.get("siteId"))
-    now = shop.local_now(ctx.resources.clock.now_ms())
-    keyset = DateKeyset(now - timedelta(days=last_days), now + CLOCK_SKEW)
-    pages = total = 0
-    with shop_errors():
-        more = True
-        while more:
-            filters, sort = keyset.query()
-            listed, items = await _fetch_orders(shop, filters, sort, bulk=bulk)
-            more = keyset.advance(listed, shop.page_size)
-            if not listed:
-                continue
-            pages += 1
-            rows = _dedupe([order_row(ctx, shop.site_id, item) for item in items], "order_id")
-            async with ctx.resources.sessionmaker() as session:
-                await service.upsert(session, PsOrder, rows, keys=ORDER_KEYS, newer_by="date_upd")
-                if keyset.date is not None:
-                    await service.advance_watermark(
-                        session,
-                        tenant_id=ctx.tenant_id,
-                        site_id=shop.site_id,
-                        resource="orders",
-                        watermark=keyset.date,
-                        job_id=ctx.job_id,
+    async with open_shop(ctx, payload.get("siteId")) as shop:
+        now = shop.local_now(ctx.resources.clock.now_ms())
+        keyset = DateKeyset(now - timedelta(days=last_days), now + CLOCK_SKEW)
+        pages = total = 0
+        with shop_errors():
+            more = True
+            while more:
+                filters, sort = keyset.query()
+                listed, items = await _fetch_orders(shop, filters, sort, bulk=bulk)
+                more = keyset.advance(listed, shop.page_size)
+                if not listed:
+                    continue
+                pages += 1
+                rows = _dedupe([order_row(ctx, shop.site_id, item) for item in items], "order_id")
+                async with ctx.resources.sessionmaker() as session:
+                    await service.upsert(
+                        session, PsOrder, rows, keys=ORDER_KEYS, newer_by="date_upd"
                     )
-                await _record_version(session, shop)
-                await session.commit()
-            total = len(keyset.seen)
-            percent = _window_percent(keyset.start, keyset.end, keyset.date)
-            await ctx.progress(percent, f"page {pages}: {total} orders")
-    logger.info("synced %d orders for site %s in %d pages", total, shop.site_id, pages)
-    await ctx.progress(100, f"{total} orders synced ({pages} pages)")
+                    if keyset.date is not None:
+                        await service.advance_watermark(
+                            session,
+                            tenant_id=ctx.tenant_id,
+                            site_id=shop.site_id,
+                            resource="orders",
+                            watermark=keyset.date,
+                            job_id=ctx.job_id,
+                        )
+                    await _record_version(session, shop)
+                    await session.commit()
+                total = len(keyset.seen)
+                percent = _window_percent(keyset.start, keyset.end, keyset.date)
+                await ctx.progress(percent, f"page {pages}: {total} orders")
+        logger.info("synced %d orders for site %s in %d pages", total, shop.site_id, pages)
+        await ctx.progress(100, f"{total} orders synced ({pages} pages)")
 
 
 @handler("sync-single-order", timeout_seconds=300)
 async def sync_single_order(ctx: JobContext) -> None:
     """Upsert one order (after an order webhook); an order the shop does not have fails."""
     order_id = int(ctx.payload["orderId"])
-    shop = await open_shop(ctx, ctx.payload.get("siteId"))
-    with shop_errors():
-        raw = await shop.client.get("orders", order_id)
-    row = order_row(ctx, shop.site_id, raw)
-    if row is None:
-        raise PermanentFailure(f"order {order_id} came back without an id")
-    async with ctx.resources.sessionmaker() as session:
-        await service.upsert(session, PsOrder, [row], keys=ORDER_KEYS, newer_by="date_upd")
-        await _record_version(session, shop)
-        await session.commit()
-    await ctx.progress(100, f"order {order_id} synced")
+    async with open_shop(ctx, ctx.payload.get("siteId")) as shop:
+        with shop_errors():
+            raw = await shop.client.get("orders", order_id)
+        row = order_row(ctx, shop.site_id, raw)
+        if row is None:
+            raise PermanentFailure(f"order {order_id} came back without an id")
+        async with ctx.resources.sessionmaker() as session:
+            await service.upsert(session, PsOrder, [row], keys=ORDER_KEYS, newer_by="date_upd")
+            await _record_version(session, shop)
+            await session.commit()
+        await ctx.progress(100, f"order {order_id} synced")
 
 
 async def _supplier_links(shop: Shop, product_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
@@ -406,18 +418,20 @@ async def sync_products(ctx: JobContext) -> None:
     payload = ctx.payload
     incremental = bool(payload.get("incremental", True))
     link_vendors = bool(payload.get("linkVendors", True))
-    shop = await open_shop(ctx, payload.get("siteId"))
-    async with ctx.resources.sessionmaker() as session:
-        watermark = await service.get_watermark(
-            session, tenant_id=ctx.tenant_id, site_id=shop.site_id, resource="products"
-        )
-    with shop_errors():
-        if incremental and watermark is not None:
-            total, pages = await _products_since(ctx, shop, watermark, link_vendors=link_vendors)
-        else:
-            total, pages = await _products_full(ctx, shop, link_vendors=link_vendors)
-    logger.info("synced %d products for site %s in %d pages", total, shop.site_id, pages)
-    await ctx.progress(100, f"{total} products synced ({pages} pages)")
+    async with open_shop(ctx, payload.get("siteId")) as shop:
+        async with ctx.resources.sessionmaker() as session:
+            watermark = await service.get_watermark(
+                session, tenant_id=ctx.tenant_id, site_id=shop.site_id, resource="products"
+            )
+        with shop_errors():
+            if incremental and watermark is not None:
+                total, pages = await _products_since(
+                    ctx, shop, watermark, link_vendors=link_vendors
+                )
+            else:
+                total, pages = await _products_full(ctx, shop, link_vendors=link_vendors)
+        logger.info("synced %d products for site %s in %d pages", total, shop.site_id, pages)
+        await ctx.progress(100, f"{total} products synced ({pages} pages)")
 
 
 async def _products_since(

@@ -9,10 +9,47 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 from app.queues.topology import MAX_DELAY_SECONDS
+
+# Template variables that become links: only absolute http(s) URLs are accepted, so a
+# `javascript:` or `data:` URL never reaches an `<a href>` in a recipient's mail client.
+URL_SCHEMES = frozenset({"http", "https"})
+
+
+def is_link_variable(name: str) -> bool:
+    lowered = name.lower()
+    return lowered.endswith(("url", "uri", "href", "link"))
+
+
+def is_safe_url(value: object) -> bool:
+    """An absolute http(s) URL with a host (no control characters or whitespace)."""
+    if not isinstance(value, str) or any(ch.isspace() or ord(ch) < 32 for ch in value):
+        return False
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme.lower() in URL_SCHEMES and bool(parts.hostname)
+
+
+def _unsafe_links(variables: Any, prefix: str = "") -> list[str]:
+    found: list[str] = []
+    if isinstance(variables, dict):
+        for name, value in variables.items():
+            path = f"{prefix}{name}"
+            if isinstance(value, str) and is_link_variable(str(name)) and not is_safe_url(value):
+                found.append(path)
+            elif isinstance(value, dict | list):
+                found.extend(_unsafe_links(value, f"{path}."))
+    elif isinstance(variables, list):
+        for index, value in enumerate(variables):
+            found.extend(_unsafe_links(value, f"{prefix}{index}."))
+    return found
+
 
 SiteId = Annotated[str, Field(min_length=1, max_length=64, examples=["shop-1"])]
 OPTION_FIELDS = frozenset({"type", "delay_seconds", "idempotency_key", "tenantId"})
@@ -99,8 +136,21 @@ class SendEmailJob(JobOptions):
     to: EmailStr
     subject: str = Field(min_length=1, max_length=998)
     templateId: str = Field(min_length=1, max_length=100)
-    variables: dict[str, Any] = Field(default_factory=dict)
+    variables: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Template variables; those named *Url/*Uri/*Href/*Link must be "
+        "absolute http(s) URLs.",
+    )
     priority: Literal["low", "normal", "high"] = "normal"
+
+    @field_validator("variables")
+    @classmethod
+    def _links_are_http(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unsafe = _unsafe_links(value)
+        if unsafe:
+            names = ", ".join(f"variables.{name}" for name in unsafe)
+            raise ValueError(f"{names}: only absolute http:// or https:// URLs are allowed")
+        return value
 
 
 class ThumbnailOperation(BaseModel):

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 
 from app.admission.deps import BatchGate, JobsGate, admit_read
+from app.admission.email_policy import recipients
 from app.core.clock import to_datetime
 from app.core.deps import RuntimeDep, SessionDep, require_json
 from app.core.errors import ValidationFailed, problem_responses
@@ -63,7 +64,7 @@ async def submit_job(
     idempotency_key: IdempotencyKey = None,
 ) -> JobPublic:
     """Accept one job: 202 once it is stored durably and queued."""
-    await gate.admit_jobs(principal.tenant_id, [job.type])
+    await gate.admit_jobs(principal.tenant_id, [job.type], recipients([job]))
     # End the reads of authentication and admission first: on SQLite they hold the write
     # lock, which the group committer needs.
     await session.commit()
@@ -102,7 +103,11 @@ async def submit_job_batch(
     request: Request,
 ) -> JobBatchResponse:
     """Accept 1..100 jobs atomically: all are stored, or none."""
-    await gate.admit_jobs(principal.tenant_id, [job.type for job in batch.jobs])
+    await gate.admit_jobs(
+        principal.tenant_id,
+        [job.type for job in batch.jobs],
+        recipients(batch.jobs, loc=("jobs",)),
+    )
     await session.commit()  # as in submit_job: release the read transaction
     submitted = await jobs_service.submit_jobs(
         session,

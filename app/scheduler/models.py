@@ -46,6 +46,8 @@ class Schedule(SQLModel, table=True):
     last_run_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
     last_job_id: str | None = Field(default=None, max_length=36)
     last_error: str | None = Field(default=None, sa_column=Column(Text))
+    # A fire refused by admission: `next_run_at` stays on that occurrence, tried again then.
+    retry_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Response, status
 
 from app.admission.deps import JobsGate, admit_read
+from app.admission.email_policy import recipients
 from app.core.clock import to_datetime
 from app.core.deps import RuntimeDep, SessionDep, require_json
 from app.core.errors import problem_responses
@@ -135,7 +136,9 @@ async def run_schedule(
     schedule = await scheduler_service.get_schedule(
         session, tenant_id=principal.tenant_id, schedule_id=schedule_id
     )
-    await gate.admit_jobs(principal.tenant_id, [str(schedule.job["type"])])
+    await gate.admit_jobs(
+        principal.tenant_id, [str(schedule.job["type"])], recipients([schedule.job])
+    )
     now = to_datetime(runtime.clock.now_ms())
     job, _ = await scheduler_service.fire(
         session, runtime=runtime, schedule=schedule, scheduled_for=now, trigger="manual", now=now

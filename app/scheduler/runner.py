@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from app.admission.service import AdmissionControl
 from app.core.clock import to_datetime
 from app.core.runtime import Runtime
 from app.scheduler import service as scheduler_service
@@ -26,8 +27,17 @@ logger = logging.getLogger(__name__)
 class SchedulerRunner:
     """Fires due schedules every `poll_seconds` until `stop()`."""
 
-    def __init__(self, runtime: Runtime, *, poll_seconds: float = 5.0, batch_size: int = 100):
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        admission: AdmissionControl | None = None,
+        poll_seconds: float = 5.0,
+        batch_size: int = 100,
+    ):
         self._runtime = runtime
+        # Fires are admitted like submitted jobs; None only where no gateway runs (tools).
+        self._admission = admission
         self.poll_seconds = poll_seconds
         self.batch_size = batch_size
         self._stopping = False
@@ -40,7 +50,11 @@ class SchedulerRunner:
             now = to_datetime(self._runtime.clock.now_ms())
             async with self._runtime.sessionmaker() as session:
                 results = await scheduler_service.fire_due(
-                    session, runtime=self._runtime, now=now, limit=self.batch_size
+                    session,
+                    runtime=self._runtime,
+                    now=now,
+                    limit=self.batch_size,
+                    admission=self._admission,
                 )
                 await session.commit()
             fired += sum(1 for result in results if result.job_id is not None)

@@ -117,6 +117,10 @@ class SchedulePublic(BaseModel):
     last_run_at: datetime | None = Field(description="The occurrence fired last.")
     last_job_id: str | None = Field(description="The job the last fire submitted.")
     last_error: str | None = Field(description="Why the last fire failed; null when it did not.")
+    retry_at: datetime | None = Field(
+        default=None,
+        description="Set while a fire refused by admission (rate, quota) waits to be retried.",
+    )
     created_at: datetime
     updated_at: datetime
 

@@ -19,6 +19,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from app.admission import email_policy
+from app.admission.errors import Refusal
+from app.admission.limiter import RouteClass
+from app.admission.service import AdmissionControl
 from app.core.errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
 from app.core.ids import uuid7
 from app.core.runtime import Runtime
@@ -38,7 +42,7 @@ _job_adapter: TypeAdapter[JobOptions] = TypeAdapter(JobRequest)
 
 fires_total = Counter(
     "jobgate_schedule_fires_total",
-    "Schedule fires, by trigger (cron, manual) and outcome (fired, failed).",
+    "Schedule fires, by trigger (cron, manual) and outcome (fired, failed, refused).",
     ["trigger", "outcome"],
 )
 missed_total = Counter(
@@ -56,6 +60,17 @@ def fire_key(schedule_id: str, scheduled_for: datetime) -> str:
 def _check_tenant(job: JobOptions, tenant_id: str) -> None:
     if job.tenantId is not None and job.tenantId != tenant_id:
         raise Forbidden("job.tenantId does not match the authenticated tenant")
+
+
+async def _check_email(session: AsyncSession, job: JobOptions, tenant_id: str) -> None:
+    # Checked here too, not only at fire time: a schedule the policy refuses is a 422 now.
+    found = [
+        email_policy.Recipient(loc=("job", "to"), address=r.address)
+        for r in email_policy.recipients([job])
+    ]
+    if found:
+        policy = await email_policy.get_policy(session, tenant_id)
+        email_policy.check_recipients(policy, found)
 
 
 async def _name_taken(
@@ -81,6 +96,7 @@ async def create_schedule(
 ) -> Schedule:
     """Store a schedule; its first fire is the first occurrence after `now`."""
     _check_tenant(body.job, tenant_id)
+    await _check_email(session, body.job, tenant_id)
     if await _name_taken(session, tenant_id, body.name):
         raise Conflict(f"a schedule named {body.name!r} already exists")
     count = (
@@ -140,6 +156,7 @@ async def update_schedule(
         schedule.name = changes.name
     if changes.job is not None:
         _check_tenant(changes.job, tenant_id)
+        await _check_email(session, changes.job, tenant_id)
         schedule.job = job_template(changes.job)
     reschedule = False
     if changes.cron is not None and changes.cron != schedule.cron:
@@ -150,6 +167,7 @@ async def update_schedule(
         reschedule = True
     if reschedule:
         schedule.next_run_at = cron.next_after(schedule.cron, now) if schedule.enabled else None
+        schedule.retry_at = None  # a refused occurrence of the old timetable is moot
     if sent:
         schedule.updated_at = now
     await _flush_unique(session, schedule.name)
@@ -238,11 +256,47 @@ async def fire(
 class Fired:
     schedule_id: str
     scheduled_for: datetime
-    job_id: str | None  # None: the fire failed (see the schedule's last_error)
+    job_id: str | None  # None: the fire failed or was refused (see the schedule's last_error)
+    refused: str | None = None  # admission's reason when the fire waits for a retry
+
+
+async def _admit(
+    session: AsyncSession,
+    admission: AdmissionControl,
+    schedule: Schedule,
+    scheduled_for: datetime,
+    now: datetime,
+) -> str | None:
+    """Admit one cron fire; on a refusal, hold the occurrence for a retry and say why.
+
+    Other errors (an email policy that no longer allows the recipient) fail the fire."""
+    job_type = str(schedule.job.get("type", ""))
+    found = email_policy.recipients([schedule.job])
+    try:
+        await admission.admit_jobs(session, schedule.tenant_id, [job_type], RouteClass.jobs, found)
+    except Refusal as refusal:
+        retry_at = now + timedelta(seconds=refusal.retry_after)
+        stamp = scheduled_for.isoformat().replace("+00:00", "Z")
+        schedule.next_run_at = scheduled_for
+        schedule.retry_at = retry_at
+        schedule.last_error = (
+            f"admission refused the fire for {stamp} ({refusal.reason}): {refusal.detail}; "
+            f"retrying at {retry_at.isoformat().replace('+00:00', 'Z')}"
+        )[:1000]
+        schedule.updated_at = now
+        fires_total.labels(trigger="cron", outcome="refused").inc()
+        logger.warning("schedule %s: %s", schedule.id, schedule.last_error)
+        return refusal.reason
+    return None
 
 
 async def fire_due(
-    session: AsyncSession, *, runtime: Runtime, now: datetime, limit: int = 100
+    session: AsyncSession,
+    *,
+    runtime: Runtime,
+    now: datetime,
+    limit: int = 100,
+    admission: AdmissionControl | None = None,
 ) -> list[Fired]:
     """Claim up to `limit` due schedules, fire each once and advance its `next_run_at`.
 
@@ -251,10 +305,19 @@ async def fire_due(
     so concurrent runners take disjoint schedules; on SQLite the transaction's write lock
     serialises them. A fire that fails (say, the stored job no longer validates) is
     recorded in `last_error` and the schedule moves on to its next occurrence.
+
+    With `admission`, each fire is admitted like a submitted job (rate, quota, depth,
+    breaker). A refused fire is not dropped: the occurrence stays due, `retry_at` holds it
+    back for the refusal's Retry-After and `last_error` says why; if a newer occurrence
+    comes due meanwhile, that one fires in its place (the same catch-up as after downtime).
     """
     stmt = (
         select(Schedule)
-        .where(col(Schedule.enabled).is_(True), col(Schedule.next_run_at) <= now)
+        .where(
+            col(Schedule.enabled).is_(True),
+            col(Schedule.next_run_at) <= now,
+            col(Schedule.retry_at).is_(None) | (col(Schedule.retry_at) <= now),
+        )
         .order_by(col(Schedule.next_run_at))
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -275,6 +338,12 @@ async def fire_due(
             )
         job_id: str | None = None
         try:
+            if admission is not None:
+                refusal = await _admit(session, admission, schedule, scheduled_for, now)
+                if refusal is not None:
+                    results.append(Fired(schedule.id, scheduled_for, None, refused=refusal))
+                    continue
+            schedule.retry_at = None
             async with session.begin_nested():
                 job, _ = await fire(
                     session,

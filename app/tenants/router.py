@@ -12,11 +12,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
+from app.admission import email_policy
+from app.admission.email_policy import EmailPolicyPublic, EmailPolicySet
+from app.core.clock import to_datetime
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import NotFound, problem_responses
 from app.core.openapi import Tag
 from app.handlers import service as handlers_service
 from app.handlers.models import ShopConnection
+from app.handlers.shop_url import ShopUrlGuard
 from app.tenants import service as tenants_service
 from app.tenants.deps import Operator, TenantAdmin
 from app.tenants.models import ApiKey
@@ -219,6 +223,7 @@ async def set_shop_connection(
         base_url=body.base_url,
         key=body.webservice_key,
         box=runtime.box,
+        guard=ShopUrlGuard.from_settings(runtime.settings),
         timezone=body.timezone,
         make_default=body.make_default,
     )
@@ -311,3 +316,43 @@ async def disable_unsigned_webhook(
     if not await webhooks_service.disable_unsigned_route(session, tenant_id=tenant_id):
         raise NotFound("the unsigned webhook route is not enabled for this tenant")
     await session.commit()
+
+
+@router.put(
+    "/tenants/{tenant_id}/email-policy",
+    response_model=EmailPolicyPublic,
+    responses=problem_responses(401, 403, 404, 422),
+)
+async def set_email_policy(
+    tenant_id: TenantId,
+    body: EmailPolicySet,
+    _operator: Operator,
+    session: SessionDep,
+    runtime: RuntimeDep,
+) -> EmailPolicyPublic:
+    """Where the tenant's `send-email` jobs may go (domains or any) and how many per period.
+
+    Operator only: the policy protects the platform's shared sender from its tenants.
+    """
+    row = await email_policy.set_policy(
+        session,
+        tenant_id=tenant_id,
+        allow_any=body.allow_any,
+        domains=body.domains,
+        rate=body.rate,
+        now=to_datetime(runtime.clock.now_ms()),
+    )
+    await session.commit()
+    return email_policy.public(tenant_id, row)
+
+
+@router.get(
+    "/tenants/{tenant_id}/email-policy",
+    response_model=EmailPolicyPublic,
+    responses=problem_responses(401, 403, 404),
+)
+async def get_email_policy(
+    tenant_id: TenantId, _admin: TenantAdmin, session: SessionDep
+) -> EmailPolicyPublic:
+    """The tenant's email policy (`configured: false`: none set, so no email is accepted)."""
+    return email_policy.public(tenant_id, await email_policy.get_policy(session, tenant_id))

@@ -294,13 +294,22 @@ async def receive_r2_notifications(
             notifications = [R2Notification.model_validate(parsed)]
     except (ValidationError, ValueError) as exc:
         raise _malformed(R2_SOURCE, exc) from None
-    breaker_delay = await gate.admit_webhook(principal.tenant_id, ["process-image"])
     rules = await r2.list_rules(session, tenant_id=principal.tenant_id)
+    planned = [
+        (notification, r2.plan_job(rule, notification) if rule is not None else None)
+        for notification in notifications
+        for rule in [r2.match_rule(rules, notification)]
+    ]
+    # Charged per job the delivery makes, not per request: objects seen before make none.
+    identities = {r2.object_identity(n) for n, job in planned if job is not None}
+    known = await webhooks_service.known_events(
+        session, source=R2_SOURCE, tenant_id=principal.tenant_id, external_ids=identities
+    )
+    job_count = len(identities - known)
+    breaker_delay = await gate.admit_webhook(principal.tenant_id, ["process-image"] * job_count)
     job_ids: list[str] = []
     processed = replays = 0
-    for notification in notifications:
-        rule = r2.match_rule(rules, notification)
-        job = r2.plan_job(rule, notification) if rule is not None else None
+    for notification, job in planned:
         if job is not None and breaker_delay:
             job = job.model_copy(update={"delay_seconds": breaker_delay})
         if job is None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 
 from prometheus_client import Counter
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import select
+from sqlmodel import col, select
 
 from app.core.clock import to_datetime, utcnow
 from app.core.ids import uuid7
@@ -61,6 +62,20 @@ async def find_event(
         WebhookEvent.external_id == external_id,
     )
     return (await session.execute(stmt)).scalars().first()
+
+
+async def known_events(
+    session: AsyncSession, *, source: str, tenant_id: str, external_ids: Collection[str]
+) -> set[str]:
+    """Which of `external_ids` were recorded already (their redeliveries make no job)."""
+    if not external_ids:
+        return set()
+    stmt = select(WebhookEvent.external_id).where(
+        WebhookEvent.source == source,
+        WebhookEvent.tenant_id == tenant_id,
+        col(WebhookEvent.external_id).in_(set(external_ids)),
+    )
+    return set((await session.execute(stmt)).scalars().all())
 
 
 async def signing_keys(

@@ -61,7 +61,7 @@ class TestRateLimit:
         self, make_gateway: MakeGateway, tenants: TenantFactory, writes: WriteRecorder
     ) -> None:
         gateway = await make_gateway(root={"rate_limit_jobs": "3/minute"})
-        key = (await tenants.create()).api_key
+        key = (await tenants.create(email_any=True)).api_key
         for left in (2, 1, 0):
             response = await _post(gateway, key)
             assert response.status_code == 202
@@ -82,7 +82,7 @@ class TestRateLimit:
         assert await _count(gateway.runtime, Job) == 3
         assert _refusals("rate_limit", "jobs") == before + 1
         # Budgets are per tenant.
-        other = (await tenants.create()).api_key
+        other = (await tenants.create(email_any=True)).api_key
         assert (await _post(gateway, other)).status_code == 202
 
     async def test_waiting_retry_after_is_enough(
@@ -90,7 +90,7 @@ class TestRateLimit:
     ) -> None:
         # `limits` keeps wall-clock windows, so this test waits for real (about a second).
         gateway = await make_gateway(root={"rate_limit_jobs": "2/second"})
-        key = (await tenants.create()).api_key
+        key = (await tenants.create(email_any=True)).api_key
         assert (await _post(gateway, key)).status_code == 202
         assert (await _post(gateway, key)).status_code == 202
         refused = await _post(gateway, key)
@@ -104,11 +104,14 @@ class TestRateLimit:
         self, make_gateway: MakeGateway, tenants: TenantFactory, writes: WriteRecorder
     ) -> None:
         gateway = await make_gateway(root={"rate_limit_jobs": "5/minute"})
-        key = (await tenants.create()).api_key
+        key = (await tenants.create(email_any=True)).api_key
         accepted = await _batch(gateway, key, [ORDER, EMAIL, ORDER])
         assert accepted.status_code == 202
         assert accepted.headers["RateLimit-Remaining"] == "2"
-        assert accepted.headers["RateLimit-Policy"] == '"jobs";q=5;w=60, "batch";q=120;w=60'
+        # The email in the batch is charged against the tenant's email rate too.
+        assert accepted.headers["RateLimit-Policy"] == (
+            '"jobs";q=5;w=60, "batch";q=120;w=60, "emails";q=100;w=3600'
+        )
         writes.recording = True
         refused = await _batch(gateway, key, [ORDER, ORDER, ORDER])
         writes.recording = False
@@ -125,7 +128,7 @@ class TestRateLimit:
         self, make_gateway: MakeGateway, tenants: TenantFactory
     ) -> None:
         gateway = await make_gateway(rate_limit_batch="2/minute")
-        key = (await tenants.create()).api_key
+        key = (await tenants.create(email_any=True)).api_key
         assert (await _batch(gateway, key, [ORDER])).status_code == 202
         assert (await _batch(gateway, key, [ORDER])).status_code == 202
         refused = await _batch(gateway, key, [ORDER])
@@ -138,7 +141,7 @@ class TestRateLimit:
         self, make_gateway: MakeGateway, tenants: TenantFactory
     ) -> None:
         gateway = await make_gateway(rate_limit_reads="2/minute")
-        key = (await tenants.create()).api_key
+        key = (await tenants.create(email_any=True)).api_key
         created = (await _post(gateway, key)).json()
         first = await gateway.http.get("/v1/jobs", headers=auth(key))
         assert first.status_code == 200
@@ -156,7 +159,7 @@ class TestRateLimit:
         self, make_gateway: MakeGateway, tenants: TenantFactory, clock: ManualClock
     ) -> None:
         gateway = await make_gateway()
-        small = await tenants.create()
+        small = await tenants.create(email_any=True)
         async with gateway.runtime.sessionmaker() as session:
             await set_plan(
                 session,
@@ -170,7 +173,7 @@ class TestRateLimit:
         refused = await _post(gateway, small.api_key)
         _assert_problem(refused, 429, "rate-limited")
         assert refused.headers["RateLimit-Limit"] == "1"
-        big = (await tenants.create()).api_key
+        big = (await tenants.create(email_any=True)).api_key
         response = await _post(gateway, big)
         assert response.status_code == 202
         assert response.headers["RateLimit-Limit"] == "600"
@@ -189,7 +192,7 @@ class TestQueueDepth:
             retry_after_fallback_seconds=17,
         )
         engine = gateway.runtime.queue_engine
-        key = (await tenants.create()).api_key
+        key = (await tenants.create(email_any=True)).api_key
         for _ in range(4):
             assert (await _post(gateway, key)).status_code == 202
         await gateway.admission.refresh()
@@ -229,7 +232,7 @@ class TestQueueDepth:
         gateway = await make_gateway(
             watermarks={"prestashop-sync": {"high_messages": 3, "low_messages": 1}}
         )
-        key = (await tenants.create()).api_key
+        key = (await tenants.create(email_any=True)).api_key
         await gateway.admission.refresh()  # empty queue
         for _ in range(3):
             assert (await _post(gateway, key)).status_code == 202
@@ -239,7 +242,7 @@ class TestQueueDepth:
     async def test_unknown_depth_follows_the_policy(
         self, make_gateway: MakeGateway, tenants: TenantFactory, clock: ManualClock
     ) -> None:
-        key = (await tenants.create()).api_key
+        key = (await tenants.create(email_any=True)).api_key
         lenient = await make_gateway()
         assert (await _post(lenient, key)).status_code == 202  # never sampled: fail-open
         strict = await make_gateway(on_unknown="closed", retry_after_fallback_seconds=9)
@@ -264,7 +267,7 @@ class TestQueueDepth:
         )
         backend = gateway.runtime.backend
         assert isinstance(backend, CloudflareQueues)
-        key = (await tenants.create()).api_key
+        key = (await tenants.create(email_any=True)).api_key
         # What the relay's last publish reported for each queue (no /metrics call needed).
         for queue in gateway.runtime.topology.routes.values():
             backend.last_metrics[queue] = QueueMetrics(0, 0, 0)
@@ -287,7 +290,7 @@ class TestQuota:
         writes: WriteRecorder,
     ) -> None:
         gateway = await make_gateway(retry_after_fallback_seconds=12)
-        tenant = await tenants.create()
+        tenant = await tenants.create(email_any=True)
         async with gateway.runtime.sessionmaker() as session:
             await set_plan(
                 session,
@@ -310,7 +313,9 @@ class TestQuota:
         assert writes.writes == []
         assert _refusals("quota", "jobs") == before + 1
         # Another tenant is not affected.
-        assert (await _post(gateway, (await tenants.create()).api_key)).status_code == 202
+        assert (
+            await _post(gateway, (await tenants.create(email_any=True)).api_key)
+        ).status_code == 202
 
         async with gateway.runtime.sessionmaker() as session:
             await session.execute(
@@ -350,7 +355,7 @@ class TestBreaker:
     ) -> None:
         gateway = await make_gateway()
         cooldown = gateway.runtime.settings.breaker_cooldown_seconds
-        tenant = await tenants.create()
+        tenant = await tenants.create(email_any=True)
         await self._open_breaker(gateway.runtime, tenant.tenant_id, "send-email", clock.now_ms())
         clock.advance(seconds=10)
         before = _refusals("breaker", "jobs")
@@ -363,7 +368,7 @@ class TestBreaker:
         assert _refusals("breaker", "jobs") == before + 1
         # Other types of the tenant, and the same type of other tenants, go through.
         assert (await _post(gateway, tenant.api_key)).status_code == 202
-        other = (await tenants.create()).api_key
+        other = (await tenants.create(email_any=True)).api_key
         assert (await _post(gateway, other, EMAIL)).status_code == 202
         # A webhook for the pair is admitted, to be stored delayed until the breaker half-opens.
         async with gateway.runtime.sessionmaker() as session:
@@ -371,7 +376,7 @@ class TestBreaker:
                 session, tenant.tenant_id, ["send-email"]
             )
         assert admitted.delay_seconds == cooldown - 10
-        assert admitted.headers["RateLimit-Policy"] == '"webhooks";q=1200;w=60'
+        assert admitted.headers["RateLimit-Policy"] == ('"webhooks";q=1200;w=60, "jobs";q=600;w=60')
         clock.advance(seconds=cooldown - 10)  # half-open: a trial may run
         assert (await _post(gateway, tenant.api_key, EMAIL)).status_code == 202
 
@@ -379,6 +384,6 @@ class TestBreaker:
         self, make_gateway: MakeGateway, tenants: TenantFactory, clock: ManualClock
     ) -> None:
         gateway = await make_gateway(breaker_types="sync-orders")
-        tenant = await tenants.create()
+        tenant = await tenants.create(email_any=True)
         await self._open_breaker(gateway.runtime, tenant.tenant_id, "send-email", clock.now_ms())
         assert (await _post(gateway, tenant.api_key, EMAIL)).status_code == 202

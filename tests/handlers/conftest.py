@@ -58,6 +58,8 @@ def handler_settings(settings: Settings, tmp_path: Any) -> Settings:
             "prestashop_page_size": 10,
             "prestashop_timeout_seconds": 10.0,
             "analytics_flush_interval_ms": 20,
+            # The fake shop listens on 127.0.0.1, which the SSRF guard refuses by default.
+            "allow_private_shop_urls": True,
         }
     )
 

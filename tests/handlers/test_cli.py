@@ -67,3 +67,16 @@ async def test_invalid_input_is_refused(
     env["JOBGATE_SHOP_KEY"] = SHOP_KEY
     with pytest.raises(CommandFailed, match="does not exist"):
         run_jobgate("shops", "set", "no-such-tenant", "--url", "https://shop.example", env=env)
+    # SSRF guard: internal addresses and names that resolve to them are refused, naming why.
+    for shop_url, reason in (
+        ("http://127.0.0.1:8080", "loopback"),
+        ("http://localhost:8080", "loopback"),
+        ("http://169.254.169.254/latest", "cloud metadata"),
+        ("http://[::ffff:10.0.0.1]", "private"),
+    ):
+        with pytest.raises(CommandFailed, match=reason):
+            run_jobgate("shops", "set", tenant_id, "--url", shop_url, env=env)
+    # Production also wants https.
+    production = {**env, "JOBGATE_ENVIRONMENT": "production", "JOBGATE_SECRET_KEY": "k" * 32}
+    with pytest.raises(CommandFailed, match="https in production"):
+        run_jobgate("shops", "set", tenant_id, "--url", "http://shop.example", env=production)

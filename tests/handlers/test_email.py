@@ -214,3 +214,32 @@ async def test_header_injection_is_refused(
     with pytest.raises(PermanentFailure, match="invalid header"):
         await make_run("send-email", payload, tenant_id=tenant_id, settings=smtp_settings)()
     assert smtp[0].messages == []
+
+
+@pytest.mark.parametrize(
+    ("url", "href"),
+    [
+        ("https://track.example/p?id=1&x=2", 'href="https://track.example/p?id=1&amp;x=2"'),
+        # A job stored before accept-time checks existed: the link is rendered inert.
+        ("javascript:alert(document.cookie)", 'href="#"'),
+        ("data:text/html,<script>x</script>", 'href="#"'),
+    ],
+)
+async def test_only_http_links_reach_an_href(
+    smtp: tuple[Mailbox, int],
+    smtp_settings: Settings,
+    tenant_id: str,
+    make_run: MakeRun,
+    url: str,
+    href: str,
+) -> None:
+    mailbox, _ = smtp
+    payload = {**PAYLOAD, "variables": {**PAYLOAD["variables"], "trackingUrl": url}}
+    await make_run("send-email", payload, tenant_id=tenant_id, settings=smtp_settings)()
+    html = mailbox.messages[0].get_body(preferencelist=("html",))
+    text = mailbox.messages[0].get_body(preferencelist=("plain",))
+    assert html is not None
+    assert text is not None
+    assert href in html.get_content()
+    assert "javascript:" not in html.get_content() + text.get_content()
+    assert "data:" not in html.get_content() + text.get_content()

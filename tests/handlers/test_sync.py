@@ -15,6 +15,7 @@ from app.core.runtime import Runtime
 from app.handlers import service
 from app.handlers.models import PsOrder, PsProduct, PsSyncState, ShopConnection
 from app.handlers.prestashop import PrestaShopUnavailable
+from app.handlers.shop_url import ShopUrlGuard
 from tests.handlers.conftest import SHOP_KEY, MakeRun
 from tests.support.fake_prestashop import FakePrestaShop, ThreadedServer
 
@@ -40,6 +41,7 @@ async def connect(
             base_url=base_url,
             key=key,
             box=runtime.box,
+            guard=ShopUrlGuard(allow_private=True),  # the fake shop is on 127.0.0.1
             timezone=timezone,
             make_default=default,
         )

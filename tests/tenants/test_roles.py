@@ -118,6 +118,10 @@ TABLE: dict[tuple[str, str], Call] = {
     ("DELETE", f"{T}/r2-rules/{{rule_id}}"): Call(204, prepare=_new_rule),
     ("POST", f"{T}/unsigned-webhook"): Call(201),
     ("DELETE", f"{T}/unsigned-webhook"): Call(204, prepare=_unsigned_on),
+    ("PUT", f"{T}/email-policy"): Call(
+        200, operator_only=True, body=lambda _: {"domains": ["example.com"]}
+    ),
+    ("GET", f"{T}/email-policy"): Call(200),
 }
 
 # The callers, by what they should be allowed: the operator everything, B's admins B only.

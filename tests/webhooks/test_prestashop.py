@@ -16,6 +16,7 @@ from app.core.clock import ManualClock, to_datetime
 from app.core.ids import uuid7
 from app.core.runtime import Runtime
 from app.handlers import service as handlers_service
+from app.handlers.shop_url import ShopUrlGuard
 from app.jobs.models import Job
 from app.tenants import service as tenants_service
 from app.tenants.schemas import TenantCreated
@@ -136,6 +137,7 @@ class TestOrders:
                 base_url="https://shop.example/",
                 key="A" * 32,
                 box=runtime.box,
+                guard=ShopUrlGuard(),
             )
             await session.commit()
         event = {**ORDER_EVENT, "type": "order.status_changed"}

@@ -118,7 +118,7 @@ class Consumer:
             await asyncio.sleep(self.settings.consumer_sweep_interval_seconds)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until `stop` is set; then finish in-flight batches (interrupting them after
+        """Consume until `stop` is set; then finish in-flight runs (interrupting them after
         the shutdown grace) and hand buffered messages back."""
         settings = self.settings
         tasks = [

@@ -446,6 +446,16 @@ class QueueWorker:
         """One delivery's run: wait for a slot, run the handler, hand the outcome over."""
         try:
             async with self._slots:
+                if self._clock.now_ms() >= work.delivery.lease_expires_ms:
+                    # It waited past its lease (no heartbeat): another consumer may run it.
+                    log.warning(
+                        "queue %s: job %s not run: its lease ran out before a slot freed",
+                        self.queue,
+                        work.envelope.job_id,
+                    )
+                    work.dropped = True
+                    self.leases.release([work.delivery.lease_id])
+                    return
                 if self._abort.is_set():
                     work.outcome = AttemptOutcome.released
                     work.error = "released unstarted: the consumer is stopping"
@@ -639,7 +649,7 @@ class QueueWorker:
                                 len(self._buffer) >= min(free, self.batch_size)
                                 or waited >= timeout_ms
                             ):
-                                await self._launch(self._select(max(free, self.batch_size)))
+                                await self._launch(self._select(self._launchable(free)))
                                 idle_ms = poll_min_ms
                                 continue
                             wait_ms = poll_min_ms if self._buffer else idle_ms
@@ -656,6 +666,11 @@ class QueueWorker:
                     await self.release()
                 except Exception:
                     log.exception("queue %s: releasing buffered messages failed", self.queue)
+
+    def _launchable(self, free: int) -> int:
+        """How many to start now: what the free slots take; with a heartbeat, up to a batch
+        more (they wait for a slot under extended leases, started in one transaction)."""
+        return max(free, self.batch_size) if self.leases.extends else free
 
     async def _pause(self, stop: asyncio.Event, wait_ms: int | None) -> None:
         """Until `stop`, the end of a run, or `wait_ms`."""

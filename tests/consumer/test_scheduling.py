@@ -15,6 +15,7 @@ from app.consumer.process import Consumer
 from app.consumer.registry import HandlerRegistry, JobContext
 from app.queues.base import OutgoingMessage, QueueBackend
 from tests.consumer.conftest import DLQ, QUEUE, Harness, MakeHarness
+from tests.consumer.test_leases import WithoutLeaseExtension
 from tests.contract.test_queue_backends import CloudflareHarness
 from tests.emulator.conftest import Emulator
 from tests.emulator.conftest import emulator as emulator  # a module-scoped fixture
@@ -202,3 +203,32 @@ class TestDuplicates:
         handlers.release.set()
         assert (await h.new_consumer().run_once()).counts == {"succeeded": 1}
         assert [a.outcome for a in await h.attempts(job_id)] == ["lost", "succeeded"]
+
+
+async def test_without_a_heartbeat_a_lease_that_ran_out_waiting_is_not_run(
+    make_harness: MakeHarness,
+) -> None:
+    handlers = Slow()
+    h = await make_harness(
+        handlers.registry, max_batch_size=2, max_concurrency=1, visibility_timeout_ms=1000
+    )
+    slow = await h.submit(slow=True)
+    waiting = await h.submit()
+    consumer = Consumer(
+        WithoutLeaseExtension(h.runtime.queue_engine),
+        topology=h.runtime.topology,
+        registry=h.registry,
+        resources=h.consumer.resources,
+        queues=[QUEUE],
+    )
+    cycle = asyncio.create_task(consumer.run_once())  # both started, one slot
+    await asyncio.wait_for(handlers.started.wait(), 30)
+    h.clock.advance(ms=1000)  # the waiting one's lease runs out before the slot frees
+    handlers.release.set()
+    assert (await asyncio.wait_for(cycle, 30)).counts == {"succeeded": 1}
+    assert handlers.runs == {slow: 1}
+    # Its message came back to the queue; whoever takes it runs the job (the attempt that
+    # never ran is closed as lost).
+    assert (await h.new_consumer().run_once()).counts == {"succeeded": 1}
+    assert handlers.runs == {slow: 1, waiting: 1}
+    assert [a.outcome for a in await h.attempts(waiting)] == ["lost", "succeeded"]

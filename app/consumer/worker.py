@@ -263,9 +263,10 @@ class QueueWorker:
         """Deliveries started and not finished (running or waiting for a slot)."""
         return len(self._tasks)
 
-    async def fill(self) -> int:
-        """Lease more messages into the buffer (up to the prefetch); returns how many."""
-        room = self.prefetch - len(self._buffer)
+    async def fill(self, *, most: int | None = None) -> int:
+        """Lease more messages into the buffer (up to the prefetch, and to `most` buffered);
+        returns how many."""
+        room = min(self.prefetch, self.prefetch if most is None else most) - len(self._buffer)
         if room <= 0:
             return 0
         vis = self.visibility_ms
@@ -642,7 +643,9 @@ class QueueWorker:
                     try:
                         free = self.concurrency - len(self._tasks)
                         if free > 0:
-                            await self.fill()
+                            # Without a heartbeat a buffered lease runs out: lease only what
+                            # the free slots take now.
+                            await self.fill(most=None if self.leases.extends else free)
                             arrived = self.oldest_buffered_ms()
                             waited = 0 if arrived is None else self._clock.now_ms() - arrived
                             if self._buffer and (

@@ -7,8 +7,11 @@ Guarantees:
   its lease is not started but re-delayed until that lease ends (a duplicate copy, or the
   relay's re-send); an open attempt counts as `lost` only once its lease has expired.
 - No head-of-line blocking: each delivery runs as its own task under the queue's
-  `max_concurrency` semaphore, and the worker pulls again as soon as a slot frees (leasing
-  at most a batch beyond what it can start), so a slow job holds one slot, never the queue.
+  `max_concurrency` semaphore, and the worker pulls again as soon as a slot frees, so a slow
+  job holds one slot, never the queue. Without a lease heartbeat (Cloudflare) it leases only
+  what its free slots take; with one, buffered leases are kept alive, so it leases ahead
+  (`JOBGATE_CONSUMER_PREFETCH`) to interleave tenants and starts up to a batch beyond its
+  free slots in one transaction.
 - Batched writes: deliveries decided together start in one transaction; finished runs are
   settled in groups (`SettlementGroups`: by count, or after a short linger), each group
   with one job-store transaction of a constant number of statements (`app.jobs.lifecycle`)

@@ -10,9 +10,9 @@ from collections.abc import Callable, Sequence
 
 import httpx
 
+from app.consumer.process import Consumer
 from app.consumer.registry import HandlerRegistry, Resources
 from app.consumer.registry import registry as global_registry
-from app.consumer.runtime import Consumer
 from app.core.config import Settings
 from app.core.runtime import Runtime
 

@@ -21,7 +21,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Integer, Text, bindparam, func, insert, select, tuple_, update
+from sqlalchemy import Integer, Text, and_, bindparam, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.consumer.models import JobAttempt
@@ -61,11 +61,19 @@ def _clip(text: str | None) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class JobState:
-    """What the consumer decides on: a job row's status and attempt count (not its payload)."""
+    """What the consumer decides on: a job row's status and attempt count (not its payload),
+    and when the lease of its open attempt ends (None when no attempt is open)."""
 
     id: str
     status: str
     attempts: int
+    lease_expires_ms: int | None = None
+
+    def running_until(self, now_ms: int) -> int | None:
+        """The end of the lease its running attempt still holds at `now_ms`, else None."""
+        if self.status != JobStatus.running or self.lease_expires_ms is None:
+            return None
+        return self.lease_expires_ms if self.lease_expires_ms > now_ms else None
 
 
 def is_finished(job: JobState) -> bool:
@@ -73,19 +81,28 @@ def is_finished(job: JobState) -> bool:
 
 
 async def load_jobs(session: AsyncSession, job_ids: Iterable[str]) -> dict[str, JobState]:
-    """The jobs' states in one SELECT, locked for update (PostgreSQL) so two consumers move
-    them one at a time (SQLite has one writer: every transaction begins IMMEDIATE)."""
+    """The jobs' states (with their open attempt's lease) in one SELECT, locked for update
+    (PostgreSQL) so two consumers move them one at a time (SQLite has one writer: every
+    transaction begins IMMEDIATE)."""
     ids = sorted(set(job_ids))
     if not ids:
         return {}
+    current = and_(
+        _attempts.c.job_id == _jobs.c.id,
+        _attempts.c.attempt == _jobs.c.attempts,
+        _attempts.c.ended_at.is_(None),
+    )
     stmt = (
-        select(_jobs.c.id, _jobs.c.status, _jobs.c.attempts)
+        select(_jobs.c.id, _jobs.c.status, _jobs.c.attempts, _attempts.c.lease_expires_ms)
+        .select_from(_jobs.outerjoin(_attempts, current))
         .where(_jobs.c.id.in_(ids))
         .order_by(_jobs.c.id)
-        .with_for_update()
+        .with_for_update(of=_jobs)
     )
     rows = (await session.execute(stmt)).all()
-    return {row.id: JobState(row.id, row.status, row.attempts) for row in rows}
+    return {
+        row.id: JobState(row.id, row.status, row.attempts, row.lease_expires_ms) for row in rows
+    }
 
 
 async def _close_open_attempts(
@@ -273,7 +290,8 @@ async def settle(
                     "b_error": _clip(end.error),
                     "b_delay": end.retry_delay_seconds,
                 }
-                for end in ends
+                # In key order, as every other writer of attempts locks them (no deadlock).
+                for end in sorted(ends, key=lambda e: (e.job_id, e.attempt))
             ],
         )
     for end in ends:
@@ -332,18 +350,27 @@ async def report_progress(
 async def extend_attempts(
     session: AsyncSession, attempts: Iterable[tuple[str, int]], *, lease_expires_ms: int
 ) -> None:
-    """Follow a heartbeat: the running attempts' leases now end at `lease_expires_ms`
-    (one statement)."""
+    """Follow a heartbeat: the open attempts' leases now end at `lease_expires_ms`.
+
+    The rows are locked in key order first (PostgreSQL), as settling locks them, so a
+    heartbeat and a settlement of the same attempts cannot deadlock. Two statements.
+    """
     keys = sorted(set(attempts))
     if not keys:
         return
-    await session.execute(
-        update(_attempts)
-        .where(
-            tuple_(_attempts.c.job_id, _attempts.c.attempt).in_(keys),
-            _attempts.c.ended_at.is_(None),
+    open_attempts = (
+        tuple_(_attempts.c.job_id, _attempts.c.attempt).in_(keys),
+        _attempts.c.ended_at.is_(None),
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            select(_attempts.c.id)
+            .where(*open_attempts)
+            .order_by(_attempts.c.job_id, _attempts.c.attempt)
+            .with_for_update()
         )
-        .values(lease_expires_ms=lease_expires_ms)
+    await session.execute(
+        update(_attempts).where(*open_attempts).values(lease_expires_ms=lease_expires_ms)
     )
 
 

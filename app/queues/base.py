@@ -117,8 +117,18 @@ class QueueBackend(Protocol):
 
 @runtime_checkable
 class SupportsLeaseExtension(Protocol):
-    """Optional capability: push held leases forward (the consumer's heartbeat uses it)."""
+    """Optional capability: push held leases forward (the consumer's heartbeat uses it).
+
+    Returns the lease ids extended; any other was lost (acked, expired and delivered again,
+    dead-lettered) and its holder must stop working on it. `session`: a transaction on the
+    backend's own database to join (the caller commits), when it has one.
+    """
 
     async def extend_leases(
-        self, queue: str, lease_ids: Sequence[str], visibility_timeout_ms: int
-    ) -> int: ...
+        self,
+        queue: str,
+        lease_ids: Sequence[str],
+        visibility_timeout_ms: int,
+        *,
+        session: Any = None,
+    ) -> set[str]: ...

@@ -521,24 +521,50 @@ class LocalQueueEngine:
         """Nothing to release: the engine borrows the application's sessions."""
 
     async def extend_leases(
-        self, queue: str, lease_ids: Sequence[str], visibility_timeout_ms: int
-    ) -> int:
+        self,
+        queue: str,
+        lease_ids: Sequence[str],
+        visibility_timeout_ms: int,
+        *,
+        session: AsyncSession | None = None,
+    ) -> set[str]:
         """Keep still-held leases invisible for `visibility_timeout_ms` more (a heartbeat).
 
-        Only a message whose current lease is one of `lease_ids` is extended; returns how many.
+        Only a message whose current lease is one of `lease_ids` is extended; returns the
+        lease ids that were. With `session` (a transaction on this engine's database) the
+        extension joins it and the caller commits, so it can record the new lease end of its
+        own rows atomically with it.
         """
         if not lease_ids:
-            return 0
+            return set()
         self.settings(queue)
-        async with self._sessionmaker() as session:
-            now = self.clock.now_ms()
-            result = await session.execute(
+        if session is not None:
+            return await self._extend(session, queue, lease_ids, visibility_timeout_ms)
+        async with self._sessionmaker() as own:
+            extended = await self._extend(own, queue, lease_ids, visibility_timeout_ms)
+            await own.commit()
+        return extended
+
+    async def _extend(
+        self, session: AsyncSession, queue: str, lease_ids: Sequence[str], visibility_ms: int
+    ) -> set[str]:
+        now = self.clock.now_ms()
+        # Locked in id order first, as `ack` locks: an UPDATE by lease would lock rows in
+        # scan order and deadlock against a concurrent ack of the same messages.
+        stmt = (
+            select(_table.c.id, _table.c.lease_id)
+            .where(_table.c.queue == queue, _table.c.lease_id.in_(sorted(set(lease_ids))))
+            .order_by(_table.c.id)
+            .with_for_update()
+        )
+        rows = (await session.execute(stmt)).all()
+        if rows:
+            await session.execute(
                 update(_table)
-                .where(_table.c.queue == queue, _table.c.lease_id.in_(list(lease_ids)))
-                .values(visible_at_ms=now + visibility_timeout_ms)
+                .where(_table.c.id.in_([row.id for row in rows]))
+                .values(visible_at_ms=now + visibility_ms)
             )
-            await session.commit()
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return {row.lease_id for row in rows}
 
     # -- inspection (the emulator's peek and purge-by-ref) ---------------------------------
 

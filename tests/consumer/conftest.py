@@ -15,8 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.consumer.models import JobAttempt
+from app.consumer.process import Consumer
 from app.consumer.registry import HandlerRegistry, Resources
-from app.consumer.runtime import Consumer
 from app.core.clock import ManualClock
 from app.core.config import REPO_ROOT, Settings
 from app.core.runtime import Runtime, build_runtime

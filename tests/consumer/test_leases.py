@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import httpx
 import pytest
 
+from app.consumer.leases import LEASE_MARGIN_MS
+from app.consumer.process import Consumer
 from app.consumer.registry import Resources
-from app.consumer.runtime import LEASE_MARGIN_MS, Consumer
 from app.consumer.service import handler_modules, load_handlers
 from app.core.clock import ManualClock
 from app.core.runtime import Runtime

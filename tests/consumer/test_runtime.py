@@ -244,28 +244,70 @@ class TestScheduling:
             started.set()
             await release.wait()
 
-        h = await make_harness(registry, visibility_timeout_ms=1000)
+        # The test beats by hand against the manual clock (the background beat never comes).
+        h = await make_harness(
+            registry,
+            visibility_timeout_ms=1000,
+            settings_update={"consumer_heartbeat_ms": 3_600_000},
+        )
         job_id = await h.submit()
+        worker = h.consumer.workers[QUEUE]
         cycle = asyncio.create_task(h.consumer.run_once())
         await asyncio.wait_for(started.wait(), 20)
         other = h.new_consumer()
-        for _ in range(30):  # 30 s of clock time against a 1 s visibility timeout
+        for _ in range(30):  # 27 s of clock time against a 1 s visibility timeout
             h.clock.advance(ms=900)
-            target = h.clock.now_ms()
-
-            async def extended(target: int = target) -> bool:
-                [message] = await h.messages()
-                return message.visible_at_ms > target
-
-            await _until(extended)
+            assert await worker.heartbeat_once() == 1
+            lease_end = h.clock.now_ms() + 1000
+            [message] = await h.messages()
+            [attempt] = await h.attempts(job_id)
+            # The queue's lease and the attempt's moved together (one transaction).
+            assert message.visible_at_ms == attempt.lease_expires_ms == lease_end
             assert (await other.run_once()).selected == 0  # not delivered twice
-        [attempt] = await h.attempts(job_id)
-        assert attempt.lease_expires_ms > h.clock.now_ms()
         release.set()
         report = await asyncio.wait_for(cycle, 20)
         assert report.counts["succeeded"] == 1
         assert runs == 1
         assert (await h.job(job_id)).attempts == 1
+
+    async def test_a_lease_the_heartbeat_lost_stops_its_work(
+        self, make_harness: MakeHarness
+    ) -> None:
+        registry = HandlerRegistry()
+        started = asyncio.Event()
+        stopped: list[int] = []
+
+        @registry.handler(TYPE)
+        async def sync(ctx: JobContext) -> None:
+            if ctx.attempt == 1:
+                started.set()
+                try:
+                    await asyncio.Event().wait()
+                except asyncio.CancelledError:
+                    stopped.append(ctx.attempt)
+                    raise
+
+        h = await make_harness(
+            registry,
+            visibility_timeout_ms=1000,
+            settings_update={"consumer_heartbeat_ms": 3_600_000},
+        )
+        job_id = await h.submit()
+        worker = h.consumer.workers[QUEUE]
+        cycle = asyncio.create_task(h.consumer.run_once())
+        await asyncio.wait_for(started.wait(), 20)
+        # The consumer stalls past its lease: another one gets the message and runs the job.
+        h.clock.advance(ms=1001)
+        assert (await h.new_consumer().run_once()).counts == {"succeeded": 1}
+        # The next beat cannot extend the lease: the first run is stopped, nothing settled.
+        assert await worker.heartbeat_once() == 0
+        report = await asyncio.wait_for(cycle, 20)
+        assert report.counts == {}
+        assert stopped == [1]
+        assert worker.leases.held == {}
+        job = await h.job(job_id)
+        assert (job.status, job.attempts) == ("succeeded", 2)
+        assert [a.outcome for a in await h.attempts(job_id)] == ["lost", "succeeded"]
 
 
 class TestBreaker:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import random
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import contextmanager
@@ -142,6 +143,57 @@ class TestConcurrentPullers:
         assert (await engine.metrics("fragile")).backlog_count == 0
         dead = await engine.metrics("graveyard")
         assert dead.backlog_count == 60
+
+
+class TestConcurrentAcks:
+    async def test_acks_retries_and_extensions_of_shared_leases_never_deadlock(
+        self, engine: LocalQueueEngine, second_db_engine: AsyncEngine, clock: ManualClock
+    ) -> None:
+        """Every statement locking several queue rows locks them in id order (on PostgreSQL
+        two of them in different orders deadlock): acks, retries and heartbeats of the same
+        leases, in shuffled orders, from two connection pools at once."""
+        total = 240
+        await send_numbered(engine, total)
+        leased = (await engine.pull("jobs", batch_size=100, visibility_timeout_ms=HOUR_MS)).messages
+        leased += (
+            await engine.pull("jobs", batch_size=100, visibility_timeout_ms=HOUR_MS)
+        ).messages
+        leased += (await engine.pull("jobs", batch_size=40, visibility_timeout_ms=HOUR_MS)).messages
+        leases = [m.lease_id for m in leased]
+        assert len(set(leases)) == total
+        other = LocalQueueEngine(
+            create_sessionmaker(second_db_engine), {"jobs": engine.settings("jobs")}, clock=clock
+        )
+        rng = random.Random(9)
+
+        def shuffled(items: list[str]) -> list[str]:
+            copy = list(items)
+            rng.shuffle(copy)
+            return copy
+
+        async def heartbeat(source: LocalQueueEngine) -> None:
+            for _ in range(4):
+                await source.extend_leases("jobs", shuffled(leases), HOUR_MS)
+
+        async def settle(source: LocalQueueEngine, part: list[str]) -> None:
+            # Half acked, half retried: overlapping with the other settlers' parts.
+            half = len(part) // 2
+            await source.ack(
+                "jobs", acks=part[:half], retries=[RetryRequest(x, 0) for x in part[half:]]
+            )
+
+        calls: list[Awaitable[object]] = []
+        settled: set[str] = set()
+        for index, source in enumerate([engine, other] * 3):
+            part = shuffled(leases)[: total // 2 + index * 10]
+            settled.update(part)
+            calls += [heartbeat(source), settle(source, part)]
+        await asyncio.wait_for(asyncio.gather(*calls), timeout=120)
+        # Every settled message was acked (gone) or retried (unleased); the rest still leased.
+        async with create_sessionmaker(second_db_engine)() as session:
+            rows = (await session.execute(select(QueueMessage))).scalars().all()  # type: ignore[arg-type]
+        assert {row.lease_id for row in rows if row.lease_id} == set(leases) - settled
+        assert len(rows) < total
 
 
 def _sqlite_path(engine: AsyncEngine) -> str:

@@ -23,7 +23,9 @@ def api_key_prefix(key: str) -> str | None:
     if not key.startswith(API_KEY_PREFIX):
         return None
     public, sep, rest = key[len(API_KEY_PREFIX) :].partition("_")
-    if not sep or len(public) != 8 or not rest:
+    # Keys are made of ASCII letters and digits: anything else (a NUL, say) is no key, and
+    # must not reach the database lookup.
+    if not sep or len(public) != 8 or not rest or not (public.isascii() and public.isalnum()):
         return None
     return f"{API_KEY_PREFIX}{public}"
 

@@ -2,12 +2,14 @@
 
 Keys are R2-style (`products/42/main.jpg`, `products/42/main.jpg/thumb-200x200`): a key may
 be both an object and the prefix of others, which a directory tree cannot represent, so
-the local store keeps one flat directory with each key percent-encoded into a file name.
+the local store keeps one flat directory with each key percent-encoded into a file name
+(hashed when that name would be too long for the file system).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -16,7 +18,16 @@ from urllib.parse import quote
 
 from app.core.config import Settings
 
-MAX_KEY_BYTES = 1024
+MAX_KEY_BYTES = 1024  # R2's and S3's limit
+# A job's key is stored under "<tenant id>/" (ids have at most 36 characters) and its
+# thumbnails under "<key>/thumb-<w>x<h>" (sides up to 8192): an accepted key must leave room.
+TENANT_PREFIX_BYTES = 37
+THUMBNAIL_SUFFIX_BYTES = len("/thumb-8192x8192")
+MAX_JOB_KEY_BYTES = MAX_KEY_BYTES - TENANT_PREFIX_BYTES - THUMBNAIL_SUFFIX_BYTES
+# File names are at most 255 bytes on common file systems; longer encoded keys are cut
+# and completed with a hash after "#", which percent-encoding never outputs.
+MAX_FILE_NAME = 255
+_HASHED_PREFIX = MAX_FILE_NAME - 1 - 64
 
 
 class InvalidKey(ValueError):
@@ -53,6 +64,9 @@ class LocalObjectStore:
         name = quote(check_key(key), safe="")
         if name in (".", ".."):
             raise InvalidKey("an object key cannot be '.' or '..'")
+        if len(name) > MAX_FILE_NAME:
+            digest = hashlib.sha256(key.encode()).hexdigest()
+            name = f"{name[:_HASHED_PREFIX]}#{digest}"
         return self.root / name
 
     async def get(self, key: str) -> bytes | None:

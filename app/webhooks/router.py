@@ -313,7 +313,10 @@ async def receive_r2_notifications(
     processed = replays = 0
     for notification in notifications:
         rule = r2.match_rule(rules, notification)
-        job = r2.plan_job(rule, notification) if rule is not None else None
+        try:
+            job = r2.plan_job(rule, notification) if rule is not None else None
+        except ValidationError as exc:  # e.g. a key too long to process
+            raise _malformed(R2_SOURCE, exc) from None
         if job is not None and breaker_delay:
             job = job.model_copy(update={"delay_seconds": breaker_delay})
         if job is None:

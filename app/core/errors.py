@@ -209,6 +209,14 @@ def _unavailable(detail: str = "the job store is unavailable") -> ServiceUnavail
     return ServiceUnavailable(detail, headers={"Retry-After": "5"})
 
 
+def _conflict() -> Conflict:
+    return Conflict("the request conflicts with stored data; retry it if it still applies")
+
+
+def _refused_value() -> ValidationFailed:
+    return ValidationFailed("a value in the request cannot be stored")
+
+
 def database_problem(exc: BaseException) -> AppError | None:
     """The answer for a database failure, or None when it is a bug (a plain 500).
 
@@ -238,22 +246,22 @@ def database_problem(exc: BaseException) -> AppError | None:
         if code[:2] in _PG_UNAVAILABLE_CLASSES or code in _PG_RETRYABLE:
             return _unavailable()
         if code.startswith("22"):
-            return ValidationFailed("a value in the request cannot be stored")
+            return _refused_value()
         if code.startswith("23"):
-            return Conflict("the request conflicts with stored data; retry it if it still applies")
+            return _conflict()
         return None
     if isinstance(sqlite_name, str):
         if sqlite_name.startswith(_SQLITE_UNAVAILABLE):
             return _unavailable()
         if sqlite_name.startswith("SQLITE_CONSTRAINT"):
-            return Conflict("the request conflicts with stored data; retry it if it still applies")
+            return _conflict()
         if sqlite_name in ("SQLITE_TOOBIG", "SQLITE_MISMATCH"):
-            return ValidationFailed("a value in the request cannot be stored")
+            return _refused_value()
         return None
     if isinstance(exc, IntegrityError):
-        return Conflict("the request conflicts with stored data; retry it if it still applies")
+        return _conflict()
     if isinstance(exc, DataError):
-        return ValidationFailed("a value in the request cannot be stored")
+        return _refused_value()
     if isinstance(exc, OperationalError):
         return _unavailable()
     return None
@@ -261,7 +269,9 @@ def database_problem(exc: BaseException) -> AppError | None:
 
 def describe_database_error(exc: BaseException) -> str:
     """The class and code of a database error, never its text (it can quote values)."""
-    orig = getattr(exc, "orig", None) or exc
+    if not isinstance(exc, DBAPIError):
+        return f"{type(exc).__name__}: {exc}"
+    orig = exc.orig if exc.orig is not None else exc
     code = getattr(orig, "sqlstate", None) or getattr(orig, "sqlite_errorname", None)
     return f"{type(orig).__name__}" + (f" ({code})" if code else "")
 

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from app import __version__
 from app.admission.service import AdmissionControl
@@ -16,6 +16,7 @@ from app.core.errors import install_error_handlers
 from app.core.middleware import BodyLimit
 from app.core.openapi import TAG_METADATA, install_openapi, operation_id
 from app.core.runtime import Runtime, build_runtime
+from app.core.storable import reject_unstorable
 from app.jobs.router import router as jobs_router
 from app.observability.router import router as observability_router
 from app.scheduler.router import router as schedules_router
@@ -68,6 +69,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         openapi_tags=TAG_METADATA,
         generate_unique_id_function=operation_id,
         lifespan=lifespan,
+        # Strings no database can store are refused on every route, before any handler.
+        dependencies=[Depends(reject_unstorable)],
     )
     app.state.runtime = state
     app.state.admission = admission

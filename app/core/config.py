@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     jwt_hs256_secret: str | None = None
     jwt_tenant_claim: str = "tenant_id"
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=600)
+    # A stolen token is good for at most this long: longer `exp - iat` (or no `iat`) is a 401.
+    jwt_max_lifetime_seconds: int = Field(default=86_400, ge=60)
     jwt_jwks_cache_seconds: int = Field(default=300, ge=1)
     jwt_jwks_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     # Webhook ingress: timestamp tolerance (both ways), body cap, product-burst window.

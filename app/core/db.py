@@ -54,7 +54,8 @@ def is_sqlite(engine: AsyncEngine) -> bool:
 
 def create_engine(settings: Settings, *, search_path: str | None = None) -> AsyncEngine:
     url = async_url(settings.database_url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": False}
+    # Error messages must not quote bound values: they are tenants' payloads.
+    kwargs: dict[str, Any] = {"pool_pre_ping": False, "hide_parameters": True}
     if url.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": 30}
     else:

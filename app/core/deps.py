@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import UnsupportedMediaType
 from app.core.runtime import Runtime
+from app.core.storable import is_json_media_type
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -32,10 +33,8 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 async def require_json(request: Request) -> None:
     """415 unless the body is declared as JSON (checked before the body is validated)."""
     content_type = request.headers.get("content-type", "")
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type != "application/json" and not (
-        media_type.startswith("application/") and media_type.endswith("+json")
-    ):
+    if not is_json_media_type(content_type):
+        media_type = content_type.split(";", 1)[0].strip().lower()
         raise UnsupportedMediaType(
             f"send the body as application/json, not {media_type or 'an undeclared type'}"
         )

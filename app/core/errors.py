@@ -16,10 +16,18 @@ from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 logger = logging.getLogger(__name__)
 
@@ -151,10 +159,20 @@ def problem_response(error: AppError, request: Request | None = None) -> JSONRes
     )
 
 
+def printable(text: str) -> str:
+    """`text` safe to echo in a response or a log (NUL and lone surrogates escaped)."""
+    return text.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _field_errors(raw: Sequence[Any]) -> list[FieldError]:
     errors = []
     for item in raw:
-        loc = [part for part in item.get("loc", ()) if isinstance(part, str | int)]
+        # A loc can hold a client's dict key, which JSON output must be able to encode.
+        loc = [
+            printable(part) if isinstance(part, str) else part
+            for part in item.get("loc", ())
+            if isinstance(part, str | int)
+        ]
         if item.get("type") in ("union_tag_invalid", "union_tag_not_found"):
             loc.append("type")  # the discriminator is the field at fault
         errors.append(FieldError(loc=loc, msg=str(item.get("msg", "")), type=item.get("type", "")))
@@ -170,6 +188,108 @@ def validation_error(raw: Sequence[Any]) -> AppError:
     return ValidationFailed(f"invalid fields: {names}", errors=errors)
 
 
+UPGRADE_HINT = "the database schema is missing or outdated: run `jobgate db upgrade`"
+# PostgreSQL SQLSTATEs of a missing schema: undefined table, column, schema.
+_PG_SCHEMA_MISSING = frozenset({"42P01", "42703", "3F000"})
+# Connection exception, insufficient resources, operator intervention (shutdown, restart).
+_PG_UNAVAILABLE_CLASSES = frozenset({"08", "53", "57"})
+# Serialization failure and deadlock: retrying the request is the remedy.
+_PG_RETRYABLE = frozenset({"40001", "40P01"})
+_SQLITE_UNAVAILABLE = (
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+    "SQLITE_IOERR",
+    "SQLITE_FULL",
+    "SQLITE_NOMEM",
+    "SQLITE_PROTOCOL",
+)
+
+
+def _unavailable(detail: str = "the job store is unavailable") -> ServiceUnavailable:
+    return ServiceUnavailable(detail, headers={"Retry-After": "5"})
+
+
+def _conflict() -> Conflict:
+    return Conflict("the request conflicts with stored data; retry it if it still applies")
+
+
+def _refused_value() -> ValidationFailed:
+    return ValidationFailed("a value in the request cannot be stored")
+
+
+def database_problem(exc: BaseException) -> AppError | None:
+    """The answer for a database failure, or None when it is a bug (a plain 500).
+
+    Only the store being unreachable, overloaded, locked or not migrated is a 503: a
+    value the store refuses (data exception, constraint violation) is the request's fault
+    (422, 409) or ours, and never a 503 that would make the client retry it forever.
+    """
+    if isinstance(exc, FileNotFoundError):
+        return _unavailable(UPGRADE_HINT)
+    if isinstance(exc, PoolTimeout | OSError):  # OSError: refused, reset, timed out
+        return _unavailable()
+    if not isinstance(exc, DBAPIError):
+        return None
+    if exc.connection_invalidated or isinstance(exc, InterfaceError):
+        return _unavailable()
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None)
+    sqlite_name = getattr(orig, "sqlite_errorname", None)
+    message = str(orig)
+    if (
+        code in _PG_SCHEMA_MISSING
+        or message.startswith(("no such table", "no such column"))
+        or sqlite_name == "SQLITE_CANTOPEN"
+    ):
+        return _unavailable(UPGRADE_HINT)
+    if isinstance(code, str):
+        if code[:2] in _PG_UNAVAILABLE_CLASSES or code in _PG_RETRYABLE:
+            return _unavailable()
+        if code.startswith("22"):
+            return _refused_value()
+        if code.startswith("23"):
+            return _conflict()
+        return None
+    if isinstance(sqlite_name, str):
+        if sqlite_name.startswith(_SQLITE_UNAVAILABLE):
+            return _unavailable()
+        if sqlite_name.startswith("SQLITE_CONSTRAINT"):
+            return _conflict()
+        if sqlite_name in ("SQLITE_TOOBIG", "SQLITE_MISMATCH"):
+            return _refused_value()
+        return None
+    if isinstance(exc, IntegrityError):
+        return _conflict()
+    if isinstance(exc, DataError):
+        return _refused_value()
+    if isinstance(exc, OperationalError):
+        return _unavailable()
+    return None
+
+
+def describe_database_error(exc: BaseException) -> str:
+    """The class and code of a database error, never its text (it can quote values)."""
+    if not isinstance(exc, DBAPIError):
+        return f"{type(exc).__name__}: {exc}"
+    orig = exc.orig if exc.orig is not None else exc
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "sqlite_errorname", None)
+    return f"{type(orig).__name__}" + (f" ({code})" if code else "")
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers on this request's path, OPTIONS included."""
+    routes = request.app.router.routes
+    allowed = ["OPTIONS"]
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in routes):
+            allowed.append(method)
+    return allowed
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_app_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, AppError)
@@ -179,8 +299,14 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return problem_response(validation_error(exc.errors()), request)
 
-    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 405:
+            # Starlette names only the methods of the first route on the path: list them all.
+            allow = ", ".join(allowed_methods(request))
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers={"Allow": allow})
+            exc.headers = {**(exc.headers or {}), "Allow": allow}
         cls = _STATUS_CLASSES.get(exc.status_code)
         if cls is None:
             error = AppError(str(exc.detail), headers=exc.headers, status=exc.status_code)
@@ -189,20 +315,28 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(error, request)
 
     async def on_database_error(request: Request, exc: Exception) -> JSONResponse:
-        # The store is down or locked: the client should retry, nothing was accepted.
-        logger.error("database unavailable on %s %s: %s", request.method, request.url.path, exc)
-        error = ServiceUnavailable("the job store is unavailable", headers={"Retry-After": "5"})
+        error = database_problem(exc)
+        if error is None:
+            return await on_unexpected(request, exc)
+        where = f"{request.method} {request.url.path}"
+        if error.status == 503:
+            # The store is down, locked or not migrated: nothing was accepted.
+            logger.error("database unavailable on %s: %s", where, describe_database_error(exc))
+        else:
+            # A value validation let through: worth fixing, so logged as an error.
+            logger.error("database refused a value on %s: %s", where, describe_database_error(exc))
         return problem_response(error, request)
 
-    async def on_unexpected(request: Request, _exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # The engine hides SQL parameters, so a traceback carries no payload.
+        logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return problem_response(InternalError("an unexpected error occurred"), request)
 
     app.add_exception_handler(AppError, on_app_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-    app.add_exception_handler(OperationalError, on_database_error)
-    app.add_exception_handler(InterfaceError, on_database_error)
+    app.add_exception_handler(DBAPIError, on_database_error)
+    app.add_exception_handler(PoolTimeout, on_database_error)
     app.add_exception_handler(OSError, on_database_error)
     app.add_exception_handler(Exception, on_unexpected)
 

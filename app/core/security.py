@@ -25,7 +25,9 @@ def api_key_prefix(key: str, kind: str = API_KEY_PREFIX) -> str | None:
     if not key.startswith(kind):
         return None
     public, sep, rest = key[len(kind) :].partition("_")
-    if not sep or len(public) != 8 or not rest:
+    # Keys are made of ASCII letters and digits: anything else (a NUL, say) is no key, and
+    # must not reach the database lookup.
+    if not sep or len(public) != 8 or not rest or not (public.isascii() and public.isalnum()):
         return None
     return f"{kind}{public}"
 

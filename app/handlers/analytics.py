@@ -100,9 +100,11 @@ def occurred_at(ctx: JobContext) -> datetime:
         return to_datetime(ctx.created_at_ms or ctx.resources.clock.now_ms())
     try:
         value = raw if isinstance(raw, datetime) else datetime.fromisoformat(str(raw))
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     except ValueError as exc:
         raise PermanentFailure(f"occurredAt is not an ISO-8601 time: {raw!r}") from exc
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError as exc:  # no retry can convert it
+        raise PermanentFailure(f"occurredAt is out of range in UTC: {raw!r}") from exc
 
 
 @handler("analytics-event", timeout_seconds=60)

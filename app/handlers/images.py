@@ -23,7 +23,8 @@ from app.core.clock import to_datetime
 from app.handlers import service
 from app.handlers._http import DownstreamError, raise_for_downstream
 from app.handlers.models import ImageResult
-from app.handlers.objectstore import InvalidKey, ObjectStore, object_store_from_settings
+from app.handlers.objectstore import ObjectStore, object_store_from_settings
+from app.jobs.object_keys import InvalidKey
 
 logger = logging.getLogger(__name__)
 

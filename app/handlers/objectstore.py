@@ -2,12 +2,14 @@
 
 Keys are R2-style (`products/42/main.jpg`, `products/42/main.jpg/thumb-200x200`): a key may
 be both an object and the prefix of others, which a directory tree cannot represent, so
-the local store keeps one flat directory with each key percent-encoded into a file name.
+the local store keeps one flat directory with each key percent-encoded into a file name
+(hashed when that name would be too long for the file system).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -15,20 +17,12 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from app.core.config import Settings
+from app.jobs.object_keys import InvalidKey, check_key
 
-MAX_KEY_BYTES = 1024
-
-
-class InvalidKey(ValueError):
-    """A key that is empty, too long, or contains control characters."""
-
-
-def check_key(key: str) -> str:
-    if not key or len(key.encode()) > MAX_KEY_BYTES:
-        raise InvalidKey("an object key is 1 to 1024 bytes")
-    if any(ord(c) < 32 or ord(c) == 127 for c in key):
-        raise InvalidKey("an object key must not contain control characters")
-    return key
+# File names are at most 255 bytes on common file systems; longer encoded keys are cut
+# and completed with a hash after "#", which percent-encoding never outputs.
+MAX_FILE_NAME = 255
+_HASHED_PREFIX = MAX_FILE_NAME - 1 - 64
 
 
 class ObjectStore(Protocol):
@@ -53,6 +47,9 @@ class LocalObjectStore:
         name = quote(check_key(key), safe="")
         if name in (".", ".."):
             raise InvalidKey("an object key cannot be '.' or '..'")
+        if len(name) > MAX_FILE_NAME:
+            digest = hashlib.sha256(key.encode()).hexdigest()
+            name = f"{name[:_HASHED_PREFIX]}#{digest}"
         return self.root / name
 
     async def get(self, key: str) -> bytes | None:

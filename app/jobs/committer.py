@@ -3,8 +3,13 @@
 A submission without idempotency keys is only inserts, so the writes of every submission
 that arrives while a transaction is in flight are merged and written by the next one, with
 one statement per table. Each caller resumes only after the transaction holding its rows
-has committed, so a 202 still means "stored durably"; if that transaction fails, every
-caller in it gets the error and nothing of theirs is stored.
+has committed, so a 202 still means "stored durably".
+
+Submissions of different tenants share a group, so one bad submission must not fail the
+others: when a group's transaction fails for anything but an unreachable database, each
+member is written again in a transaction of its own, and only the members whose own
+transaction fails get an error (their own). When the database is unreachable every member
+gets the failure at once (503), without a retry storm against it.
 
 At low load a group holds one submission and adds no wait; under load the cost of a
 commit (an fsync on SQLite FULL, a WAL flush on PostgreSQL) is paid once per group. On
@@ -19,6 +24,7 @@ import contextlib
 import logging
 
 from app.core.db import SessionMaker
+from app.core.errors import database_problem, describe_database_error
 from app.jobs.service import Dispatcher, PendingWrites, write_pending
 
 logger = logging.getLogger(__name__)
@@ -39,6 +45,7 @@ class GroupCommitter:
         self._task: asyncio.Task[None] | None = None
         self.groups = 0
         self.submissions = 0
+        self.isolations = 0  # failed groups retried member by member
 
     async def write(self, writes: PendingWrites) -> None:
         """Return once `writes` are committed (raises what the transaction raised)."""
@@ -74,20 +81,43 @@ class GroupCommitter:
                 for writes, _ in group:
                     merged.extend(writes)
                 try:
-                    async with self._sessionmaker() as session:
-                        await write_pending(session, merged, self._dispatcher)
-                        await session.commit()
-                except Exception as exc:  # every caller of this group gets the failure
-                    logger.warning("a group of %d submissions failed: %s", len(group), exc)
-                    for _, future in group:
-                        if not future.done():
-                            future.set_exception(exc)
+                    await self._commit(merged)
+                except Exception as exc:
+                    logger.warning(
+                        "a group of %d submissions failed: %s",
+                        len(group),
+                        describe_database_error(exc),
+                    )
+                    if len(group) == 1 or _is_unavailable(exc):
+                        for _, future in group:
+                            _settle(future, exc)
+                        continue
+                    await self._isolate(group)
                     continue
                 self.groups += 1
                 self.submissions += len(group)
                 for _, future in group:
-                    if not future.done():
-                        future.set_result(None)
+                    _settle(future, None)
+
+    async def _commit(self, writes: PendingWrites) -> None:
+        async with self._sessionmaker() as session:
+            await write_pending(session, writes, self._dispatcher)
+            await session.commit()
+
+    async def _isolate(self, group: list[tuple[PendingWrites, asyncio.Future[None]]]) -> None:
+        """Write each member of a failed group alone: only the faulty ones fail."""
+        self.isolations += 1
+        for writes, future in group:
+            if future.done():  # its caller went away: nothing to write for it
+                continue
+            try:
+                await self._commit(writes)
+            except Exception as exc:
+                _settle(future, exc)
+                continue
+            self.groups += 1
+            self.submissions += 1
+            _settle(future, None)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -99,3 +129,17 @@ class GroupCommitter:
             if not future.done():
                 future.cancel()
         self._pending.clear()
+
+
+def _is_unavailable(exc: Exception) -> bool:
+    problem = database_problem(exc)
+    return problem is not None and problem.status == 503
+
+
+def _settle(future: asyncio.Future[None], exc: Exception | None) -> None:
+    if future.done():
+        return
+    if exc is None:
+        future.set_result(None)
+    else:
+        future.set_exception(exc)

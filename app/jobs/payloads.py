@@ -7,12 +7,13 @@ part of the stored payload.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
+from app.jobs.object_keys import MAX_JOB_KEY_BYTES, InvalidKey, check_key
 from app.queues.topology import MAX_DELAY_SECONDS
 
 # Template variables that become links: only absolute http(s) URLs are accepted, so a
@@ -185,8 +186,27 @@ class ProcessImageJob(JobOptions):
         }
     )
     type: Literal["process-image"]
-    key: str = Field(min_length=1, max_length=1024)
+    key: str = Field(
+        min_length=1,
+        max_length=MAX_JOB_KEY_BYTES,
+        description=f"The object key: 1 to {MAX_JOB_KEY_BYTES} bytes of UTF-8, no control "
+        "characters, not '.' or '..'.",
+    )
     operations: list[ImageOperation] = Field(min_length=1, max_length=20)
+
+    @field_validator("key")
+    @classmethod
+    def _storable_key(cls, key: str) -> str:
+        # Refused here, not in the handler: it would fail every attempt and end `dead`.
+        if len(key.encode()) > MAX_JOB_KEY_BYTES:
+            raise ValueError(f"the key is longer than {MAX_JOB_KEY_BYTES} bytes of UTF-8")
+        if key in (".", ".."):
+            raise ValueError("the key cannot be '.' or '..'")
+        try:
+            check_key(key)
+        except InvalidKey as exc:
+            raise ValueError(str(exc)) from None
+        return key
 
 
 class AnalyticsEventJob(JobOptions):
@@ -201,8 +221,20 @@ class AnalyticsEventJob(JobOptions):
     name: str = Field(min_length=1, max_length=200)
     properties: dict[str, Any] = Field(default_factory=dict)
     occurredAt: datetime | None = Field(
-        default=None, description="When it happened; the submission time when omitted."
+        default=None,
+        description="When it happened (years 1 to 9999 in UTC); the submission time when omitted.",
     )
+
+    @field_validator("occurredAt")
+    @classmethod
+    def _representable_in_utc(cls, value: datetime | None) -> datetime | None:
+        # 9999-12-31T23:00-05:00 parses, but is past the last datetime once in UTC.
+        if value is not None and value.tzinfo is not None:
+            try:
+                value.astimezone(UTC)
+            except OverflowError:
+                raise ValueError("the time is out of range once converted to UTC") from None
+        return value
 
 
 class AgentTaskJob(JobOptions):

@@ -15,7 +15,7 @@ import binascii
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import httpx
 from authlib.oauth2.rfc9068 import JWTBearerTokenValidator  # type: ignore[import-untyped]
@@ -26,6 +26,7 @@ from joserfc.jwk import Key, KeySet, OctKey
 
 from app.core.clock import Clock
 from app.core.config import Settings
+from app.core.storable import unstorable
 from app.tenants.schemas import TENANT_SCOPES, Principal
 
 logger = logging.getLogger(__name__)
@@ -130,8 +131,9 @@ class JwksCache:
 class AccessTokenValidator(JWTBearerTokenValidator):  # type: ignore[misc]
     """authlib's RFC 9068 validator with keys and algorithms chosen by the caller.
 
-    Unlike the stock `authenticate_token`, `sub`, `client_id`, `iat` and `jti` are not
-    required (many providers omit some of them); `iss`, `aud` and `exp` are.
+    Unlike the stock `authenticate_token`, `sub`, `client_id` and `jti` are not required
+    (many providers omit some of them); `iss`, `aud`, `exp` and `iat` are (`iat` bounds the
+    token's lifetime, see `JwtVerifier.verify`).
     """
 
     def __init__(self, *, issuer: str, audience: str, leeway: int) -> None:
@@ -143,6 +145,7 @@ class AccessTokenValidator(JWTBearerTokenValidator):  # type: ignore[misc]
             "iss": {"essential": True, "validate": self.validate_iss},
             "aud": {"essential": True, "value": self.resource_server},
             "exp": {"essential": True},
+            "iat": {"essential": True},
         }
         try:
             decoded = jwt.decode(token, key, algorithms=[algorithm])
@@ -151,6 +154,10 @@ class AccessTokenValidator(JWTBearerTokenValidator):  # type: ignore[misc]
         except (JoseError, ValueError, TypeError) as exc:
             raise InvalidToken(type(exc).__name__) from exc
         return claims
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _scopes(claims: dict[str, Any]) -> frozenset[str]:
@@ -168,6 +175,7 @@ class JwtVerifier:
     clock: Clock
     jwks: JwksCache | None = None
     shared_key: OctKey | None = None
+    max_lifetime_seconds: int = 86_400
 
     @classmethod
     def from_settings(
@@ -204,6 +212,7 @@ class JwtVerifier:
             clock=clock,
             jwks=jwks,
             shared_key=shared,
+            max_lifetime_seconds=settings.jwt_max_lifetime_seconds,
         )
 
     async def _key_for(self, header: dict[str, Any]) -> tuple[Key, str]:
@@ -223,7 +232,17 @@ class JwtVerifier:
     async def verify(self, token: str) -> Principal:
         key, algorithm = await self._key_for(_header(token))
         claims = self.validator.decode(token, key, algorithm, now=self.clock.now_ms() // 1000)
+        issued, expires = claims.get("iat"), claims.get("exp")
+        if not _is_int(issued) or not _is_int(expires):
+            raise InvalidToken("iat and exp must be integers")
+        if expires - issued > self.max_lifetime_seconds:
+            raise InvalidToken("the token lives longer than this gateway accepts")
         tenant_id = claims.get(self.tenant_claim)
-        if not isinstance(tenant_id, str) or not tenant_id or len(tenant_id) > 36:
-            raise InvalidToken(f"the {self.tenant_claim!r} claim is missing")
+        if (
+            not isinstance(tenant_id, str)
+            or not tenant_id
+            or len(tenant_id) > 36
+            or unstorable(tenant_id)  # it is looked up in the database
+        ):
+            raise InvalidToken(f"the {self.tenant_claim!r} claim is missing or malformed")
         return Principal(tenant_id=tenant_id, scopes=_scopes(claims))

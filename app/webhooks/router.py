@@ -29,6 +29,7 @@ from app.core.errors import (
     validation_error,
 )
 from app.core.openapi import Tag
+from app.core.storable import find_unstorable, find_unstorable_json, unstorable_error
 from app.tenants.deps import JobsWriter
 from app.webhooks import prestashop, r2
 from app.webhooks import service as webhooks_service
@@ -94,6 +95,13 @@ def _malformed(source: str, exc: ValidationError | ValueError) -> AppError:
     return _refuse(source, "malformed", ValidationFailed(str(exc)))
 
 
+def _check_storable(raw: bytes, source: str) -> None:
+    """These routes parse their bodies themselves, so they check strings themselves too."""
+    errors = find_unstorable_json(raw, ["body"])
+    if errors:
+        raise _refuse(source, "malformed", unstorable_error(errors))
+
+
 def _accepted(recorded: webhooks_service.Recorded, response: Response) -> WebhookAccepted:
     if recorded.replay:
         response.status_code = status.HTTP_200_OK
@@ -138,6 +146,7 @@ async def receive_prestashop_event(
                 SIGNED_SOURCE, "unknown_tenant", NotFound(f"tenant {tenant_id} does not exist")
             ) from None
         raise _refuse(SIGNED_SOURCE, "signature", refused) from None
+    _check_storable(raw, SIGNED_SOURCE)
     try:
         event = prestashop.from_signed(PrestaShopEvent.model_validate_json(raw))
     except (ValidationError, ValueError) as exc:
@@ -217,6 +226,7 @@ async def receive_unsigned_prestashop_event(
         )
     if not matches:
         raise _refuse(UNSIGNED_SOURCE, "token", Unauthorized("invalid webhook token"))
+    _check_storable(raw, UNSIGNED_SOURCE)
     try:
         event = prestashop.from_unsigned(UnsignedPrestaShopEvent.model_validate_json(raw))
     except (ValidationError, ValueError) as exc:
@@ -288,6 +298,9 @@ async def receive_r2_notifications(
     raw = await _read_body(request, runtime.settings.webhook_max_body_bytes, R2_SOURCE)
     try:
         parsed = json.loads(raw)
+        storable_errors = find_unstorable(parsed, ["body"])
+        if storable_errors:
+            raise _refuse(R2_SOURCE, "malformed", unstorable_error(storable_errors))
         if isinstance(parsed, dict) and "messages" in parsed:
             notifications = R2NotificationBatch.model_validate(parsed).messages
         else:
@@ -295,11 +308,14 @@ async def receive_r2_notifications(
     except (ValidationError, ValueError) as exc:
         raise _malformed(R2_SOURCE, exc) from None
     rules = await r2.list_rules(session, tenant_id=principal.tenant_id)
-    planned = [
-        (notification, r2.plan_job(rule, notification) if rule is not None else None)
-        for notification in notifications
-        for rule in [r2.match_rule(rules, notification)]
-    ]
+    try:
+        planned = [
+            (notification, r2.plan_job(rule, notification) if rule is not None else None)
+            for notification in notifications
+            for rule in [r2.match_rule(rules, notification)]
+        ]
+    except ValidationError as exc:  # e.g. a key too long to process
+        raise _malformed(R2_SOURCE, exc) from None
     # Charged per job the delivery makes, not per request: objects seen before make none.
     identities = {r2.object_identity(n) for n, job in planned if job is not None}
     known = await webhooks_service.known_events(

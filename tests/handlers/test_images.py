@@ -15,7 +15,8 @@ from app.core.config import Settings
 from app.core.runtime import Runtime
 from app.handlers._http import DownstreamError
 from app.handlers.models import ImageResult
-from app.handlers.objectstore import InvalidKey, LocalObjectStore
+from app.handlers.objectstore import LocalObjectStore
+from app.jobs.object_keys import InvalidKey
 from tests.handlers.conftest import MakeRun
 from tests.handlers.endpoint import Reply, ScriptedEndpoint
 from tests.support.fake_prestashop import ThreadedServer

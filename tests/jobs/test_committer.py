@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import httpx
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from app.core.clock import to_datetime
 from app.core.runtime import Runtime
 from app.jobs.committer import GroupCommitter
 from app.jobs.models import Job
-from app.jobs.payloads import SyncSingleOrderJob
+from app.jobs.payloads import AnalyticsEventJob, JobOptions, SyncSingleOrderJob
 from app.jobs.service import PendingWrites, _build, _prepare
 from app.queues.models import QueueMessage
 from app.tenants.schemas import Principal
@@ -43,37 +45,99 @@ async def test_concurrent_submissions_share_transactions(
     assert committer.groups < 60  # some requests were committed together
 
 
-async def test_a_failing_group_fails_every_caller_and_stores_nothing(
+def _writes(
+    runtime: Runtime, principal: Principal, job: JobOptions, queue: str | None = None
+) -> PendingWrites:
+    prepared = _prepare(principal, job, None, runtime.topology, None, None)
+    if queue is not None:
+        prepared.queue = queue
+    now = to_datetime(runtime.clock.now_ms())
+    return _build([prepared], [], principal.tenant_id, runtime.dispatcher.initial_status, now)[1]
+
+
+async def _principal(tenants: TenantFactory) -> Principal:
+    tenant = await tenants.create()
+    return Principal(tenant_id=tenant.tenant_id, scopes=frozenset({"jobs:write"}))
+
+
+ORDER = SyncSingleOrderJob(type="sync-single-order", orderId=1)
+
+
+async def test_a_failing_group_fails_only_its_faulty_member(
     runtime: Runtime, tenants: TenantFactory
 ) -> None:
-    tenant = await tenants.create()
-    principal = Principal(tenant_id=tenant.tenant_id, scopes=frozenset({"jobs:write"}))
+    principal = await _principal(tenants)
     committer = GroupCommitter(runtime.sessionmaker, runtime.dispatcher)
-    now = to_datetime(runtime.clock.now_ms())
-
-    def writes(queue: str) -> PendingWrites:
-        prepared = _prepare(
-            principal,
-            SyncSingleOrderJob(type="sync-single-order", orderId=1),
-            None,
-            runtime.topology,
-            None,
-            None,
-        )
-        prepared.queue = queue
-        return _build([prepared], [], principal.tenant_id, runtime.dispatcher.initial_status, now)[
-            1
-        ]
-
-    # Two callers in one group: the second one's queue does not exist, so the group fails.
+    # Two callers in one group: the second one's queue does not exist, so the group fails,
+    # and is retried member by member: the first is stored, the second gets its own error.
     results = await asyncio.gather(
-        committer.write(writes("prestashop-sync")),
-        committer.write(writes("no-such-queue")),
+        committer.write(_writes(runtime, principal, ORDER, "prestashop-sync")),
+        committer.write(_writes(runtime, principal, ORDER, "no-such-queue")),
         return_exceptions=True,
     )
-    assert all(isinstance(result, Exception) for result in results)
-    assert await _count(runtime, Job) == 0
-    # The committer keeps working after a failed group.
-    await committer.write(writes("prestashop-sync"))
+    assert results[0] is None
+    assert isinstance(results[1], Exception)
+    assert "no-such-queue" in str(results[1])
+    assert committer.isolations == 1
     assert await _count(runtime, Job) == 1
+    # The committer keeps working after a failed group.
+    await committer.write(_writes(runtime, principal, ORDER, "prestashop-sync"))
+    assert await _count(runtime, Job) == 2
+    await committer.close()
+
+
+async def test_a_database_error_of_one_tenant_spares_the_other_tenants(
+    runtime: Runtime, tenants: TenantFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A row the database refuses (a duplicate id) fails its own caller only, and no log
+    line or error text quotes a payload."""
+    attacker, victim = await _principal(tenants), await _principal(tenants)
+    committer = GroupCommitter(runtime.sessionmaker, runtime.dispatcher)
+    secret = AnalyticsEventJob(type="analytics-event", name="x", properties={"m": "PAYLOAD-42"})
+    duplicate = _writes(runtime, attacker, secret)
+    await committer.write(duplicate)  # stored once: writing it again violates the key
+    caplog.set_level(logging.INFO)  # the drivers' DEBUG logs are for debugging sessions
+    victims = [_writes(runtime, victim, ORDER) for _ in range(5)]
+    results = await asyncio.gather(
+        *(committer.write(w) for w in victims[:2]),
+        committer.write(duplicate),
+        *(committer.write(w) for w in victims[2:]),
+        return_exceptions=True,
+    )
+    assert [r is None for r in results] == [True, True, False, True, True, True]
+    error = results[2]
+    assert isinstance(error, IntegrityError)
+    assert "PAYLOAD-42" not in str(error)
+    assert "PAYLOAD-42" not in caplog.text
+    async with runtime.sessionmaker() as session:
+        stored = await session.execute(
+            select(func.count()).where(Job.tenant_id == victim.tenant_id)
+        )
+        assert stored.scalar_one() == 5
+    await committer.close()
+
+
+async def test_an_unreachable_database_fails_the_whole_group_without_retries(
+    runtime: Runtime, tenants: TenantFactory
+) -> None:
+    principal = await _principal(tenants)
+    calls = 0
+
+    class Down:
+        async def __aenter__(self) -> None:
+            nonlocal calls
+            calls += 1
+            raise ConnectionRefusedError("connection refused")
+
+        async def __aexit__(self, *_: object) -> None:
+            return None
+
+    committer = GroupCommitter(lambda: Down(), runtime.dispatcher)  # type: ignore[arg-type]
+    results = await asyncio.gather(
+        *(committer.write(_writes(runtime, principal, ORDER)) for _ in range(3)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, ConnectionRefusedError) for r in results)
+    assert committer.isolations == 0
+    assert calls < 3  # one attempt per group, no member-by-member retries
     await committer.close()

@@ -103,14 +103,10 @@ async def _ensure_dev_tenant(settings: Settings) -> dict[str, str] | None:
 
 
 def _serve(settings: Settings) -> None:
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-    )
+    from app.core import server
+
+    # Bounded request heads, head deadline, keep-alive and connection cap (app/core/server.py).
+    server.run("app.main:create_app", settings)
 
 
 @cli.command()

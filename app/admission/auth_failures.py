@@ -105,6 +105,8 @@ class FailedAuthThrottle:
             refusal = AuthFailuresThrottled(
                 f"too many failed authentications from this address; retry in {wait} s",
                 retry_after=wait,
+                # Closing spares reading whatever body the request still has in flight.
+                headers={"Connection": "close"},
             )
             await problem_response(refusal)(scope, receive, send)
             return

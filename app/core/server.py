@@ -134,6 +134,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined head behind a request still being answered: wait for that one.
+            self._arm_head_timer()
+            return
         if self._in_head and not self.transport.is_closing():
             self._close_with(
                 408, f"the request head did not arrive within {self.limits.header_timeout:g} s"

@@ -234,9 +234,7 @@ class TestRefusals:
         headers[name] = value
         assert (await sender.post(body, headers)).status_code == 401
 
-    async def test_unknown_tenant_is_the_same_401_as_a_bad_signature(
-        self, sender: Sender
-    ) -> None:
+    async def test_unknown_tenant_is_the_same_401_as_a_bad_signature(self, sender: Sender) -> None:
         body = body_of(ORDER_EVENT)
         before = refusals("unknown_tenant")
         unknown = await sender.post(body, sender.headers(body), tenant_id=uuid7())

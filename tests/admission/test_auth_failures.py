@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import statistics
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -224,3 +226,34 @@ def test_over_real_http_a_flood_of_wrong_tokens_is_cut_off(tmp_path: Path) -> No
         # Loopback is a trusted proxy by default: the forwarded client is another address.
         forwarded = {**auth(created["api_key"]), "X-Forwarded-For": "192.0.2.44"}
         assert http.get("/v1/jobs", headers=forwarded).status_code == 200
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.slow
+def test_a_flood_of_forged_256kb_webhooks_costs_the_gateway_little(tmp_path: Path) -> None:
+    """Server CPU per forged delivery (not wall time, which the shared machine skews)."""
+    env = jobgate_env(f"sqlite:///{tmp_path / 'flood.db'}")
+    db_upgrade(env)
+    created = create_tenant(env, "shop")
+    body = b'{"type":"order.created","pad":"' + b"x" * (256 * 1024 - 64) + b'"}'
+    statuses: Counter[int] = Counter()
+    with (
+        jobgate_server("serve", env=env) as running,
+        httpx.Client(base_url=running.base_url, timeout=30) as http,
+    ):
+        url = f"/v1/webhooks/prestashop/{created['tenant_id']}"
+        http.get("/healthz")
+        before = _cpu_seconds(running.pid)
+        for n in range(300):
+            forged = sign_headers(["whsec_" + "A" * 32], f"msg_{n}", int(time.time()), body)
+            statuses[http.post(url, content=body, headers=forged).status_code] += 1
+        per_request_ms = (_cpu_seconds(running.pid) - before) / 300 * 1000
+        assert http.get("/v1/jobs", headers=auth(created["api_key"])).status_code == 429
+    print(f"forged webhooks: {dict(statuses)}, gateway CPU {per_request_ms:.2f} ms per delivery")
+    assert statuses[401] == 30  # the default burst
+    assert statuses[429] == 270
+    assert per_request_ms < 2.5  # about 5 ms before: every body read, hashed, refused

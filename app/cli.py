@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-import uvicorn
 from rich.console import Console
 
 from app.core.config import Settings, get_settings
@@ -161,14 +160,9 @@ def emulator(
         f"Cloudflare Queues emulator on http://{bind}:{port}/client/v4 "
         f"(account {settings.cf_account_id})"
     )
-    uvicorn.run(
-        "app.emulator.app:create_app",
-        factory=True,
-        host=bind,
-        port=port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-    )
+    from app.core import server
+
+    server.run("app.emulator.app:create_app", settings, host=bind, port=port)
 
 
 # --- shops: a tenant's PrestaShop connections and email sender (app/handlers) ---

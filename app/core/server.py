@@ -164,8 +164,9 @@ def raise_fd_limit(wanted: int) -> int:
     return soft
 
 
-def run(app: str, settings: Settings) -> None:
-    """Serve the ASGI app factory `app` ("module:function") with the configured limits."""
+def run(app: str, settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
+    """Serve the ASGI app factory `app` ("module:function") with the configured limits
+    (on `JOBGATE_HOST`/`JOBGATE_PORT` unless given)."""
     limits = ServerLimits.from_settings(settings)
     fds = raise_fd_limit(limits.max_connections + FD_HEADROOM)
     if fds != resource.RLIM_INFINITY and fds < limits.max_connections + FD_HEADROOM:
@@ -178,8 +179,8 @@ def run(app: str, settings: Settings) -> None:
     uvicorn.run(
         app,
         factory=True,
-        host=settings.host,
-        port=settings.port,
+        host=host or settings.host,
+        port=port or settings.port,
         log_level=settings.log_level.lower(),
         access_log=False,
         http=bounded_protocol(limits),

@@ -14,12 +14,14 @@ trip. With several gateways, one that has not seen the address fail yet lets thr
 failure before it learns of the block from the shared count.
 
 The address is the connection's peer, or the `X-Forwarded-For` client when the peer is a
-trusted proxy (`JOBGATE_FORWARDED_ALLOW_IPS`). Clients behind one NAT share a budget; a
-blocked address is refused even with a good credential until the window ends.
+trusted proxy (`JOBGATE_FORWARDED_ALLOW_IPS`); IPv6 clients are counted per /64. Clients
+behind one NAT share a budget; a blocked address is refused even with a good credential
+until the window ends.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
@@ -39,6 +41,17 @@ NAMESPACE = "auth-failures"
 PROTECTED_PREFIX = "/v1/"
 # Blocked addresses kept in memory; beyond this, expired entries are swept first.
 _MAX_REMEMBERED = 100_000
+
+
+def client_key(address: str) -> str:
+    """What a budget is kept per: the IPv4 address, or the IPv6 /64 (one host's usual share,
+    which it can otherwise walk through address by address)."""
+    if ":" not in address:
+        return address
+    try:
+        return str(ipaddress.IPv6Network(f"{address}/64", strict=False))
+    except ValueError:
+        return address
 
 
 class AuthFailureThrottle:
@@ -98,7 +111,7 @@ class FailedAuthThrottle:
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
-        address = client[0] if client else "unknown"
+        address = client_key(client[0]) if client else "unknown"
         wait = self.throttle.retry_after(address)
         if wait is not None:
             metrics.admission_refusals.labels(reason="auth_failures", route_class="auth").inc()

@@ -257,3 +257,17 @@ def test_a_flood_of_forged_256kb_webhooks_costs_the_gateway_little(tmp_path: Pat
     assert statuses[401] == 30  # the default burst
     assert statuses[429] == 270
     assert per_request_ms < 2.5  # about 5 ms before: every body read, hashed, refused
+
+
+@pytest.mark.asyncio
+async def test_ipv6_clients_share_a_budget_per_64(small_burst: Runtime) -> None:
+    application = create_app(runtime=small_burst)  # one app: one in-memory budget store
+    statuses = []
+    for host in range(7):
+        transport = httpx.ASGITransport(app=application, client=(f"2001:db8:1:2::{host + 1:x}", 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            statuses.append((await http.get("/v1/jobs", headers=WRONG)).status_code)
+    assert statuses == [401] * 5 + [429] * 2
+    other_64 = httpx.ASGITransport(app=application, client=("2001:db8:1:3::1", 1))
+    async with httpx.AsyncClient(transport=other_64, base_url="http://test") as http:
+        assert (await http.get("/v1/jobs", headers=WRONG)).status_code == 401

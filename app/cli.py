@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-import uvicorn
 from rich.console import Console
 
 from app.core.config import DEV_SECRET_KEY, Settings, get_settings
@@ -116,14 +115,10 @@ async def _ensure_dev_tenant(settings: Settings) -> dict[str, str] | None:
 
 
 def _serve(settings: Settings) -> None:
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-    )
+    from app.core import server
+
+    # Bounded request heads, head deadline, keep-alive and connection cap (app/core/server.py).
+    server.run("app.main:create_app", settings)
 
 
 def _require_secret_key(settings: Settings) -> None:
@@ -196,14 +191,9 @@ def emulator(
         f"Cloudflare Queues emulator on http://{bind}:{port}/client/v4 "
         f"(account {settings.cf_account_id})"
     )
-    uvicorn.run(
-        "app.emulator.app:create_app",
-        factory=True,
-        host=bind,
-        port=port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-    )
+    from app.core import server
+
+    server.run("app.emulator.app:create_app", settings, host=bind, port=port)
 
 
 # --- shops: a tenant's PrestaShop connections and email sender (app/handlers) ---

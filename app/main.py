@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from app import __version__
+from app.admission.auth_failures import AuthFailureThrottle, FailedAuthThrottle
 from app.admission.service import AdmissionControl
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
@@ -75,6 +76,14 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.runtime = state
     app.state.admission = admission
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    # Outermost: a blocked address is refused before its body or credential is read.
+    app.state.auth_failures = AuthFailureThrottle(
+        admission.limiter.storage,
+        burst=settings.auth_failure_burst,
+        window_seconds=settings.auth_failure_window_seconds,
+        slack=admission.limiter.reset_slack,
+    )
+    app.add_middleware(FailedAuthThrottle, throttle=app.state.auth_failures)
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(jobs_router)

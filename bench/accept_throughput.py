@@ -37,6 +37,7 @@ from tests.support.servers import (  # noqa: E402
     ServerProcess,
     create_tenant,
     db_upgrade,
+    jobgate_argv,
     jobgate_env,
 )
 
@@ -178,11 +179,18 @@ def gateway_env(url: str, schema: str | None, sync: str) -> dict[str, str]:
     )
 
 
-def start_gateway(stack: ExitStack, label: str, env: dict[str, str]) -> Target:
+def start_gateway(
+    stack: ExitStack, label: str, env: dict[str, str], *, serve: bool = False
+) -> Target:
+    """The gateway under plain uvicorn, or (`serve`) as `jobgate serve` runs it: the same
+    uvicorn and httptools, plus the request-head and connection limits of app/core/server.py."""
     db_upgrade(env)
     key = create_tenant(env, "bench")["api_key"]
-    argv = uvicorn_argv("app.main:create_app", factory=True)
-    server = stack.enter_context(ServerProcess(with_port(argv), env=env))
+    if serve:
+        server = stack.enter_context(ServerProcess(jobgate_argv("serve"), env=env))
+    else:
+        argv = uvicorn_argv("app.main:create_app", factory=True)
+        server = stack.enter_context(ServerProcess(with_port(argv), env=env))
     return Target(label, server, key, [])
 
 
@@ -205,6 +213,11 @@ def main() -> int:
     parser.add_argument("--generator", choices=["auto", "wrk", "httpx"], default="auto")
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--no-pg", action="store_true", help="skip PostgreSQL even if configured")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="also load the SQLite gateway as `jobgate serve` runs it (server limits on)",
+    )
     args = parser.parse_args()
 
     use_wrk = args.generator == "wrk" or (args.generator == "auto" and shutil.which("wrk"))
@@ -226,6 +239,11 @@ def main() -> int:
         for sync in syncs:
             env = gateway_env(f"sqlite:///{tmp / f'gateway-{sync}.db'}", None, sync)
             targets.append(start_gateway(stack, f"gateway SQLite {sync}", env))
+            if args.serve:
+                env = gateway_env(f"sqlite:///{tmp / f'serve-{sync}.db'}", None, sync)
+                targets.append(
+                    start_gateway(stack, f"jobgate serve SQLite {sync}", env, serve=True)
+                )
         if postgres:
             schema = stack.enter_context(pg_schema(postgres))
             env = gateway_env(postgres, schema, "FULL")

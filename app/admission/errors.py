@@ -3,6 +3,7 @@
 Refusal (AppError)
  ├── 429: the tenant is over its own budget
  │    ├── RateLimited        per-tenant rate of one route class
+ │    ├── AuthFailuresThrottled  too many failed authentications from one address
  │    └── QuotaExceeded      jobs not yet finished (in-flight quota)
  └── 503: the system cannot take this work now
       ├── QueueFull          a queue is above its high watermark
@@ -32,6 +33,10 @@ class Refusal(AppError):
 
 class RateLimited(Refusal):
     status, title, slug, reason = 429, "Too Many Requests", "rate-limited", "rate_limit"
+
+
+class AuthFailuresThrottled(Refusal):
+    status, title, slug, reason = 429, "Too Many Requests", "auth-failures", "auth_failures"
 
 
 class QuotaExceeded(Refusal):

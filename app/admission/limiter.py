@@ -106,7 +106,7 @@ class TenantLimiter:
         self.storage = storage
         self._strategy = FixedWindowRateLimiter(self.storage)
         # Redis TTLs are whole seconds (rounded): never promise a reset before it happens.
-        self._slack = 0.5 if self.shared else 0.0
+        self.reset_slack = 0.5 if self.shared else 0.0
 
     async def charge(self, tenant_id: str, charges: Sequence[Charge]) -> list[Standing]:
         """Spend each charge's cost, all or none; raise `RateLimited` naming the budget."""
@@ -132,7 +132,7 @@ class TenantLimiter:
             limit=charge.item.amount,
             remaining=max(0, int(stats.remaining)),
             window_seconds=charge.item.get_expiry(),
-            reset_at=stats.reset_time + self._slack,
+            reset_at=stats.reset_time + self.reset_slack,
         )
 
     async def _refusal(

@@ -72,6 +72,21 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "info"
+    # HTTP server (`jobgate serve`/`dev`, app/core/server.py): a request line plus headers
+    # over this size answers 431; a head not complete this long after the connection opened
+    # (or its first byte, on a kept-alive connection) answers 408; idle kept-alive connections
+    # close after `http_keep_alive_seconds`; connections over the cap answer 503 and close.
+    http_max_header_bytes: int = Field(default=65_536, ge=1024, le=16 * 1024 * 1024)
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    http_keep_alive_seconds: int = Field(default=5, ge=1, le=3600)
+    http_max_connections: int = Field(default=4096, ge=1, le=1_000_000)
+    # Addresses whose X-Forwarded-For / X-Forwarded-Proto are trusted (a reverse proxy's),
+    # comma-separated, or `*`; the client address decides the failed-auth throttle.
+    forwarded_allow_ips: str = "127.0.0.1"
+    # Failed authentications (401s) per client address: after `burst` within the window,
+    # requests to /v1 from that address answer 429 with Retry-After until the window ends.
+    auth_failure_burst: int = Field(default=30, ge=1, le=1_000_000)
+    auth_failure_window_seconds: int = Field(default=60, ge=1, le=86_400)
     # How long an Idempotency-Key keeps answering with the original job.
     idempotency_window_seconds: int = Field(default=86_400, ge=1)
     # Cap on any request body, checked while it streams in.

@@ -1,8 +1,10 @@
 """Webhook ingress: PrestaShop (Standard Webhooks, or the opt-in unsigned route) and R2.
 
-Order of checks on the signed route: body size → headers well formed and timestamp within
-the tolerance → the tenant's active secrets (an unknown tenant is checked against a dummy
-key, so it costs the same) → signature over the raw bytes → payload → replay → jobs. Every
+Order of checks on the signed route, cheapest first: failed-auth throttle of the client address
+(app/admission/auth_failures.py) → declared body size → headers well formed and timestamp
+within the tolerance (no body read yet) → the tenant's active secrets (an unknown tenant is
+checked against a dummy key and answers the same 401 as a bad signature) → body, read up to
+the cap → signature over the raw bytes → payload → replay → jobs. Every
 refusal is counted in `jobgate_webhook_refusals_total`; logs never carry secrets,
 signatures or bodies.
 """
@@ -71,12 +73,21 @@ def _refuse(source: str, reason: str, error: AppError) -> AppError:
     return error
 
 
-async def _read_body(request: Request, limit: int, source: str) -> bytes:
-    """The raw bytes (signatures are over them), refused early when over the cap."""
-    too_large = PayloadTooLarge(f"webhook bodies are limited to {limit} bytes")
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"webhook bodies are limited to {limit} bytes")
+
+
+def _check_declared_size(request: Request, limit: int, source: str) -> None:
+    """413 at once for a declared Content-Length over the cap (nothing read yet)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise _refuse(source, "too_large", too_large)
+        raise _refuse(source, "too_large", _too_large(limit))
+
+
+async def _read_body(request: Request, limit: int, source: str) -> bytes:
+    """The raw bytes (signatures are over them), refused early when over the cap."""
+    _check_declared_size(request, limit, source)
+    too_large = _too_large(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -115,7 +126,7 @@ def _accepted(recorded: webhooks_service.Recorded, response: Response) -> Webhoo
     openapi_extra=_SIGNED_BODY_DOC,
     responses={
         200: {"model": WebhookAccepted, "description": "A replay: the first delivery's jobs."},
-        **problem_responses(401, 404, 413, 422, 503),
+        **problem_responses(401, 413, 422, 429, 503),
     },
 )
 async def receive_prestashop_event(
@@ -128,7 +139,10 @@ async def receive_prestashop_event(
 ) -> WebhookAccepted:
     """Receive a PrestaShop event signed with Standard Webhooks; 202 once its jobs are stored."""
     settings = runtime.settings
-    raw = await _read_body(request, settings.webhook_max_body_bytes, SIGNED_SOURCE)
+    limit = settings.webhook_max_body_bytes
+    # Everything that needs neither the body nor the database comes first, so a flood of
+    # unsigned or stale deliveries is refused before a byte of its body is read or hashed.
+    _check_declared_size(request, limit, SIGNED_SOURCE)
     now_s = runtime.clock.now_ms() // 1000
     tolerance = settings.webhook_tolerance_seconds
     refused = Unauthorized("missing, invalid or stale webhook signature", scheme=SIGNATURE_SCHEME)
@@ -138,14 +152,13 @@ async def receive_prestashop_event(
         reason = "stale" if "timestamp too" in str(exc) else "headers"
         raise _refuse(SIGNED_SOURCE, reason, refused) from None
     keys, known = await webhooks_service.signing_keys(session, tenant_id=tenant_id, runtime=runtime)
+    raw = await _read_body(request, limit, SIGNED_SOURCE)
     try:
         verified = verify(raw, request.headers, keys, now=now_s, tolerance=tolerance)
     except WebhookVerificationError:
-        if not known:
-            raise _refuse(
-                SIGNED_SOURCE, "unknown_tenant", NotFound(f"tenant {tenant_id} does not exist")
-            ) from None
-        raise _refuse(SIGNED_SOURCE, "signature", refused) from None
+        # An unknown tenant was checked against a dummy key: same work, same answer, so the
+        # route does not tell which tenants exist.
+        raise _refuse(SIGNED_SOURCE, "signature" if known else "unknown_tenant", refused) from None
     _check_storable(raw, SIGNED_SOURCE)
     try:
         event = prestashop.from_signed(PrestaShopEvent.model_validate_json(raw))
@@ -218,7 +231,8 @@ async def receive_unsigned_prestashop_event(
     bodies are deduplicated. Prefer the signed route.
     """
     settings = runtime.settings
-    raw = await _read_body(request, settings.webhook_max_body_bytes, UNSIGNED_SOURCE)
+    # The token is checked before the body is read: a wrong one costs no body.
+    _check_declared_size(request, settings.webhook_max_body_bytes, UNSIGNED_SOURCE)
     matches = await webhooks_service.check_unsigned_token(session, tenant_id=tenant_id, token=token)
     if matches is None:
         raise _refuse(
@@ -226,6 +240,7 @@ async def receive_unsigned_prestashop_event(
         )
     if not matches:
         raise _refuse(UNSIGNED_SOURCE, "token", Unauthorized("invalid webhook token"))
+    raw = await _read_body(request, settings.webhook_max_body_bytes, UNSIGNED_SOURCE)
     _check_storable(raw, UNSIGNED_SOURCE)
     try:
         event = prestashop.from_unsigned(UnsignedPrestaShopEvent.model_validate_json(raw))

@@ -43,6 +43,9 @@ def product_event(product_id: int, kind: str = "product.updated") -> dict[str, A
     }
 
 
+FORGED_SECRET = "whsec_" + "A" * 32
+
+
 def body_of(event: dict[str, Any]) -> bytes:
     return json.dumps(event, separators=(",", ":")).encode()
 
@@ -233,12 +236,17 @@ class TestRefusals:
         headers[name] = value
         assert (await sender.post(body, headers)).status_code == 401
 
-    async def test_unknown_tenant_is_404_after_the_same_checks(self, sender: Sender) -> None:
+    async def test_unknown_tenant_is_the_same_401_as_a_bad_signature(self, sender: Sender) -> None:
         body = body_of(ORDER_EVENT)
         before = refusals("unknown_tenant")
-        response = await sender.post(body, sender.headers(body), tenant_id=uuid7())
-        assert response.status_code == 404
+        unknown = await sender.post(body, sender.headers(body), tenant_id=uuid7())
         assert refusals("unknown_tenant") == before + 1
+        forged = await sender.post(body, sender.headers(body, secrets=[FORGED_SECRET]))
+        for response in (unknown, forged):
+            assert response.status_code == 401
+            assert response.headers["www-authenticate"] == 'Webhook-Signature realm="jobgate"'
+        # Same problem document apart from `instance` (the path, which the caller sent).
+        assert {**unknown.json(), "instance": ""} == {**forged.json(), "instance": ""}
         # Without a fresh, well-formed signature header an unknown tenant looks like any other.
         stale = sender.headers(body)
         stale["webhook-timestamp"] = "1"

@@ -6,9 +6,10 @@ its size in memory) and no deadline for it (a connection that sends one byte a m
 kept forever). `BoundedHttpToolsProtocol` adds both, plus a cap on open connections, and
 keeps httptools' speed (h11 bounds the head size but is pure Python and much slower):
 
-- the bytes of a request head (request line + headers) are counted as they arrive; over
-  `max_header_bytes` the server answers 431 and closes, so a connection never holds more
-  than that plus one read;
+- the bytes of a request head (request line + headers) are counted as they arrive, and the
+  head's parsed parts as the parser hands them over; over `max_header_bytes` either way the
+  server answers 431 and closes, so a connection never holds more than that plus one read,
+  and a complete oversized head that arrives in one read is refused too;
 - a head must be complete within `header_timeout` of the connection opening (or of the first
   byte of a later request on a kept-alive connection), else 408 and close;
 - idle kept-alive connections close after `keep_alive` (uvicorn's own timer);
@@ -74,6 +75,10 @@ def _closing_response(status: int, detail: str) -> bytes:
     return head.encode("ascii") + body.encode()
 
 
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback; httptools turns it into a parser error."""
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a bounded request head and connection count."""
 
@@ -83,6 +88,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._in_head = True
         self._head_bytes = 0
+        self._parsed_head_bytes = 0
+        self._head_too_large = False
         self._head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -107,16 +114,40 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             and self._head_bytes > self.limits.max_header_bytes
             and not self.transport.is_closing()
         ):
-            self._close_with(
-                431,
-                f"the request line and headers are limited to {self.limits.max_header_bytes} bytes",
-            )
+            self._close_with(431, self._too_large_detail())
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
+        self._parsed_head_bytes = 0
         if self._head_timer is None:
             self._arm_head_timer()
+
+    def on_url(self, url: bytes) -> None:
+        self._count_parsed(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_parsed(len(name) + len(value) + 4)  # ": " and CRLF
+        super().on_header(name, value)
+
+    def _count_parsed(self, size: int) -> None:
+        # A whole head can arrive in one read and be parsed before `data_received` checks
+        # the count: refuse it from inside the parser.
+        self._parsed_head_bytes += size
+        if self._parsed_head_bytes > self.limits.max_header_bytes:
+            self._head_too_large = True
+            raise _HeadTooLarge
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn answers any parser error with 400; ours is a head over the limit.
+        if self._head_too_large:
+            self._close_with(431, self._too_large_detail())
+        else:
+            super().send_400_response(msg)
+
+    def _too_large_detail(self) -> str:
+        return f"the request line and headers are limited to {self.limits.max_header_bytes} bytes"
 
     def on_headers_complete(self) -> None:
         self._in_head = False

@@ -78,6 +78,18 @@ def test_oversized_head_is_refused_with_431_and_closed(server: ServerProcess) ->
     assert b"application/problem+json" in answer
 
 
+def test_a_complete_oversized_head_in_one_write_is_refused_with_431(
+    server: ServerProcess,
+) -> None:
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_HEADER_BYTES + 100)
+    with _connect(server) as sock:
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            sock.sendall(head + b"\r\n\r\n")
+        answer = _read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert b"application/problem+json" in answer
+
+
 def test_head_under_the_cap_and_large_bodies_still_pass(server: ServerProcess) -> None:
     headers = {"X-Filler": "f" * (MAX_HEADER_BYTES // 2)}
     with httpx.Client(base_url=server.base_url, timeout=10) as http:

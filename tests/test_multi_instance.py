@@ -55,6 +55,7 @@ from tests.support.servers import (
     jobgate_env,
     jobgate_process,
     jobgate_server,
+    run_jobgate,
 )
 
 TOTAL_JOBS = 3000
@@ -402,6 +403,17 @@ async def test_two_gateways_two_consumers_sigkill(
     )
     load_tenant, limited, scheduled = await asyncio.gather(
         *(asyncio.to_thread(create_tenant, env, f"multi-{name}") for name in ("load", "rl", "cron"))
+    )
+    # The load sends email to example.com: a new tenant may send none until its policy says so.
+    await asyncio.to_thread(
+        run_jobgate,
+        "email-policy",
+        "set",
+        load_tenant["tenant_id"],
+        "--any",
+        "--rate",
+        "1000000/hour",
+        env=env,
     )
     async with create_sessionmaker(db_engine)() as session:
         await set_plan(

@@ -191,8 +191,11 @@ class Attack:
         )
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, float]:
+        # Timed from before the connect: the server's deadline starts when it accepts, which
+        # is never earlier, while this coroutine may resume long after the connect under load.
+        started = time.monotonic()
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        return reader, writer, time.monotonic()
+        return reader, writer, started
 
     async def _trickle(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, opened: float

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -142,9 +141,6 @@ def serve() -> None:
 @cli.command()
 def dev() -> None:
     """Migrate, create a dev tenant on first run, and run everything on the embedded default."""
-    # A shop on this machine is normal in development (the consumer child inherits it);
-    # set JOBGATE_ALLOW_PRIVATE_SHOP_URLS=false to try the production behaviour.
-    os.environ.setdefault("JOBGATE_ALLOW_PRIVATE_SHOP_URLS", "true")
     get_settings.cache_clear()
     settings = get_settings()
     asyncio.run(_upgrade(settings))

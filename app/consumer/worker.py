@@ -509,6 +509,7 @@ class QueueWorker:
             payload = spec.parse(work.envelope.payload)
         except InvalidPayload as invalid:
             # No attempt could ever succeed: failed now, the handler never sees it.
+            log.warning("job %s attempt %d failed: %s", work.envelope.job_id, work.attempt, invalid)
             work.outcome = AttemptOutcome.failed
             work.error = str(invalid)
             return

@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 from app import __version__
 from app.admission.auth_failures import AuthFailureThrottle, FailedAuthThrottle
 from app.admission.service import AdmissionControl
+from app.consumer.service import check_handlers
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.middleware import BodyLimit
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     settings = settings or (runtime.settings if runtime else get_settings())
     # Fail at start-up, not on the first request, when the configuration is wrong.
     state = runtime or build_runtime(settings)
+    check_handlers(settings, state.topology)
     admission = AdmissionControl.from_runtime(state)
 
     @asynccontextmanager

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from app.consumer.breaker import BreakerPolicy
 from app.consumer.registry import HandlerRegistry, Resources
 from app.consumer.retry import RetryPolicy
+from app.consumer.wiring import check_job_types
 from app.consumer.worker import CycleReport, QueueWorker
 from app.jobs import lifecycle
 from app.queues.base import QueueBackend
@@ -46,6 +47,8 @@ class Consumer:
         unknown = [name for name in names if name not in topology.consumers]
         if unknown:
             raise ValueError(f"no consumer is configured for queue(s) {', '.join(unknown)}")
+        # Every job type routed to these queues has a handler for its model (or no start).
+        check_job_types(topology, registry, queues=names)
         self.settings = settings
         self.resources = resources
         # Longest wait between pulls while the queue stays empty (never below the minimum).

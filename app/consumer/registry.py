@@ -1,6 +1,10 @@
 """Handlers by job type, and what a handler gets and may raise.
 
-A handler is `async def handle(ctx: JobContext) -> None`, registered with `@handler("type")`.
+A handler is `async def handle(ctx: JobContext[SyncOrdersPayload]) -> None`, registered with
+`@handler("sync-orders", SyncOrdersPayload)`: each handler is bound to its job type's payload
+model, and `ctx.payload` is an instance of it. The stored payload is validated once, when the
+consumer takes the message; one that no longer validates (e.g. stored before the model
+changed) fails the job at once (`InvalidPayload`), without running the handler or retrying.
 It must be idempotent (delivery is at least once). Returning acks the message and marks the
 job `succeeded`; `RetryLater(seconds)` retries after that delay (e.g. a downstream 429);
 `PermanentFailure(reason)` acks, marks the job `failed` and records why; any other exception
@@ -9,9 +13,11 @@ is a transient failure retried with the consumer's backoff until the DLQ.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 if TYPE_CHECKING:
     import httpx
@@ -35,6 +41,27 @@ class PermanentFailure(Exception):
     """Do not retry: the job is `failed` with this reason."""
 
 
+# An invalid payload's error names at most this many fields (a job's `last_error`).
+MAX_LISTED_PROBLEMS = 5
+
+
+class InvalidPayload(PermanentFailure):
+    """The stored payload does not validate against the handler's model."""
+
+    @classmethod
+    def from_error(
+        cls, job_type: str, model: type[BaseModel], exc: ValidationError
+    ) -> InvalidPayload:
+        errors = exc.errors(include_url=False)
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'payload'}: {error['msg']}"
+            for error in errors[:MAX_LISTED_PROBLEMS]
+        )
+        if len(errors) > MAX_LISTED_PROBLEMS:
+            problems += f"; and {len(errors) - MAX_LISTED_PROBLEMS} more"
+        return cls(f"invalid {job_type} payload ({model.__name__}): {problems}")
+
+
 class ProgressReporter(Protocol):
     async def __call__(self, percent: int, message: str | None = None) -> None: ...
 
@@ -52,14 +79,21 @@ class Resources:
     state: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class JobContext:
+# A handler's payload model.
+P = TypeVar("P", bound=BaseModel)
+# A context is read-only, so one for a narrower model is also one for a wider model: a
+# helper that needs no payload fields can take `JobContext[BaseModel]`.
+P_co = TypeVar("P_co", bound=BaseModel, covariant=True)
+
+
+@dataclass(frozen=True, slots=True)
+class JobContext(Generic[P_co]):
     """What one run of a handler knows about its job."""
 
     job_id: str
     tenant_id: str
     type: str
-    payload: dict[str, Any]
+    payload: P_co
     attempt: int
     report_progress: ProgressReporter
     resources: Resources
@@ -69,51 +103,72 @@ class JobContext:
         await self.report_progress(max(0, min(100, percent)), message)
 
 
-HandlerFunc = Callable[[JobContext], Awaitable[None]]
+HandlerFunc = Callable[[JobContext[P]], Awaitable[None]]
 
 
 ExceptionTypes = tuple[type[BaseException], ...]
 
 
 @dataclass(frozen=True, slots=True)
-class HandlerSpec:
+class HandlerSpec(Generic[P]):
     job_type: str
-    func: HandlerFunc
+    model: type[P]
+    func: HandlerFunc[P]
     # Per-handler override of the queue's max_retries; None keeps the topology's.
     max_retries: int | None = None
     # Exceptions that are permanent failures for this handler (never retried).
     throws: ExceptionTypes = ()
     timeout_seconds: float | None = None
 
+    def parse(self, payload: Mapping[str, object]) -> P:
+        """The stored payload as the handler's model; `InvalidPayload` when it does not fit."""
+        try:
+            return self.model.model_validate(payload)
+        except ValidationError as exc:
+            raise InvalidPayload.from_error(self.job_type, self.model, exc) from None
+
+
+# The registry holds handlers of different payload types; each spec keeps its own model and
+# function together, so whatever `parse` returns is what that spec's `func` takes.
+AnyHandlerSpec = HandlerSpec[Any]
+
 
 class HandlerRegistry:
     def __init__(self) -> None:
-        self._specs: dict[str, HandlerSpec] = {}
+        self._specs: dict[str, AnyHandlerSpec] = {}
 
-    def register(self, spec: HandlerSpec) -> None:
+    def register(self, spec: AnyHandlerSpec) -> None:
         if spec.job_type in self._specs:
             raise ValueError(f"a handler for {spec.job_type!r} is registered already")
         self._specs[spec.job_type] = spec
 
-    def get(self, job_type: str) -> HandlerSpec | None:
+    def get(self, job_type: str) -> AnyHandlerSpec | None:
         return self._specs.get(job_type)
 
     @property
     def types(self) -> frozenset[str]:
         return frozenset(self._specs)
 
+    @property
+    def specs(self) -> list[AnyHandlerSpec]:
+        return [self._specs[job_type] for job_type in sorted(self._specs)]
+
     def handler(
         self,
         job_type: str,
+        model: type[P],
         *,
         max_retries: int | None = None,
         throws: ExceptionTypes = (),
         timeout_seconds: float | None = None,
-    ) -> Callable[[HandlerFunc], HandlerFunc]:
-        def decorate(func: HandlerFunc) -> HandlerFunc:
+    ) -> Callable[[HandlerFunc[P]], HandlerFunc[P]]:
+        """Register the decorated function for `job_type`, taking payloads of `model`."""
+
+        def decorate(func: HandlerFunc[P]) -> HandlerFunc[P]:
             self.register(
                 HandlerSpec(
                     job_type=job_type,
+                    model=model,
                     func=func,
                     max_retries=max_retries,
                     throws=throws,

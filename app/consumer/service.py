@@ -13,8 +13,10 @@ import httpx
 from app.consumer.process import Consumer
 from app.consumer.registry import HandlerRegistry, Resources
 from app.consumer.registry import registry as global_registry
+from app.consumer.wiring import check_job_types
 from app.core.config import Settings
 from app.core.runtime import Runtime
+from app.queues.topology import Topology
 
 log = logging.getLogger("jobgate.consumer")
 
@@ -62,6 +64,12 @@ def load_handlers(modules: Sequence[str]) -> HandlerRegistry:
             continue
         fresh.register(spec)
     return fresh
+
+
+def check_handlers(settings: Settings, topology: Topology) -> None:
+    """The gateway's start-up check: each job type it accepts has a handler in
+    JOBGATE_HANDLER_MODULES (bound to its model), and no handler names an unknown type."""
+    check_job_types(topology, load_handlers(handler_modules(settings.handler_modules)))
 
 
 def _defined_under(module: str, prefixes: tuple[str, ...]) -> bool:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from app.consumer.breaker import BreakerKey
 from app.consumer.envelope import Delivery, Envelope
-from app.consumer.registry import HandlerSpec
+from app.consumer.registry import AnyHandlerSpec
 from app.jobs.lifecycle import AttemptEnd, AttemptOutcome
 from app.queues.base import OutgoingMessage, RetryRequest
 
@@ -35,7 +35,7 @@ class Work:
 
     delivery: Delivery
     envelope: Envelope
-    spec: HandlerSpec | None
+    spec: AnyHandlerSpec | None
     max_attempts: int
     final_delivery: bool  # the queue will not deliver this message again
     attempt: int = 0

@@ -43,8 +43,9 @@ from app.consumer.breaker import BreakerPolicy, Breakers
 from app.consumer.envelope import Delivery, Envelope
 from app.consumer.leases import LeaseKeeper, lease_for
 from app.consumer.registry import (
+    AnyHandlerSpec,
     HandlerRegistry,
-    HandlerSpec,
+    InvalidPayload,
     JobContext,
     PermanentFailure,
     Resources,
@@ -344,7 +345,7 @@ class QueueWorker:
             tasks.append(task)
         return tasks
 
-    def _max_attempts(self, spec: HandlerSpec | None) -> int:
+    def _max_attempts(self, spec: AnyHandlerSpec | None) -> int:
         max_deliveries = self.rules.max_deliveries
         if spec is not None and spec.max_retries is not None:
             return min(spec.max_retries + 1, max_deliveries)
@@ -504,11 +505,19 @@ class QueueWorker:
         if spec is None:
             self._failed(work, f"no handler is registered for job type {work.envelope.type!r}")
             return
+        try:
+            payload = spec.parse(work.envelope.payload)
+        except InvalidPayload as invalid:
+            # No attempt could ever succeed: failed now, the handler never sees it.
+            log.warning("job %s attempt %d failed: %s", work.envelope.job_id, work.attempt, invalid)
+            work.outcome = AttemptOutcome.failed
+            work.error = str(invalid)
+            return
         ctx = JobContext(
             job_id=work.envelope.job_id,
             tenant_id=work.envelope.tenant_id,
             type=work.envelope.type,
-            payload=work.envelope.payload,
+            payload=payload,
             attempt=work.attempt,
             report_progress=self._progress_reporter(work.envelope.job_id, work.attempt),
             resources=self._resources,

@@ -16,20 +16,21 @@ import httpx
 
 from app.consumer.registry import JobContext, PermanentFailure, handler
 from app.handlers._http import DownstreamError, raise_for_downstream
+from app.jobs.payloads import AgentTaskPayload
 
 logger = logging.getLogger(__name__)
 
 
-@handler("agent-task", timeout_seconds=900)
-async def run_agent(ctx: JobContext) -> None:
+@handler("agent-task", AgentTaskPayload, timeout_seconds=900)
+async def run_agent(ctx: JobContext[AgentTaskPayload]) -> None:
     """Ask the executor to run `agentType` for the tenant (optionally as a dry run)."""
     settings = ctx.resources.settings
     if not settings.agent_executor_url:
         raise PermanentFailure("JOBGATE_AGENT_EXECUTOR_URL is not set")
     body = {
         "tenant_id": ctx.tenant_id,
-        "agent_type": str(ctx.payload["agentType"]),
-        "dry_run": bool(ctx.payload.get("dryRun", False)),
+        "agent_type": ctx.payload.agentType,
+        "dry_run": ctx.payload.dryRun,
         "job_id": ctx.job_id,
     }
     await ctx.progress(1, "sent to the agent executor")

@@ -16,11 +16,12 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from app.consumer.registry import JobContext, PermanentFailure, handler
+from app.consumer.registry import JobContext, handler
 from app.core.clock import to_datetime
 from app.core.db import SessionMaker
 from app.handlers import service
 from app.handlers.models import AnalyticsEvent
+from app.jobs.payloads import AnalyticsEventPayload
 
 
 class EventBatcher:
@@ -80,7 +81,7 @@ class EventBatcher:
                 future.set_result(None)
 
 
-def batcher(ctx: JobContext) -> EventBatcher:
+def batcher(ctx: JobContext[AnalyticsEventPayload]) -> EventBatcher:
     """The process's batcher (one per consumer process, created on first use)."""
     current = ctx.resources.state.get(__name__)
     if not isinstance(current, EventBatcher):
@@ -93,28 +94,23 @@ def batcher(ctx: JobContext) -> EventBatcher:
     return current
 
 
-def occurred_at(ctx: JobContext) -> datetime:
-    raw = ctx.payload.get("occurredAt")
-    if raw is None:
+def occurred_at(ctx: JobContext[AnalyticsEventPayload]) -> datetime:
+    value = ctx.payload.occurredAt
+    if value is None:
         # "The submission time when omitted": the job's creation time.
         return to_datetime(ctx.created_at_ms or ctx.resources.clock.now_ms())
-    try:
-        value = raw if isinstance(raw, datetime) else datetime.fromisoformat(str(raw))
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    except ValueError as exc:
-        raise PermanentFailure(f"occurredAt is not an ISO-8601 time: {raw!r}") from exc
-    except OverflowError as exc:  # no retry can convert it
-        raise PermanentFailure(f"occurredAt is out of range in UTC: {raw!r}") from exc
+    # The payload model refuses times that do not convert to UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-@handler("analytics-event", timeout_seconds=60)
-async def record_event(ctx: JobContext) -> None:
+@handler("analytics-event", AnalyticsEventPayload, timeout_seconds=60)
+async def record_event(ctx: JobContext[AnalyticsEventPayload]) -> None:
     """Insert the event; returns only once the row is committed (see module docstring)."""
     row = {
         "tenant_id": ctx.tenant_id,
         "job_id": ctx.job_id,
-        "name": str(ctx.payload["name"]),
-        "properties": dict(ctx.payload.get("properties") or {}),
+        "name": ctx.payload.name,
+        "properties": ctx.payload.properties,
         "occurred_at": occurred_at(ctx),
         "recorded_at": to_datetime(ctx.resources.clock.now_ms()),
     }

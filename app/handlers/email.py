@@ -29,7 +29,7 @@ from app.core.clock import to_datetime
 from app.core.config import Settings
 from app.handlers import service
 from app.handlers.models import EmailDelivery
-from app.jobs.payloads import is_safe_url
+from app.jobs.payloads import SendEmailPayload, is_safe_url
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ class EmailTemplates:
         common: dict[str, Any] = {"loader": loader, "undefined": _Undefined}
         self._text = jinja2.Environment(autoescape=False, keep_trailing_newline=True, **common)
         self._html = jinja2.Environment(autoescape=True, **common)
-        # `{{ x | url }}`: an http(s) URL, or an inert "#" (jobs stored before the check).
+        # `{{ x | url }}`: an http(s) URL, or an inert "#" (the payload model checks only
+        # variables named like links).
         for env in (self._text, self._html):
             env.filters["url"] = safe_url
 
@@ -80,28 +81,30 @@ def safe_url(value: Any) -> str:
     return str(value) if is_safe_url(value) else "#"
 
 
-def _templates(ctx: JobContext) -> EmailTemplates:
+def _templates(ctx: JobContext[SendEmailPayload]) -> EmailTemplates:
     templates = ctx.resources.state.get(__name__)
     if not isinstance(templates, EmailTemplates):
         templates = ctx.resources.state[__name__] = EmailTemplates()
     return templates
 
 
-def build_message(ctx: JobContext, *, sender: str, text: str, html: str | None) -> EmailMessage:
+def build_message(
+    ctx: JobContext[SendEmailPayload], *, sender: str, text: str, html: str | None
+) -> EmailMessage:
     payload = ctx.payload
     _, sender_address = parseaddr(sender)
     domain = sender_address.rpartition("@")[2] or "jobgate.invalid"
     message = EmailMessage()
     try:
         message["From"] = sender
-        message["To"] = str(payload["to"])
-        message["Subject"] = str(payload["subject"])
+        message["To"] = payload.to
+        message["Subject"] = payload.subject
     except ValueError as exc:  # CR/LF in a header: refused, never retried
         raise PermanentFailure(f"invalid header: {exc}") from exc
     # Stable across retries, so a duplicate after a crash is recognisable downstream.
     message["Message-ID"] = f"<{ctx.job_id}@{domain}>"
     message["Date"] = formatdate(ctx.resources.clock.now_ms() / 1000, localtime=False)
-    message["X-Priority"] = PRIORITY_HEADER.get(str(payload.get("priority")), "3 (Normal)")
+    message["X-Priority"] = PRIORITY_HEADER[payload.priority]
     message.set_content(text)
     if html is not None:
         message.add_alternative(html, subtype="html")
@@ -121,7 +124,7 @@ def smtp_options(settings: Settings) -> dict[str, Any]:
 
 
 async def _record(
-    ctx: JobContext, message: EmailMessage, status: str, detail: str | None = None
+    ctx: JobContext[SendEmailPayload], message: EmailMessage, status: str, detail: str | None = None
 ) -> None:
     async with ctx.resources.sessionmaker() as session:
         await service.upsert(
@@ -131,8 +134,8 @@ async def _record(
                 {
                     "job_id": ctx.job_id,
                     "tenant_id": ctx.tenant_id,
-                    "recipient": str(ctx.payload["to"])[:320],
-                    "template_id": str(ctx.payload["templateId"])[:100],
+                    "recipient": ctx.payload.to[:320],
+                    "template_id": ctx.payload.templateId[:100],
                     "message_id": str(message["Message-ID"]),
                     "status": status,
                     "detail": detail,
@@ -154,8 +157,8 @@ def _reply_code(exc: aiosmtplib.SMTPException) -> int | None:
     return None
 
 
-@handler("send-email", timeout_seconds=120)
-async def send_email(ctx: JobContext) -> None:
+@handler("send-email", SendEmailPayload, timeout_seconds=120)
+async def send_email(ctx: JobContext[SendEmailPayload]) -> None:
     """Render `templateId` with `variables` and send it from the tenant's sender."""
     resources = ctx.resources
     async with resources.sessionmaker() as session:
@@ -167,8 +170,7 @@ async def send_email(ctx: JobContext) -> None:
     sender = resources.settings.email_default_sender
     if sender_row is not None:
         sender = formataddr((sender_row.display_name or "", sender_row.address))
-    variables = ctx.payload.get("variables") or {}
-    text, html = _templates(ctx).render(str(ctx.payload["templateId"]), dict(variables))
+    text, html = _templates(ctx).render(ctx.payload.templateId, ctx.payload.variables)
     message = build_message(ctx, sender=sender, text=text, html=html)
     try:
         await aiosmtplib.send(message, **smtp_options(resources.settings))

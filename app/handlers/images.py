@@ -13,7 +13,7 @@ import asyncio
 import base64
 import io
 import logging
-from typing import Any
+from typing import Any, assert_never
 
 import httpx
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -25,13 +25,14 @@ from app.handlers._http import DownstreamError, raise_for_downstream
 from app.handlers.models import ImageResult
 from app.handlers.objectstore import ObjectStore, object_store_from_settings
 from app.jobs.object_keys import InvalidKey
+from app.jobs.payloads import AltTextOperation, ProcessImagePayload, ThumbnailOperation
 
 logger = logging.getLogger(__name__)
 
 FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 
 
-def object_store(ctx: JobContext) -> ObjectStore:
+def object_store(ctx: JobContext[ProcessImagePayload]) -> ObjectStore:
     """The process's store (created once; tests may put their own in `state`)."""
     store = ctx.resources.state.get(__name__)
     if store is None:
@@ -65,7 +66,9 @@ def make_thumbnail(data: bytes, width: int, height: int) -> tuple[bytes, str]:
     return out.getvalue(), FORMATS[fmt]
 
 
-async def generate_alt_text(ctx: JobContext, key: str, data: bytes, content_type: str) -> str:
+async def generate_alt_text(
+    ctx: JobContext[ProcessImagePayload], key: str, data: bytes, content_type: str
+) -> str:
     """POST the image to the configured endpoint; it answers `{"alt_text": "..."}`."""
     settings = ctx.resources.settings
     if not settings.alt_text_url:
@@ -97,7 +100,7 @@ async def generate_alt_text(ctx: JobContext, key: str, data: bytes, content_type
 
 
 async def _record(
-    ctx: JobContext,
+    ctx: JobContext[ProcessImagePayload],
     key: str,
     status: str,
     *,
@@ -123,11 +126,11 @@ async def _record(
         await session.commit()
 
 
-@handler("process-image", timeout_seconds=300)
-async def process_image(ctx: JobContext) -> None:
+@handler("process-image", ProcessImagePayload, timeout_seconds=300)
+async def process_image(ctx: JobContext[ProcessImagePayload]) -> None:
     """Run the job's operations on the object `key`, recording the results."""
-    key = str(ctx.payload["key"])
-    operations: list[dict[str, Any]] = list(ctx.payload.get("operations") or [])
+    key = ctx.payload.key
+    operations = ctx.payload.operations
     settings = ctx.resources.settings
     stored = f"{ctx.tenant_id}/{key}" if settings.object_store_per_tenant else key
     store = object_store(ctx)
@@ -148,14 +151,14 @@ async def process_image(ctx: JobContext) -> None:
     thumbnails: list[str] = []
     alt_text: str | None = None
     for index, operation in enumerate(operations, start=1):
-        if operation.get("type") == "thumbnail":
-            width, height = int(operation["width"]), int(operation["height"])
+        if isinstance(operation, ThumbnailOperation):
+            width, height = operation.width, operation.height
             thumb, thumb_type = await asyncio.to_thread(make_thumbnail, data, width, height)
             await store.put(thumbnail_key(stored, width, height), thumb, content_type=thumb_type)
             thumbnails.append(thumbnail_key(key, width, height))
-        elif operation.get("type") == "alt-text":
+        elif isinstance(operation, AltTextOperation):
             alt_text = await generate_alt_text(ctx, key, data, content_type)
         else:
-            raise PermanentFailure(f"unknown image operation {operation.get('type')!r}")
+            assert_never(operation)
         await ctx.progress(index * 100 // len(operations), f"{index}/{len(operations)} done")
     await _record(ctx, key, "processed", thumbnails=thumbnails, alt_text=alt_text)

@@ -46,6 +46,12 @@ from app.handlers.prestashop import (
     ml_value,
 )
 from app.handlers.shop_url import ShopUrlGuard, UnsafeShopUrl
+from app.jobs.payloads import (
+    JobPayload,
+    SyncOrdersPayload,
+    SyncProductsPayload,
+    SyncSingleOrderPayload,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +93,7 @@ def shop_errors() -> Iterator[None]:
 
 
 @asynccontextmanager
-async def open_shop(ctx: JobContext, site_id: str | None) -> AsyncIterator[Shop]:
+async def open_shop(ctx: JobContext[JobPayload], site_id: str | None) -> AsyncIterator[Shop]:
     """The shop and a client for this run; its connections go only to the address the
     shop's host resolved to and passed the guard (see `shop_url`), closed after the run."""
     resources = ctx.resources
@@ -117,7 +123,9 @@ async def open_shop(ctx: JobContext, site_id: str | None) -> AsyncIterator[Shop]
             raise PermanentFailure(str(exc)) from exc
 
 
-def order_row(ctx: JobContext, site_id: str, raw: dict[str, Any]) -> dict[str, Any] | None:
+def order_row(
+    ctx: JobContext[JobPayload], site_id: str, raw: dict[str, Any]
+) -> dict[str, Any] | None:
     order_id = as_int(raw.get("id"))
     if order_id is None:
         return None
@@ -143,7 +151,7 @@ def order_row(ctx: JobContext, site_id: str, raw: dict[str, Any]) -> dict[str, A
 
 
 def product_row(
-    ctx: JobContext,
+    ctx: JobContext[SyncProductsPayload],
     site_id: str,
     raw: dict[str, Any],
     suppliers: list[dict[str, Any]] | None,
@@ -274,13 +282,12 @@ async def _fetch_orders(
     return listed, full
 
 
-@handler("sync-orders", timeout_seconds=3600)
-async def sync_orders(ctx: JobContext) -> None:
+@handler("sync-orders", SyncOrdersPayload, timeout_seconds=3600)
+async def sync_orders(ctx: JobContext[SyncOrdersPayload]) -> None:
     """Upsert the orders updated in the last `lastDays` days, one committed page at a time."""
-    payload = ctx.payload
-    last_days = int(payload.get("lastDays", 40))
-    bulk = bool(payload.get("bulkMode", True))
-    async with open_shop(ctx, payload.get("siteId")) as shop:
+    last_days = ctx.payload.lastDays
+    bulk = ctx.payload.bulkMode
+    async with open_shop(ctx, ctx.payload.siteId) as shop:
         now = shop.local_now(ctx.resources.clock.now_ms())
         keyset = DateKeyset(now - timedelta(days=last_days), now + CLOCK_SKEW)
         pages = total = 0
@@ -316,11 +323,11 @@ async def sync_orders(ctx: JobContext) -> None:
         await ctx.progress(100, f"{total} orders synced ({pages} pages)")
 
 
-@handler("sync-single-order", timeout_seconds=300)
-async def sync_single_order(ctx: JobContext) -> None:
+@handler("sync-single-order", SyncSingleOrderPayload, timeout_seconds=300)
+async def sync_single_order(ctx: JobContext[SyncSingleOrderPayload]) -> None:
     """Upsert one order (after an order webhook); an order the shop does not have fails."""
-    order_id = int(ctx.payload["orderId"])
-    async with open_shop(ctx, ctx.payload.get("siteId")) as shop:
+    order_id = ctx.payload.orderId
+    async with open_shop(ctx, ctx.payload.siteId) as shop:
         with shop_errors():
             raw = await shop.client.get("orders", order_id)
         row = order_row(ctx, shop.site_id, raw)
@@ -368,7 +375,7 @@ async def _supplier_links(shop: Shop, product_ids: list[int]) -> dict[int, list[
 
 
 async def _store_products(
-    ctx: JobContext,
+    ctx: JobContext[SyncProductsPayload],
     shop: Shop,
     items: list[dict[str, Any]],
     *,
@@ -412,13 +419,12 @@ async def _store_products(
     return len(rows)
 
 
-@handler("sync-products", timeout_seconds=3600)
-async def sync_products(ctx: JobContext) -> None:
+@handler("sync-products", SyncProductsPayload, timeout_seconds=3600)
+async def sync_products(ctx: JobContext[SyncProductsPayload]) -> None:
     """Upsert products: since the watermark when `incremental`, else the whole catalog."""
-    payload = ctx.payload
-    incremental = bool(payload.get("incremental", True))
-    link_vendors = bool(payload.get("linkVendors", True))
-    async with open_shop(ctx, payload.get("siteId")) as shop:
+    incremental = ctx.payload.incremental
+    link_vendors = ctx.payload.linkVendors
+    async with open_shop(ctx, ctx.payload.siteId) as shop:
         async with ctx.resources.sessionmaker() as session:
             watermark = await service.get_watermark(
                 session, tenant_id=ctx.tenant_id, site_id=shop.site_id, resource="products"
@@ -435,7 +441,7 @@ async def sync_products(ctx: JobContext) -> None:
 
 
 async def _products_since(
-    ctx: JobContext, shop: Shop, watermark: datetime, *, link_vendors: bool
+    ctx: JobContext[SyncProductsPayload], shop: Shop, watermark: datetime, *, link_vendors: bool
 ) -> tuple[int, int]:
     now = shop.local_now(ctx.resources.clock.now_ms())
     keyset = DateKeyset(watermark - WATERMARK_OVERLAP, max(now, watermark) + CLOCK_SKEW)
@@ -463,7 +469,9 @@ async def _products_since(
     return total, pages
 
 
-async def _products_full(ctx: JobContext, shop: Shop, *, link_vendors: bool) -> tuple[int, int]:
+async def _products_full(
+    ctx: JobContext[SyncProductsPayload], shop: Shop, *, link_vendors: bool
+) -> tuple[int, int]:
     newest_id = await shop.client.list("products", display="[id]", sort="[id_DESC]", limit=1)
     max_id = as_int(newest_id[0].get("id")) if newest_id else 0
     last_id = 0

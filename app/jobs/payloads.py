@@ -3,6 +3,10 @@
 Field names follow the company's TypeScript jobs (camelCase). Options common to every job
 (`delay_seconds`, `idempotency_key`, `tenantId`) sit beside the payload fields and are not
 part of the stored payload.
+
+Each job type has two models: its payload (`SyncOrdersPayload`: what is stored and what its
+handler gets, validated again when a consumer takes the message) and its request
+(`SyncOrdersJob`: the payload plus `type` and the options, what the API accepts).
 """
 
 from __future__ import annotations
@@ -54,10 +58,18 @@ def _unsafe_links(variables: Any, prefix: str = "") -> list[str]:
 
 SiteId = Annotated[str, Field(min_length=1, max_length=64, examples=["shop-1"])]
 OPTION_FIELDS = frozenset({"type", "delay_seconds", "idempotency_key", "tenantId"})
+# Same rules for a payload on its own as inside a request (a stored payload re-validates).
+_PAYLOAD_CONFIG = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+
+class JobPayload(BaseModel):
+    """The stored fields of one job type (base of every payload model)."""
+
+    model_config = _PAYLOAD_CONFIG
 
 
 class JobOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+    model_config = _PAYLOAD_CONFIG
 
     type: str
     delay_seconds: int | None = Field(
@@ -82,58 +94,51 @@ class JobOptions(BaseModel):
         return self.model_dump(mode="json", exclude=set(OPTION_FIELDS))
 
 
-class SyncOrdersJob(JobOptions):
+class SyncOrdersPayload(JobPayload):
+    siteId: SiteId
+    lastDays: int = Field(default=40, ge=1, le=3650)
+    bulkMode: bool = True
+
+
+class SyncOrdersJob(SyncOrdersPayload, JobOptions):
     """Sync a shop's recent orders from PrestaShop."""
 
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"type": "sync-orders", "siteId": "shop-1"}]}
     )
     type: Literal["sync-orders"]
+
+
+class SyncProductsPayload(JobPayload):
     siteId: SiteId
-    lastDays: int = Field(default=40, ge=1, le=3650)
-    bulkMode: bool = True
+    incremental: bool = True
+    linkVendors: bool = True
 
 
-class SyncProductsJob(JobOptions):
+class SyncProductsJob(SyncProductsPayload, JobOptions):
     """Sync a shop's products from PrestaShop."""
 
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"type": "sync-products", "siteId": "shop-1"}]}
     )
     type: Literal["sync-products"]
-    siteId: SiteId
-    incremental: bool = True
-    linkVendors: bool = True
 
 
-class SyncSingleOrderJob(JobOptions):
+class SyncSingleOrderPayload(JobPayload):
+    orderId: int = Field(ge=1)
+    siteId: SiteId | None = None
+
+
+class SyncSingleOrderJob(SyncSingleOrderPayload, JobOptions):
     """Sync one order, typically after an order webhook."""
 
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"type": "sync-single-order", "orderId": 42}]}
     )
     type: Literal["sync-single-order"]
-    orderId: int = Field(ge=1)
-    siteId: SiteId | None = None
 
 
-class SendEmailJob(JobOptions):
-    """Render a template and send one email."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "type": "send-email",
-                    "to": "ana@example.com",
-                    "subject": "Your order shipped",
-                    "templateId": "order-shipped",
-                    "variables": {"orderId": 42},
-                }
-            ]
-        }
-    )
-    type: Literal["send-email"]
+class SendEmailPayload(JobPayload):
     to: EmailStr
     subject: str = Field(min_length=1, max_length=998)
     templateId: str = Field(min_length=1, max_length=100)
@@ -154,6 +159,25 @@ class SendEmailJob(JobOptions):
         return value
 
 
+class SendEmailJob(SendEmailPayload, JobOptions):
+    """Render a template and send one email."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "send-email",
+                    "to": "ana@example.com",
+                    "subject": "Your order shipped",
+                    "templateId": "order-shipped",
+                    "variables": {"orderId": 42},
+                }
+            ]
+        }
+    )
+    type: Literal["send-email"]
+
+
 class ThumbnailOperation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -171,21 +195,7 @@ class AltTextOperation(BaseModel):
 ImageOperation = Annotated[ThumbnailOperation | AltTextOperation, Field(discriminator="type")]
 
 
-class ProcessImageJob(JobOptions):
-    """Make thumbnails and alt text for one stored image."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "type": "process-image",
-                    "key": "products/42/main.jpg",
-                    "operations": [{"type": "thumbnail", "width": 200, "height": 200}],
-                }
-            ]
-        }
-    )
-    type: Literal["process-image"]
+class ProcessImagePayload(JobPayload):
     key: str = Field(
         min_length=1,
         max_length=MAX_JOB_KEY_BYTES,
@@ -209,15 +219,24 @@ class ProcessImageJob(JobOptions):
         return key
 
 
-class AnalyticsEventJob(JobOptions):
-    """Record one analytics event."""
+class ProcessImageJob(ProcessImagePayload, JobOptions):
+    """Make thumbnails and alt text for one stored image."""
 
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{"type": "analytics-event", "name": "order.paid", "properties": {}}]
+            "examples": [
+                {
+                    "type": "process-image",
+                    "key": "products/42/main.jpg",
+                    "operations": [{"type": "thumbnail", "width": 200, "height": 200}],
+                }
+            ]
         }
     )
-    type: Literal["analytics-event"]
+    type: Literal["process-image"]
+
+
+class AnalyticsEventPayload(JobPayload):
     name: str = Field(min_length=1, max_length=200)
     properties: dict[str, Any] = Field(default_factory=dict)
     occurredAt: datetime | None = Field(
@@ -237,15 +256,29 @@ class AnalyticsEventJob(JobOptions):
         return value
 
 
-class AgentTaskJob(JobOptions):
+class AnalyticsEventJob(AnalyticsEventPayload, JobOptions):
+    """Record one analytics event."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"type": "analytics-event", "name": "order.paid", "properties": {}}]
+        }
+    )
+    type: Literal["analytics-event"]
+
+
+class AgentTaskPayload(JobPayload):
+    agentType: str = Field(min_length=1, max_length=100)
+    dryRun: bool = False
+
+
+class AgentTaskJob(AgentTaskPayload, JobOptions):
     """Run an AI agent for the tenant."""
 
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"type": "agent-task", "agentType": "content-management"}]}
     )
     type: Literal["agent-task"]
-    agentType: str = Field(min_length=1, max_length=100)
-    dryRun: bool = False
 
 
 JobRequest = Annotated[
@@ -269,3 +302,13 @@ JOB_MODELS: dict[str, type[JobOptions]] = {
     "agent-task": AgentTaskJob,
 }
 JOB_TYPES = frozenset(JOB_MODELS)
+# What a handler of each job type is bound to (its stored payload's model).
+JOB_PAYLOADS: dict[str, type[JobPayload]] = {
+    "sync-orders": SyncOrdersPayload,
+    "sync-products": SyncProductsPayload,
+    "sync-single-order": SyncSingleOrderPayload,
+    "send-email": SendEmailPayload,
+    "process-image": ProcessImagePayload,
+    "analytics-event": AnalyticsEventPayload,
+    "agent-task": AgentTaskPayload,
+}

@@ -10,6 +10,7 @@ import pytest
 from app.consumer.breaker import BreakerPolicy, is_open
 from app.consumer.models import CircuitBreaker
 from app.consumer.registry import HandlerRegistry, JobContext, PermanentFailure, RetryLater
+from app.jobs.payloads import AnalyticsEventPayload
 from app.queues.base import OutgoingMessage
 from tests.consumer.conftest import DLQ, QUEUE, MakeHarness
 from tests.factories import auth
@@ -30,10 +31,10 @@ async def _until(predicate: object, timeout: float = 20.0) -> None:
 class TestOutcomes:
     async def test_success_goes_queued_running_succeeded(self, make_harness: MakeHarness) -> None:
         registry = HandlerRegistry()
-        seen: list[JobContext] = []
+        seen: list[JobContext[AnalyticsEventPayload]] = []
 
-        @registry.handler(TYPE)
-        async def ok(ctx: JobContext) -> None:
+        @registry.handler(TYPE, AnalyticsEventPayload)
+        async def ok(ctx: JobContext[AnalyticsEventPayload]) -> None:
             seen.append(ctx)
 
         h = await make_harness(registry)
@@ -48,7 +49,7 @@ class TestOutcomes:
         [attempt] = await h.attempts(job_id)
         assert attempt.outcome == "succeeded"
         assert attempt.ended_at is not None
-        assert seen[0].payload["properties"] == {"x": 1}
+        assert seen[0].payload.properties == {"x": 1}
         assert seen[0].attempt == 1
         assert seen[0].tenant_id == h.tenant_ids["a"]
         assert await h.messages() == []
@@ -57,8 +58,8 @@ class TestOutcomes:
         registry = HandlerRegistry()
         calls = Counter[str]()
 
-        @registry.handler(TYPE)
-        async def boom(ctx: JobContext) -> None:
+        @registry.handler(TYPE, AnalyticsEventPayload)
+        async def boom(ctx: JobContext[AnalyticsEventPayload]) -> None:
             calls[ctx.job_id] += 1
             raise RuntimeError("downstream 503")
 
@@ -87,8 +88,8 @@ class TestOutcomes:
         registry = HandlerRegistry()
         runs: list[int] = []
 
-        @registry.handler(TYPE)
-        async def flaky(ctx: JobContext) -> None:
+        @registry.handler(TYPE, AnalyticsEventPayload)
+        async def flaky(ctx: JobContext[AnalyticsEventPayload]) -> None:
             runs.append(ctx.attempt)
             if ctx.attempt == 1:
                 raise ValueError("first time fails")
@@ -108,8 +109,8 @@ class TestOutcomes:
     async def test_retry_later_uses_the_handlers_delay(self, make_harness: MakeHarness) -> None:
         registry = HandlerRegistry()
 
-        @registry.handler(TYPE)
-        async def throttled(ctx: JobContext) -> None:
+        @registry.handler(TYPE, AnalyticsEventPayload)
+        async def throttled(ctx: JobContext[AnalyticsEventPayload]) -> None:
             raise RetryLater(120, "429 from PrestaShop")
 
         h = await make_harness(registry, retry_delay=5)
@@ -124,8 +125,8 @@ class TestOutcomes:
     async def test_permanent_failure_is_not_retried(self, make_harness: MakeHarness) -> None:
         registry = HandlerRegistry()
 
-        @registry.handler(TYPE)
-        async def bad(ctx: JobContext) -> None:
+        @registry.handler(TYPE, AnalyticsEventPayload)
+        async def bad(ctx: JobContext[AnalyticsEventPayload]) -> None:
             raise PermanentFailure("site shop-9 does not exist")
 
         h = await make_harness(registry)
@@ -140,8 +141,8 @@ class TestOutcomes:
     async def test_handler_max_retries_lowers_the_queues(self, make_harness: MakeHarness) -> None:
         registry = HandlerRegistry()
 
-        @registry.handler(TYPE, max_retries=1)
-        async def boom(ctx: JobContext) -> None:
+        @registry.handler(TYPE, AnalyticsEventPayload, max_retries=1)
+        async def boom(ctx: JobContext[AnalyticsEventPayload]) -> None:
             raise RuntimeError("no")
 
         h = await make_harness(registry, max_retries=5)
@@ -156,8 +157,8 @@ class TestOutcomes:
         registry = HandlerRegistry()
         runs: list[str] = []
 
-        @registry.handler(TYPE)
-        async def ok(ctx: JobContext) -> None:
+        @registry.handler(TYPE, AnalyticsEventPayload)
+        async def ok(ctx: JobContext[AnalyticsEventPayload]) -> None:
             runs.append(ctx.job_id)
 
         h = await make_harness(registry)
@@ -191,8 +192,8 @@ class TestScheduling:
         active = 0
         peak = 0
 
-        @registry.handler(TYPE)
-        async def slow(ctx: JobContext) -> None:
+        @registry.handler(TYPE, AnalyticsEventPayload)
+        async def slow(ctx: JobContext[AnalyticsEventPayload]) -> None:
             nonlocal active, peak
             active += 1
             peak = max(peak, active)
@@ -210,8 +211,8 @@ class TestScheduling:
         registry = HandlerRegistry()
         ran: list[str] = []
 
-        @registry.handler(TYPE)
-        async def ok(ctx: JobContext) -> None:
+        @registry.handler(TYPE, AnalyticsEventPayload)
+        async def ok(ctx: JobContext[AnalyticsEventPayload]) -> None:
             ran.append(ctx.tenant_id)
 
         h = await make_harness(registry, tenants=("a", "b"), max_batch_size=10)
@@ -237,8 +238,8 @@ class TestScheduling:
         release = asyncio.Event()
         runs = 0
 
-        @registry.handler(TYPE)
-        async def long_sync(ctx: JobContext) -> None:
+        @registry.handler(TYPE, AnalyticsEventPayload)
+        async def long_sync(ctx: JobContext[AnalyticsEventPayload]) -> None:
             nonlocal runs
             runs += 1
             started.set()
@@ -277,8 +278,8 @@ class TestScheduling:
         started = asyncio.Event()
         stopped: list[int] = []
 
-        @registry.handler(TYPE)
-        async def sync(ctx: JobContext) -> None:
+        @registry.handler(TYPE, AnalyticsEventPayload)
+        async def sync(ctx: JobContext[AnalyticsEventPayload]) -> None:
             if ctx.attempt == 1:
                 started.set()
                 try:
@@ -316,8 +317,8 @@ class TestBreaker:
         healthy = False
         runs: list[str] = []
 
-        @registry.handler(TYPE)
-        async def downstream(ctx: JobContext) -> None:
+        @registry.handler(TYPE, AnalyticsEventPayload)
+        async def downstream(ctx: JobContext[AnalyticsEventPayload]) -> None:
             runs.append(ctx.tenant_id)
             if ctx.tenant_id == h.tenant_ids["a"] and not healthy:
                 raise RuntimeError("shop down")
@@ -374,8 +375,8 @@ class TestBreaker:
     async def test_failed_trial_opens_again(self, make_harness: MakeHarness) -> None:
         registry = HandlerRegistry()
 
-        @registry.handler(TYPE)
-        async def down(ctx: JobContext) -> None:
+        @registry.handler(TYPE, AnalyticsEventPayload)
+        async def down(ctx: JobContext[AnalyticsEventPayload]) -> None:
             raise RuntimeError("still down")
 
         h = await make_harness(
@@ -404,8 +405,8 @@ class TestProgressAndShutdown:
         reported = asyncio.Event()
         release = asyncio.Event()
 
-        @registry.handler(TYPE)
-        async def sync(ctx: JobContext) -> None:
+        @registry.handler(TYPE, AnalyticsEventPayload)
+        async def sync(ctx: JobContext[AnalyticsEventPayload]) -> None:
             await ctx.progress(40, "page 4 of 10")
             reported.set()
             await release.wait()
@@ -433,8 +434,8 @@ class TestProgressAndShutdown:
         running = 0
         release = asyncio.Event()
 
-        @registry.handler(TYPE)
-        async def work(ctx: JobContext) -> None:
+        @registry.handler(TYPE, AnalyticsEventPayload)
+        async def work(ctx: JobContext[AnalyticsEventPayload]) -> None:
             nonlocal running
             running += 1
             await release.wait()
@@ -466,8 +467,8 @@ class TestProgressAndShutdown:
         registry = HandlerRegistry()
         started = asyncio.Event()
 
-        @registry.handler(TYPE)
-        async def stuck(ctx: JobContext) -> None:
+        @registry.handler(TYPE, AnalyticsEventPayload)
+        async def stuck(ctx: JobContext[AnalyticsEventPayload]) -> None:
             started.set()
             await asyncio.Event().wait()
 
@@ -488,8 +489,8 @@ class TestProgressAndShutdown:
         registry = HandlerRegistry()
         started = asyncio.Event()
 
-        @registry.handler(TYPE)
-        async def hangs(ctx: JobContext) -> None:
+        @registry.handler(TYPE, AnalyticsEventPayload)
+        async def hangs(ctx: JobContext[AnalyticsEventPayload]) -> None:
             started.set()
             await asyncio.Event().wait()
 
@@ -524,8 +525,8 @@ class TestLostAttempts:
         started = asyncio.Event()
         runs: list[int] = []
 
-        @registry.handler(TYPE)
-        async def hangs_once(ctx: JobContext) -> None:
+        @registry.handler(TYPE, AnalyticsEventPayload)
+        async def hangs_once(ctx: JobContext[AnalyticsEventPayload]) -> None:
             runs.append(ctx.attempt)
             if ctx.attempt == 1:
                 started.set()
@@ -556,8 +557,8 @@ class TestLostAttempts:
         started = asyncio.Event()
         runs = 0
 
-        @registry.handler(TYPE, max_retries=0)
-        async def hangs(ctx: JobContext) -> None:
+        @registry.handler(TYPE, AnalyticsEventPayload, max_retries=0)
+        async def hangs(ctx: JobContext[AnalyticsEventPayload]) -> None:
             nonlocal runs
             runs += 1
             started.set()

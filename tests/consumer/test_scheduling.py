@@ -13,6 +13,7 @@ import pytest_asyncio
 
 from app.consumer.process import Consumer
 from app.consumer.registry import HandlerRegistry, JobContext
+from app.jobs.payloads import AnalyticsEventPayload
 from app.queues.base import OutgoingMessage, QueueBackend
 from tests.consumer.conftest import DLQ, QUEUE, Harness, MakeHarness
 from tests.consumer.test_leases import WithoutLeaseExtension
@@ -44,13 +45,13 @@ class Slow:
         self.running = Counter[str]()
         self.overlaps = 0
 
-        @self.registry.handler(TYPE)
-        async def handle(ctx: JobContext) -> None:
+        @self.registry.handler(TYPE, AnalyticsEventPayload)
+        async def handle(ctx: JobContext[AnalyticsEventPayload]) -> None:
             self.runs[ctx.job_id] += 1
             self.running[ctx.job_id] += 1
             self.overlaps += self.running[ctx.job_id] > 1
             try:
-                if ctx.payload["properties"].get("slow"):
+                if ctx.payload.properties.get("slow"):
                     self.started.set()
                     await self.release.wait()
             finally:

@@ -12,6 +12,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.consumer.registry import HandlerRegistry, JobContext, PermanentFailure
+from app.jobs.payloads import AnalyticsEventPayload
 from tests.consumer.conftest import DLQ, MakeHarness
 from tests.factories import auth
 
@@ -43,9 +44,9 @@ class TestStatementsPerBatch:
     async def _rounds(self, make_harness: MakeHarness, db_engine: AsyncEngine, size: int) -> Any:
         registry = HandlerRegistry()
 
-        @registry.handler(TYPE)
-        async def mixed(ctx: JobContext) -> None:
-            kind = ctx.payload["properties"]["kind"]
+        @registry.handler(TYPE, AnalyticsEventPayload)
+        async def mixed(ctx: JobContext[AnalyticsEventPayload]) -> None:
+            kind = ctx.payload.properties["kind"]
             if kind == "bad":
                 raise PermanentFailure("bad input")
             if kind == "broken" or (kind == "flaky" and ctx.attempt == 1):

@@ -1,4 +1,7 @@
-"""Fixtures for the handler tests: a JobContext factory over the real test database."""
+"""Fixtures for the handler tests: a JobContext factory over the real test database.
+
+`make_run(job_type, payload)` validates the payload as the consumer does when it takes a
+message (`HandlerSpec.parse`), so an invalid payload raises `InvalidPayload` right there."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from pydantic import BaseModel
 
 import app.handlers  # noqa: F401  (registers the handlers)
 from app.consumer.registry import JobContext, Resources, registry
@@ -38,7 +42,7 @@ class ProgressLog:
 class Run:
     """One handler run: its context and the progress it reported."""
 
-    ctx: JobContext
+    ctx: JobContext[BaseModel]
     progress: ProgressLog
 
     async def __call__(self) -> None:
@@ -100,11 +104,13 @@ def make_run(resources: Resources) -> MakeRun:
                 clock=resources.clock,
                 state=resources.state,
             )
+        spec = registry.get(job_type)
+        assert spec is not None, f"no handler registered for {job_type}"
         ctx = JobContext(
             job_id=job_id or uuid7(),
             tenant_id=tenant_id,
             type=job_type,
-            payload=payload,
+            payload=spec.parse(payload),
             attempt=attempt,
             report_progress=progress,
             resources=res,

@@ -13,10 +13,11 @@ import aiosmtplib
 import pytest
 from aiosmtpd.controller import Controller
 
-from app.consumer.registry import PermanentFailure, RetryLater
+from app.consumer.registry import InvalidPayload, PermanentFailure, RetryLater
 from app.core.config import Settings
 from app.core.runtime import Runtime
 from app.handlers import service
+from app.handlers.email import EmailTemplates
 from app.handlers.models import EmailDelivery
 from tests.handlers.conftest import MakeRun
 from tests.support.fake_prestashop import free_port
@@ -216,30 +217,42 @@ async def test_header_injection_is_refused(
     assert smtp[0].messages == []
 
 
-@pytest.mark.parametrize(
-    ("url", "href"),
-    [
-        ("https://track.example/p?id=1&x=2", 'href="https://track.example/p?id=1&amp;x=2"'),
-        # A job stored before accept-time checks existed: the link is rendered inert.
-        ("javascript:alert(document.cookie)", 'href="#"'),
-        ("data:text/html,<script>x</script>", 'href="#"'),
-    ],
-)
-async def test_only_http_links_reach_an_href(
+async def test_an_http_link_reaches_the_href(
+    smtp: tuple[Mailbox, int], smtp_settings: Settings, tenant_id: str, make_run: MakeRun
+) -> None:
+    mailbox, _ = smtp
+    url = "https://track.example/p?id=1&x=2"
+    payload = {**PAYLOAD, "variables": {**PAYLOAD["variables"], "trackingUrl": url}}
+    await make_run("send-email", payload, tenant_id=tenant_id, settings=smtp_settings)()
+    html = mailbox.messages[0].get_body(preferencelist=("html",))
+    assert html is not None
+    assert 'href="https://track.example/p?id=1&amp;x=2"' in html.get_content()
+
+
+UNSAFE_URLS = ["javascript:alert(document.cookie)", "data:text/html,<script>x</script>"]
+
+
+@pytest.mark.parametrize("url", UNSAFE_URLS)
+async def test_a_stored_job_with_an_unsafe_link_fails_unsent(
     smtp: tuple[Mailbox, int],
     smtp_settings: Settings,
     tenant_id: str,
     make_run: MakeRun,
     url: str,
-    href: str,
 ) -> None:
-    mailbox, _ = smtp
+    """Stored before accept-time checks existed: its payload no longer validates."""
     payload = {**PAYLOAD, "variables": {**PAYLOAD["variables"], "trackingUrl": url}}
-    await make_run("send-email", payload, tenant_id=tenant_id, settings=smtp_settings)()
-    html = mailbox.messages[0].get_body(preferencelist=("html",))
-    text = mailbox.messages[0].get_body(preferencelist=("plain",))
+    with pytest.raises(InvalidPayload, match="variables.trackingUrl: only absolute http"):
+        await make_run("send-email", payload, tenant_id=tenant_id, settings=smtp_settings)()
+    assert smtp[0].messages == []
+
+
+@pytest.mark.parametrize("url", UNSAFE_URLS)
+async def test_the_url_filter_renders_an_unsafe_link_inert(url: str) -> None:
+    """Defence in depth behind the payload model: `| url` never emits a non-http(s) link."""
+    variables = {**PAYLOAD["variables"], "trackingUrl": url}
+    text, html = EmailTemplates().render("order-shipped", variables)
     assert html is not None
-    assert text is not None
-    assert href in html.get_content()
-    assert "javascript:" not in html.get_content() + text.get_content()
-    assert "data:" not in html.get_content() + text.get_content()
+    assert 'href="#"' in html
+    assert "javascript:" not in html + text
+    assert "data:" not in html + text

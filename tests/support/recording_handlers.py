@@ -30,10 +30,11 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from pydantic import BaseModel
 
 from app.consumer.registry import HandlerRegistry, JobContext
-from app.jobs.payloads import JOB_TYPES
+from app.jobs.payloads import JOB_PAYLOADS, AnalyticsEventPayload, SendEmailPayload
 
 LOG_ENV = "JOBGATE_TEST_HANDLER_LOG"
 _fd: int | None = None
@@ -46,16 +47,19 @@ def _write(line: str) -> None:
     os.write(_fd, line.encode("ascii"))
 
 
-def _planned_ms(ctx: JobContext) -> int:
-    payload: dict[str, Any] = ctx.payload
-    for section in ("properties", "variables"):
-        value = payload.get(section, {}).get("sleep_ms") if isinstance(payload, dict) else None
-        if isinstance(value, int):
-            return value
+def _planned_ms(ctx: JobContext[BaseModel]) -> int:
+    payload = ctx.payload
+    value: object = None
+    if isinstance(payload, AnalyticsEventPayload):
+        value = payload.properties.get("sleep_ms")
+    elif isinstance(payload, SendEmailPayload):
+        value = payload.variables.get("sleep_ms")
+    if isinstance(value, int):
+        return value
     return hashlib.sha256(ctx.job_id.encode()).digest()[0] % 21
 
 
-def _record(event: str, run: str, ctx: JobContext, planned_ms: int) -> None:
+def _record(event: str, run: str, ctx: JobContext[BaseModel], planned_ms: int) -> None:
     fields = (
         event,
         run,
@@ -69,7 +73,7 @@ def _record(event: str, run: str, ctx: JobContext, planned_ms: int) -> None:
     _write(" ".join(str(field) for field in fields) + "\n")
 
 
-async def record_run(ctx: JobContext) -> None:
+async def record_run(ctx: JobContext[BaseModel]) -> None:
     run = uuid.uuid4().hex
     planned_ms = _planned_ms(ctx)
     _record("start", run, ctx, planned_ms)
@@ -78,8 +82,8 @@ async def record_run(ctx: JobContext) -> None:
 
 
 def register(registry: HandlerRegistry) -> None:
-    for job_type in sorted(JOB_TYPES):
-        registry.handler(job_type)(record_run)
+    for job_type, model in sorted(JOB_PAYLOADS.items()):
+        registry.handler(job_type, model)(record_run)
 
 
 # -- reading the record (the test process) --------------------------------------------------

@@ -9,11 +9,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import typer
 
+from app.cli.common import domain_errors, fail
 from app.core.config import REPO_ROOT
 from tests.support.servers import jobgate_argv, jobgate_env
-
-pytestmark = pytest.mark.slow
 
 _JOB = '{"type":"sync-orders","siteId":"s1"}'
 _SHOP_KEY = "A" * 32
@@ -37,6 +37,20 @@ def _assert_one_line_error(done: subprocess.CompletedProcess[str], message: str,
     assert done.stdout == ""
 
 
+def test_fail_prints_one_line_per_message(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(typer.Exit) as exited:
+        fail("first\nsecond", "third", code=2)
+    assert exited.value.exit_code == 2
+    assert capsys.readouterr().err == "error: first second\nerror: third\n"
+
+
+def test_a_bug_keeps_its_traceback() -> None:
+    # Only what a user can fix becomes a one-line exit; anything else is ours to see.
+    with pytest.raises(ZeroDivisionError), domain_errors():
+        _ = 1 / 0
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [
@@ -56,6 +70,7 @@ def test_unknown_tenant_is_one_line_and_exit_1(
     _assert_one_line_error(_jobgate(*args, env=env), "tenant no-such-tenant does not exist", 1)
 
 
+@pytest.mark.slow
 def test_other_domain_errors_share_the_exit(database: tuple[str, str | None]) -> None:
     url, schema = database
     env = jobgate_env(url, schema=schema)
@@ -78,6 +93,7 @@ def test_other_domain_errors_share_the_exit(database: tuple[str, str | None]) ->
     )
 
 
+@pytest.mark.slow
 def test_message_with_brackets_is_printed_as_is(database: tuple[str, str | None]) -> None:
     # Before: rich markup read `[b]` in a tenant id as a style and swallowed it.
     url, schema = database
@@ -94,6 +110,7 @@ def _unwritable(tmp_path: Path) -> Path:
     return blocker / "jobgate.db"
 
 
+@pytest.mark.slow
 def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
     for url, message in (
         (
@@ -113,6 +130,7 @@ def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
             _assert_one_line_error(_jobgate(*args, env=env), message, 1)
 
 
+@pytest.mark.slow
 def test_openapi_needs_no_database(tmp_path: Path) -> None:
     committed = (REPO_ROOT / "openapi.yaml").read_text(encoding="utf-8")
     writable = tmp_path / "jobgate.db"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, NoReturn, TypeVar
@@ -42,6 +43,22 @@ _CANNOT_CONNECT = {
 }
 
 
+def load_settings() -> Settings:
+    """The settings, or exit 2 naming each setting the environment got wrong."""
+    from pydantic import ValidationError
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        fail(
+            *(
+                f"invalid setting {'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+                for error in exc.errors()
+            ),
+            code=2,
+        )
+
+
 def _database_message(exc: BaseException) -> str | None:
     """One line for a database failure (class and code, never its text: it can quote values)."""
     from sqlalchemy.exc import DBAPIError
@@ -75,9 +92,15 @@ def domain_errors() -> Iterator[None]:
         fail(message)
 
 
+def _join_sqlite_workers(*, timeout: float) -> None:
+    for thread in threading.enumerate():
+        if thread.name.endswith("(_connection_worker_thread)"):
+            thread.join(timeout)
+
+
 def run_db(work: Callable[[AsyncEngine], Awaitable[T]], settings: Settings | None = None) -> T:
     """Run `work` on an engine of its own (disposed after), with `domain_errors` exits."""
-    settings = settings or get_settings()
+    settings = settings or load_settings()
 
     async def run() -> T:
         engine = create_engine(settings)
@@ -85,6 +108,9 @@ def run_db(work: Callable[[AsyncEngine], Awaitable[T]], settings: Settings | Non
             return await work(engine)
         finally:
             await engine.dispose()
+            # aiosqlite answers a failed connect from its worker thread, through this loop:
+            # closing the loop first prints that thread's "Event loop is closed" traceback.
+            await asyncio.to_thread(_join_sqlite_workers, timeout=5.0)
 
     with domain_errors():
         return asyncio.run(run())
@@ -94,7 +120,7 @@ def run_admin(
     work: Callable[[AsyncSession, Settings], Awaitable[T]], settings: Settings | None = None
 ) -> T:
     """Run one unit of admin work in a session whose transaction commits when it returns."""
-    settings = settings or get_settings()
+    settings = settings or load_settings()
 
     async def in_session(engine: AsyncEngine) -> T:
         async with create_sessionmaker(engine)() as session:

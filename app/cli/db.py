@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from app.cli.common import err, run_db
-from app.core.config import Settings, get_settings
+from app.cli.common import err, load_settings, run_db
+from app.core.config import Settings
 
 app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 
@@ -20,5 +20,5 @@ def upgrade_database(settings: Settings) -> None:
 @app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every migration (Alembic upgrade head)."""
-    upgrade_database(get_settings())
+    upgrade_database(load_settings())
     err.print("[green]database is at the latest revision[/green]")

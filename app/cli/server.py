@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from app.cli.common import err, fail, run_admin
+from app.cli.common import err, fail, load_settings, run_admin
 from app.cli.db import upgrade_database
 from app.core.config import DEV_SECRET_KEY, Settings, get_settings
 from app.core.security import SecretBox
@@ -37,7 +37,7 @@ def _require_secret_key(settings: Settings) -> None:
 
 def serve() -> None:
     """Run the gateway (HTTP API, outbox relay, scheduler); needs JOBGATE_SECRET_KEY."""
-    settings = get_settings()
+    settings = load_settings()
     _require_secret_key(settings)
     _serve(settings)
 
@@ -70,7 +70,7 @@ def dev() -> None:
     # set JOBGATE_ALLOW_PRIVATE_SHOP_URLS=false to try the production behaviour.
     os.environ.setdefault("JOBGATE_ALLOW_PRIVATE_SHOP_URLS", "true")
     get_settings.cache_clear()
-    settings = get_settings()
+    settings = load_settings()
     upgrade_database(settings)
     created = run_admin(_ensure_dev_tenant, settings)
     if created:
@@ -95,7 +95,7 @@ def emulator(
     host: Annotated[str | None, typer.Option(help="Interface (default JOBGATE_HOST).")] = None,
 ) -> None:
     """Migrate, then serve the Cloudflare-compatible Queues REST API on the local engine."""
-    settings = get_settings()
+    settings = load_settings()
     if not settings.cf_api_token:
         fail("set JOBGATE_CF_API_TOKEN (the one token the emulator accepts)", code=2)
     upgrade_database(settings)
@@ -152,7 +152,7 @@ def consume(
     from app.consumer import service as consumer_service
     from app.core.runtime import build_runtime
 
-    settings = get_settings()
+    settings = load_settings()
     if not dev_mode:
         _require_secret_key(settings)
     logging.basicConfig(

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from app.cli.common import err, fail, run_admin
-from app.core.config import Settings, get_settings
+from app.cli.common import err, fail, load_settings, run_admin
+from app.core.config import Settings
 from app.core.security import SecretBox
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def webhooks_sign(
         for name, value in headers.items():
             print(f"{name}: {value}")
         return
-    settings = get_settings()
+    settings = load_settings()
     base = (url or f"http://{settings.host}:{settings.port}").rstrip("/")
     parts = ["curl", "-sS", "-X", "POST", f"{base}/v1/webhooks/prestashop/{tenant_id}"]
     for name, value in headers.items():

@@ -147,3 +147,15 @@ def test_openapi_needs_no_database(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         assert done.stdout == committed
     assert not writable.exists()
+
+
+@pytest.mark.slow
+def test_a_wrong_setting_is_one_line_and_exit_2(database: tuple[str, str | None]) -> None:
+    url, schema = database
+    env = jobgate_env(url, schema=schema, extra={"JOBGATE_PORT": "eighty"})
+    message = (
+        "invalid setting port: Input should be a valid integer,"
+        " unable to parse string as an integer"
+    )
+    for args in (("keys", "list", "t"), ("db", "upgrade"), ("serve",)):
+        _assert_one_line_error(_jobgate(*args, env=env), message, 2)

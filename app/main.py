@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from starlette.types import Lifespan
 
 from app import __version__
 from app.admission.auth_failures import AuthFailureThrottle, FailedAuthThrottle
@@ -65,16 +66,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             if runtime is None:
                 await state.close()
 
-    app = FastAPI(
-        title="jobgate",
-        version=__version__,
-        description=DESCRIPTION,
-        openapi_tags=TAG_METADATA,
-        generate_unique_id_function=operation_id,
-        lifespan=lifespan,
-        # Strings no database can store are refused on every route, before any handler.
-        dependencies=[Depends(reject_unstorable)],
-    )
+    app = build_api(lifespan=lifespan)
     app.state.runtime = state
     app.state.admission = admission
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
@@ -86,6 +78,25 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         slack=admission.limiter.reset_slack,
     )
     app.add_middleware(FailedAuthThrottle, throttle=app.state.auth_failures)
+    return app
+
+
+def build_api(*, lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
+    """The routes, their errors and their documentation, with nothing built behind them.
+
+    `create_app` adds the components and middleware; `jobgate openapi` needs only this, so
+    it runs without a database or secrets.
+    """
+    app = FastAPI(
+        title="jobgate",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=TAG_METADATA,
+        generate_unique_id_function=operation_id,
+        lifespan=lifespan,
+        # Strings no database can store are refused on every route, before any handler.
+        dependencies=[Depends(reject_unstorable)],
+    )
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(jobs_router)

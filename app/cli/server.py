@@ -1,0 +1,168 @@
+"""`jobgate serve`, `dev`, `consume` and `emulator`: the long-running processes."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from app.cli.common import err, fail, load_settings, run_admin
+from app.cli.db import upgrade_database
+from app.core.config import DEV_SECRET_KEY, Settings, get_settings
+from app.core.security import SecretBox
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+
+def _serve(settings: Settings) -> None:
+    from app.core import server
+
+    # Bounded request heads, head deadline, keep-alive and connection cap (app/core/server.py).
+    server.run("app.main:create_app", settings)
+
+
+def _require_secret_key(settings: Settings) -> None:
+    """Exit 2 with one line unless JOBGATE_SECRET_KEY was set (`jobgate dev` skips this)."""
+    try:
+        settings.require_secret_key()
+    except ValueError as exc:
+        fail(str(exc), code=2)
+
+
+def serve() -> None:
+    """Run the gateway (HTTP API, outbox relay, scheduler); needs JOBGATE_SECRET_KEY."""
+    settings = load_settings()
+    _require_secret_key(settings)
+    _serve(settings)
+
+
+async def _ensure_dev_tenant(session: AsyncSession, settings: Settings) -> dict[str, str] | None:
+    from app.admission import email_policy
+    from app.core.clock import utcnow
+    from app.tenants import service as tenants_service
+
+    if await tenants_service.count_tenants(session):
+        return None
+    created = await tenants_service.create_tenant(
+        session, name="dev", box=SecretBox(settings.secret_key)
+    )
+    # Development mails a local SMTP sink: the dev tenant may write to anyone.
+    await email_policy.set_policy(
+        session,
+        tenant_id=created.tenant_id,
+        allow_any=True,
+        domains=[],
+        rate=None,
+        now=utcnow(),
+    )
+    return created.model_dump()
+
+
+def dev() -> None:
+    """Migrate, create a dev tenant on first run, and run everything on the embedded default."""
+    get_settings.cache_clear()
+    settings = load_settings()
+    upgrade_database(settings)
+    created = run_admin(_ensure_dev_tenant, settings)
+    if created:
+        err.print("[bold green]dev tenant created[/bold green]; its API key is shown only once:")
+        err.print(f"  export JOBGATE_KEY={created['api_key']}")
+        err.print(f"  tenant_id={created['tenant_id']} webhook_secret={created['webhook_secret']}")
+    else:
+        err.print("tenants exist already; make another key with `jobgate tenants create NAME`")
+    err.print(f"gateway on http://{settings.host}:{settings.port} (docs at /docs)")
+    if settings.secret_key == DEV_SECRET_KEY:
+        err.print("[yellow]JOBGATE_SECRET_KEY is not set: stored secrets use the dev key[/yellow]")
+    # The consumer runs as a child process and stops with the gateway (SIGTERM, then wait).
+    consumer = _spawn_consumer()
+    try:
+        _serve(settings)
+    finally:
+        _stop_child(consumer, grace=settings.consumer_shutdown_grace_seconds + 10)
+
+
+def emulator(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8787,
+    host: Annotated[str | None, typer.Option(help="Interface (default JOBGATE_HOST).")] = None,
+) -> None:
+    """Migrate, then serve the Cloudflare-compatible Queues REST API on the local engine."""
+    settings = load_settings()
+    if not settings.cf_api_token:
+        fail("set JOBGATE_CF_API_TOKEN (the one token the emulator accepts)", code=2)
+    upgrade_database(settings)
+    bind = host or settings.host
+    err.print(
+        f"Cloudflare Queues emulator on http://{bind}:{port}/client/v4 "
+        f"(account {settings.cf_account_id})"
+    )
+    from app.core import server
+
+    server.run("app.emulator.app:create_app", settings, host=bind, port=port)
+
+
+def _spawn_consumer() -> subprocess.Popen[bytes]:
+    # On Linux the child gets SIGTERM when this process dies, even by SIGKILL: no orphan.
+    # `--dev`: the child of `jobgate dev` may use the development secret key, as its parent.
+    return subprocess.Popen(
+        [sys.executable, "-m", "app", "consume", "--dev"], preexec_fn=_die_with_parent
+    )
+
+
+def _die_with_parent() -> None:
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _stop_child(child: subprocess.Popen[bytes], *, grace: float) -> None:
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def consume(
+    queue: Annotated[
+        list[str] | None,
+        typer.Option("--queue", help="A queue to consume (repeatable; default: all of them)."),
+    ] = None,
+    dev_mode: Annotated[bool, typer.Option("--dev", hidden=True)] = False,
+) -> None:
+    """Run the consumer: handlers for every job, retries, DLQ, breakers (until SIGTERM).
+
+    Needs JOBGATE_SECRET_KEY (it decrypts shop keys), except as the child of `jobgate dev`.
+    """
+    import logging
+
+    from app.consumer import service as consumer_service
+    from app.core.runtime import build_runtime
+
+    settings = load_settings()
+    if not dev_mode:
+        _require_secret_key(settings)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+
+    async def run() -> None:
+        runtime = build_runtime(settings)
+        try:
+            await consumer_service.serve(runtime, queues=queue or None)
+        finally:
+            await runtime.close()
+
+    try:
+        asyncio.run(run())
+    except ValueError as exc:
+        fail(str(exc), code=2)

@@ -11,12 +11,11 @@ from fastapi import Depends, FastAPI
 
 from app import __version__
 from app.admission.auth_failures import AuthFailureThrottle, FailedAuthThrottle
-from app.admission.service import AdmissionControl
+from app.bootstrap import Runtime, build_admission, build_runtime
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.middleware import BodyLimit
 from app.core.openapi import TAG_METADATA, install_openapi, operation_id
-from app.core.runtime import Runtime, build_runtime
 from app.core.storable import reject_unstorable
 from app.jobs.router import router as jobs_router
 from app.observability.router import router as observability_router
@@ -36,7 +35,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     settings = settings or (runtime.settings if runtime else get_settings())
     # Fail at start-up, not on the first request, when the configuration is wrong.
     state = runtime or build_runtime(settings)
-    admission = AdmissionControl.from_runtime(state)
+    admission = build_admission(state)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -10,11 +10,11 @@ from collections.abc import Callable, Sequence
 
 import httpx
 
+from app.bootstrap import Runtime
 from app.consumer.process import Consumer
 from app.consumer.registry import HandlerRegistry, Resources
 from app.consumer.registry import registry as global_registry
 from app.core.config import Settings
-from app.core.runtime import Runtime
 
 log = logging.getLogger("jobgate.consumer")
 

@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.bootstrap import Runtime
 from app.core.errors import UnsupportedMediaType
-from app.core.runtime import Runtime
 from app.core.storable import is_json_media_type
 
 

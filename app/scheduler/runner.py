@@ -17,8 +17,8 @@ import asyncio
 import logging
 
 from app.admission.service import AdmissionControl
+from app.bootstrap import Runtime
 from app.core.clock import to_datetime
-from app.core.runtime import Runtime
 from app.scheduler import service as scheduler_service
 
 logger = logging.getLogger(__name__)

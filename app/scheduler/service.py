@@ -23,9 +23,9 @@ from app.admission import email_policy
 from app.admission.errors import Refusal
 from app.admission.limiter import RouteClass
 from app.admission.service import AdmissionControl
+from app.bootstrap import Runtime
 from app.core.errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
 from app.core.ids import uuid7
-from app.core.runtime import Runtime
 from app.jobs import service as jobs_service
 from app.jobs.models import Job
 from app.jobs.payloads import JobOptions, JobRequest

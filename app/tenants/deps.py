@@ -16,9 +16,9 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
+from app.bootstrap import Runtime
 from app.core.deps import RuntimeDep, SessionDep
 from app.core.errors import Forbidden, NotFound, ServiceUnavailable, Unauthorized
-from app.core.runtime import Runtime
 from app.core.security import OPERATOR_KEY_PREFIX, api_key_prefix
 from app.tenants import service as tenants_service
 from app.tenants.models import Tenant

@@ -20,9 +20,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from app.bootstrap import Runtime
 from app.core.clock import to_datetime, utcnow
 from app.core.ids import uuid7
-from app.core.runtime import Runtime
 from app.jobs import service as jobs_service
 from app.jobs.payloads import JobOptions
 from app.observability import metrics

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from app.bootstrap import Runtime
 from app.core.clock import ManualClock
-from app.core.runtime import Runtime
 from app.jobs.models import Job
 from app.scheduler.models import Schedule, ScheduleFire
 from app.scheduler.runner import SchedulerRunner

@@ -15,9 +15,9 @@ from prometheus_client import REGISTRY
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.bootstrap import Runtime, build_runtime
 from app.core.clock import ManualClock, to_datetime
 from app.core.db import metadata
-from app.core.runtime import Runtime, build_runtime
 from app.jobs.models import Job
 from app.main import create_app
 from app.outbox.models import OutboxMessage

@@ -1,4 +1,8 @@
-"""Everything a process shares: settings, database, clock, topology, queue engine."""
+"""The composition root: builds every component of a process once and wires them.
+
+Only the entry points (`app.main`, `app.cli`) import this module; the domain packages are
+handed what they use (constructor arguments, FastAPI dependencies) and never reach back here.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,24 @@ from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.admission.config import AdmissionSettings
+from app.admission.depth import CloudflareDepth, SampleFn
+from app.admission.service import AdmissionControl
+from app.consumer.breaker import open_breakers
 from app.core.clock import Clock, OffsetFileClock, SystemClock
 from app.core.config import Settings
 from app.core.db import SessionMaker, create_engine, create_sessionmaker
 from app.core.security import SecretBox
+from app.jobs import lifecycle
+from app.jobs import service as jobs_service
 from app.jobs.committer import GroupCommitter
+from app.jobs.dispatchers import Dispatcher, LocalDispatcher, OutboxDispatcher
 from app.jobs.payloads import JOB_TYPES
-from app.jobs.service import Dispatcher
+from app.outbox import service as outbox_service
 from app.outbox.relay import OutboxRelay
-from app.outbox.service import OutboxDispatcher
 from app.queues.base import QueueBackend
 from app.queues.cloudflare import CloudflareQueues, RetryPolicy
-from app.queues.local import LocalDispatcher, LocalQueueEngine
+from app.queues.local import LocalQueueEngine
 from app.queues.topology import Topology, load_topology
 from app.tenants.service import ApiKeyCache
 
@@ -87,6 +97,8 @@ def build_runtime(
             sessionmaker,
             backend,
             clock,
+            on_published=lifecycle.outbox_published,
+            on_failed=lifecycle.outbox_failed,
             linger_ms=settings.outbox_linger_ms,
             poll_ms=settings.outbox_poll_ms,
             max_attempts=settings.outbox_max_attempts,
@@ -106,4 +118,30 @@ def build_runtime(
         box=SecretBox(settings.secret_key),
         relay=relay,
         committer=GroupCommitter(sessionmaker, dispatcher),
+    )
+
+
+def build_admission(
+    runtime: Runtime, settings: AdmissionSettings | None = None
+) -> AdmissionControl:
+    """The gateway's admission control over `runtime`: depth is sampled from the backend in
+    use (Cloudflare's metrics API, else the local engine) and, with the outbox, its backlog."""
+    settings = settings or AdmissionSettings()
+    sample: SampleFn = runtime.queue_engine.metrics
+    if isinstance(runtime.backend, CloudflareQueues):
+        sample = CloudflareDepth(
+            runtime.backend, runtime.clock, poll_ms=settings.cf_metrics_poll_ms
+        )
+    pending = None
+    if runtime.relay is not None:
+        pending = partial(outbox_service.pending_by_queue, runtime.sessionmaker)
+    return AdmissionControl.build(
+        runtime.settings,
+        settings,
+        clock=runtime.clock,
+        topology=runtime.topology,
+        sample=sample,
+        pending=pending,
+        count_unfinished=jobs_service.count_unfinished,
+        open_breakers=open_breakers,
     )

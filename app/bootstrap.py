@@ -6,9 +6,11 @@ handed what they use (constructor arguments, FastAPI dependencies) and never rea
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 
+from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.admission.config import AdmissionSettings
@@ -24,12 +26,14 @@ from app.jobs import service as jobs_service
 from app.jobs.committer import GroupCommitter
 from app.jobs.dispatchers import Dispatcher, LocalDispatcher, OutboxDispatcher
 from app.jobs.payloads import JOB_TYPES
+from app.jobs.submitter import JobSubmitter
 from app.outbox import service as outbox_service
 from app.outbox.relay import OutboxRelay
 from app.queues.base import QueueBackend
 from app.queues.cloudflare import CloudflareQueues, RetryPolicy
 from app.queues.local import LocalQueueEngine
 from app.queues.topology import Topology, load_topology
+from app.tenants.deps import Credentials
 from app.tenants.service import ApiKeyCache
 
 
@@ -46,11 +50,14 @@ class Runtime:
     backend: QueueBackend
     dispatcher: Dispatcher
     box: SecretBox
+    # Group commit for key-less submissions.
+    committer: GroupCommitter
+    # The one way in for new jobs (API routes, webhooks, scheduler).
+    submitter: JobSubmitter
+    # Authentication's share: API key cache, operator token, JWT verifier.
+    credentials: Credentials
     # Set with the Cloudflare backend: publishes the outbox after commit.
     relay: OutboxRelay | None = None
-    key_cache: ApiKeyCache = field(default_factory=ApiKeyCache)
-    # Group commit for key-less submissions (set by build_runtime).
-    committer: GroupCommitter | None = None
 
     async def open(self) -> None:
         """Resolve queue ids with Cloudflare (processes that pull or publish directly)."""
@@ -58,8 +65,7 @@ class Runtime:
             await self.backend.start(self.topology)
 
     async def close(self) -> None:
-        if self.committer is not None:
-            await self.committer.close()
+        await self.committer.close()
         await self.backend.close()
         await self.queue_engine.close()
         await self.engine.dispose()
@@ -106,6 +112,14 @@ def build_runtime(
             prepare=partial(backend.start, topology),
         )
         dispatcher = OutboxDispatcher(clock, wake=relay.wake)
+    committer = GroupCommitter(sessionmaker, dispatcher)
+    submitter = JobSubmitter(
+        dispatcher=dispatcher,
+        topology=topology,
+        clock=clock,
+        idempotency_window=timedelta(seconds=settings.idempotency_window_seconds),
+        combiner=committer,
+    )
     return Runtime(
         settings=settings,
         engine=db_engine,
@@ -117,7 +131,9 @@ def build_runtime(
         dispatcher=dispatcher,
         box=SecretBox(settings.secret_key),
         relay=relay,
-        committer=GroupCommitter(sessionmaker, dispatcher),
+        committer=committer,
+        submitter=submitter,
+        credentials=Credentials(settings, clock, ApiKeyCache()),
     )
 
 
@@ -145,3 +161,17 @@ def build_admission(
         count_unfinished=jobs_service.count_unfinished,
         open_breakers=open_breakers,
     )
+
+
+def provide(app: FastAPI, runtime: Runtime, admission: AdmissionControl) -> None:
+    """Put each component a request may use on `app.state`, once; routes take them through
+    their narrow dependencies (`app/core/deps.py`, `app/jobs/deps.py`, ...)."""
+    state = app.state
+    state.settings = runtime.settings
+    state.clock = runtime.clock
+    state.box = runtime.box
+    state.engine = runtime.engine
+    state.sessionmaker = runtime.sessionmaker
+    state.submitter = runtime.submitter
+    state.credentials = runtime.credentials
+    state.admission = admission

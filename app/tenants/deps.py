@@ -138,6 +138,8 @@ async def require_operator(principal: _AdminScope) -> Principal:
 
 
 TenantId = Annotated[str, Path(max_length=64)]
+# The id of an item under a tenant (an API key, a webhook secret, an R2 rule).
+ItemId = Annotated[str, Path(max_length=64)]
 
 
 async def require_tenant_admin(

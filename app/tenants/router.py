@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Query, status
 
 from app.core.deps import BoxDep, SessionDep
 from app.core.errors import problem_responses
 from app.core.openapi import Tag
 from app.tenants import service as tenants_service
-from app.tenants.deps import CredentialsDep, Operator, TenantAdmin, TenantId
+from app.tenants.deps import CredentialsDep, ItemId, Operator, TenantAdmin, TenantId
 from app.tenants.models import ApiKey
 from app.tenants.schemas import (
     ApiKeyCreate,
@@ -37,8 +37,6 @@ from app.tenants.schemas import (
 )
 
 router = APIRouter(prefix="/v1/admin", tags=[Tag.admin])
-
-ItemId = Annotated[str, Path(max_length=64)]
 
 
 def _key_public(row: ApiKey) -> ApiKeyPublic:

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Response, status
 
 from app.core.deps import SessionDep
 from app.core.errors import NotFound, problem_responses
 from app.core.openapi import Tag
-from app.tenants.deps import TenantAdmin, TenantId
+from app.tenants.deps import ItemId, TenantAdmin, TenantId
 from app.webhooks import r2
 from app.webhooks import service as webhooks_service
 from app.webhooks.schemas import R2RuleCreate, R2RulePublic, UnsignedTokenCreated
 
 router = APIRouter(prefix="/v1/admin", tags=[Tag.admin])
-
-ItemId = Annotated[str, Path(max_length=64)]
 
 
 @router.post(

@@ -6,8 +6,8 @@ asks for the one it uses, never for the whole process wiring.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -20,24 +20,14 @@ from app.core.security import SecretBox
 from app.core.storable import is_json_media_type
 
 
-async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+def component(name: str) -> Callable[[Request], Awaitable[Any]]:
+    """A dependency answering the component the composition root put on `app.state.<name>`."""
 
+    async def get(request: Request) -> Any:  # async: FastAPI runs sync ones in a thread
+        return getattr(request.app.state, name)
 
-async def get_clock(request: Request) -> Clock:
-    clock: Clock = request.app.state.clock
-    return clock
-
-
-async def get_box(request: Request) -> SecretBox:
-    box: SecretBox = request.app.state.box
-    return box
-
-
-async def get_engine(request: Request) -> AsyncEngine:
-    engine: AsyncEngine = request.app.state.engine
-    return engine
+    get.__name__ = f"get_{name}"
+    return get
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -47,10 +37,10 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-ClockDep = Annotated[Clock, Depends(get_clock)]
-BoxDep = Annotated[SecretBox, Depends(get_box)]
-EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
+SettingsDep = Annotated[Settings, Depends(component("settings"))]
+ClockDep = Annotated[Clock, Depends(component("clock"))]
+BoxDep = Annotated[SecretBox, Depends(component("box"))]
+EngineDep = Annotated[AsyncEngine, Depends(component("engine"))]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 

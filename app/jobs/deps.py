@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
+from app.core.deps import component
 from app.jobs.submitter import JobSubmitter
 
-
-async def get_submitter(request: Request) -> JobSubmitter:
-    submitter: JobSubmitter = request.app.state.submitter
-    return submitter
-
-
-SubmitterDep = Annotated[JobSubmitter, Depends(get_submitter)]
+SubmitterDep = Annotated[JobSubmitter, Depends(component("submitter"))]

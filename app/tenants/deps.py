@@ -18,7 +18,7 @@ from fastapi import Depends, Path, Request
 
 from app.core.clock import Clock
 from app.core.config import Settings
-from app.core.deps import SessionDep
+from app.core.deps import SessionDep, component
 from app.core.errors import Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from app.core.security import OPERATOR_KEY_PREFIX, api_key_prefix
 from app.tenants import service as tenants_service
@@ -62,12 +62,7 @@ class Credentials:
         return self._verifier
 
 
-async def get_credentials(request: Request) -> Credentials:
-    credentials: Credentials = request.app.state.credentials
-    return credentials
-
-
-CredentialsDep = Annotated[Credentials, Depends(get_credentials)]
+CredentialsDep = Annotated[Credentials, Depends(component("credentials"))]
 
 
 async def authenticate(

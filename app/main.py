@@ -11,20 +11,22 @@ from fastapi import Depends, FastAPI
 from starlette.types import Lifespan
 
 from app import __version__
+from app.admission.admin import router as admission_admin_router
 from app.admission.auth_failures import AuthFailureThrottle, FailedAuthThrottle
-from app.admission.service import AdmissionControl
+from app.bootstrap import Runtime, build_admission, build_runtime, provide
 from app.consumer.service import check_handlers
 from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.middleware import BodyLimit
 from app.core.openapi import TAG_METADATA, install_openapi, operation_id
-from app.core.runtime import Runtime, build_runtime
 from app.core.storable import reject_unstorable
+from app.handlers.admin import router as handlers_admin_router
 from app.jobs.router import router as jobs_router
 from app.observability.router import router as observability_router
 from app.scheduler.router import router as schedules_router
 from app.scheduler.runner import SchedulerRunner
 from app.tenants.router import router as admin_router
+from app.webhooks.admin import router as webhooks_admin_router
 from app.webhooks.router import router as webhooks_router
 
 DESCRIPTION = """\
@@ -39,15 +41,16 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     # Fail at start-up, not on the first request, when the configuration is wrong.
     state = runtime or build_runtime(settings)
     check_handlers(settings, state.topology)
-    admission = AdmissionControl.from_runtime(state)
+    admission = build_admission(state)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.runtime = state
         app.state.admission.start()  # samples queue depth in the background
         relay_task = asyncio.create_task(state.relay.run()) if state.relay else None
         # Every gateway runs a scheduler; fires are claimed, so they never double-fire.
-        scheduler = SchedulerRunner(state, admission=app.state.admission)
+        scheduler = SchedulerRunner(
+            state.sessionmaker, state.submitter, admission=app.state.admission
+        )
         app.state.scheduler = scheduler
         scheduler_task = asyncio.create_task(scheduler.run())
         try:
@@ -67,8 +70,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                 await state.close()
 
     app = build_api(lifespan=lifespan)
-    app.state.runtime = state
-    app.state.admission = admission
+    provide(app, state, admission)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     # Outermost: a blocked address is refused before its body or credential is read.
     app.state.auth_failures = AuthFailureThrottle(
@@ -102,6 +104,10 @@ def build_api(*, lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
     app.include_router(jobs_router)
     app.include_router(webhooks_router)
     app.include_router(schedules_router)
+    # The admin routes of each domain, in the order the API documents them.
     app.include_router(admin_router)
+    app.include_router(handlers_admin_router)
+    app.include_router(webhooks_admin_router)
+    app.include_router(admission_admin_router)
     app.include_router(observability_router)
     return app

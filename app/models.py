@@ -1,10 +1,10 @@
 """Aggregator: importing this registers every table on SQLModel.metadata (Alembic, tests)."""
 
 from app.admission import models as admission_models  # noqa: F401
-from app.consumer.models import CircuitBreaker, JobAttempt
+from app.consumer.models import CircuitBreaker
 from app.emulator.models import EmulatorConsumer, EmulatorQueue
 from app.handlers import models as handler_models  # noqa: F401
-from app.jobs.models import Job, JobEvent
+from app.jobs.models import Job, JobAttempt, JobEvent
 from app.outbox.models import OutboxMessage
 from app.queues.models import QueueMessage
 from app.scheduler.models import Schedule, ScheduleFire

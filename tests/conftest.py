@@ -17,11 +17,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import app.models  # noqa: F401
+from app.bootstrap import Runtime, build_runtime
 from app.core.clock import ManualClock, SystemClock
 from app.core.config import REPO_ROOT, Environment, Settings
 from app.core.db import create_engine, metadata
 from app.core.migrations import upgrade
-from app.core.runtime import Runtime, build_runtime
 from app.main import create_app
 from tests.factories import TenantFactory
 from tests.support.databases import fresh_pg_schema, postgres_url_from_env

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from app.admission import email_policy
+from app.bootstrap import Runtime
 from app.core.clock import to_datetime
-from app.core.runtime import Runtime
 from app.tenants import service as tenants_service
 from app.tenants.schemas import DEFAULT_SCOPES, Scope, TenantCreated
 

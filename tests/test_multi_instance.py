@@ -39,11 +39,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.admission.limiter import RouteClass
 from app.admission.plans import set_plan
-from app.consumer.models import JobAttempt
 from app.core.clock import write_clock_offset
 from app.core.config import REPO_ROOT
 from app.core.db import create_sessionmaker, table_of
-from app.jobs.models import FINISHED_STATUSES, Job
+from app.jobs.models import FINISHED_STATUSES, Job, JobAttempt
 from app.scheduler.models import ScheduleFire
 from tests.conftest import REDIS_URL
 from tests.factories import auth

@@ -9,24 +9,26 @@ every tenant are read with one query (in the request's session) at most every `c
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.admission.depth import clamp_retry_after
-from app.consumer.breaker import BreakerState
-from app.consumer.models import CircuitBreaker
 from app.core.clock import Clock
-from app.core.db import table_of
 
-_table = table_of(CircuitBreaker)
+# Reads every open breaker in the session: (tenant, job type) -> opened_at_ms. The consumer,
+# which owns the breakers, supplies it (see app/bootstrap.py).
+OpenBreakersFn = Callable[[AsyncSession], Awaitable[Mapping[tuple[str, str], int]]]
 
 
 class BreakerGate:
     """Which (tenant, job type) pairs are refused now, and for how long."""
 
-    def __init__(self, clock: Clock, *, cooldown_ms: int, cache_ms: int) -> None:
+    def __init__(
+        self, clock: Clock, *, read_open: OpenBreakersFn, cooldown_ms: int, cache_ms: int
+    ) -> None:
         self._clock = clock
+        self._read_open = read_open
         self._cooldown_ms = cooldown_ms
         self._cache_ms = cache_ms
         self._open: dict[tuple[str, str], int] = {}  # -> opened_at_ms
@@ -39,11 +41,7 @@ class BreakerGate:
         async with self._lock:
             if self._fresh():
                 return
-            stmt = select(_table.c.tenant_id, _table.c.job_type, _table.c.opened_at_ms).where(
-                _table.c.state == BreakerState.open.value
-            )
-            rows = (await session.execute(stmt)).all()
-            self._open = {(str(t), str(j)): int(at or 0) for t, j, at in rows}
+            self._open = dict(await self._read_open(session))
             self._read_ms = self._clock.now_ms()
 
     def _fresh(self) -> bool:

@@ -26,8 +26,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
-
 from app.admission.config import (
     MAX_RETRY_AFTER_SECONDS,
     MIN_RETRY_AFTER_SECONDS,
@@ -36,9 +34,7 @@ from app.admission.config import (
 )
 from app.admission.errors import AdmissionUnknown, QueueFull
 from app.core.clock import Clock
-from app.core.db import SessionMaker, table_of
 from app.observability import metrics
-from app.outbox.models import OutboxMessage
 from app.queues.base import QueueMetrics
 from app.queues.cloudflare import CloudflareQueues
 
@@ -183,23 +179,6 @@ class CloudflareDepth:
         fetched = await self._backend.metrics(queue)
         self._seen[queue], self._fetched_ms[queue] = fetched, now
         return fetched
-
-
-def outbox_pending(sessionmaker: SessionMaker) -> PendingFn:
-    """Unpublished outbox rows per queue: (messages, bytes), one grouped query."""
-    table = table_of(OutboxMessage)
-
-    async def pending() -> Mapping[str, tuple[int, int]]:
-        stmt = (
-            select(table.c.queue, func.count(), func.coalesce(func.sum(table.c.size_bytes), 0))
-            .where(table.c.published_at.is_(None))
-            .group_by(table.c.queue)
-        )
-        async with sessionmaker() as session:
-            rows = (await session.execute(stmt)).all()
-        return {str(queue): (int(count), int(size)) for queue, count, size in rows}
-
-    return pending
 
 
 class DepthMonitor:

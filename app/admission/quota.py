@@ -10,18 +10,17 @@ the fallback.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
 from app.admission.depth import DrainMeter, retry_after_seconds
 from app.admission.errors import QuotaExceeded
 from app.core.clock import Clock
-from app.jobs.models import FINISHED_STATUSES, Job, JobStatus
 
-ACTIVE_STATUSES = sorted(status.value for status in JobStatus if status not in FINISHED_STATUSES)
+# Counts a tenant's unfinished jobs in the session; the job store supplies it.
+CountFn = Callable[[AsyncSession, str], Awaitable[int]]
 
 
 @dataclass(slots=True)
@@ -41,9 +40,16 @@ class InFlightQuota:
     """Refuses work that would take a tenant past its jobs-not-yet-finished quota."""
 
     def __init__(
-        self, clock: Clock, *, cache_ms: int, window_ms: int, fallback_seconds: int
+        self,
+        clock: Clock,
+        *,
+        count: CountFn,
+        cache_ms: int,
+        window_ms: int,
+        fallback_seconds: int,
     ) -> None:
         self._clock = clock
+        self._count = count
         self._cache_ms = cache_ms
         self._window_ms = window_ms
         self._fallback = fallback_seconds
@@ -60,12 +66,7 @@ class InFlightQuota:
         async with tenant.lock:
             if not self._fresh(tenant):  # another request may have read it meanwhile
                 admitted_before = tenant.admitted_total
-                stmt = (
-                    select(func.count())
-                    .select_from(Job)
-                    .where(col(Job.tenant_id) == tenant_id, col(Job.status).in_(ACTIVE_STATUSES))
-                )
-                count = int((await session.execute(stmt)).scalar_one())
+                count = await self._count(session, tenant_id)
                 tenant.count, tenant.read_ms = count, self._clock.now_ms()
                 tenant.admitted_at_read = admitted_before
                 tenant.meter.add(tenant.read_ms, count, admitted_before)

@@ -20,9 +20,9 @@ from limits import parse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.admission import email_policy
-from app.admission.breaker import BreakerGate
+from app.admission.breaker import BreakerGate, OpenBreakersFn
 from app.admission.config import AdmissionSettings
-from app.admission.depth import CloudflareDepth, DepthMonitor, SampleFn, outbox_pending
+from app.admission.depth import DepthMonitor, PendingFn, SampleFn
 from app.admission.errors import AdmissionUnknown, BreakerOpen, Refusal
 from app.admission.limiter import (
     Charge,
@@ -32,10 +32,10 @@ from app.admission.limiter import (
     rate_limit_headers,
 )
 from app.admission.plans import PlanBook, ResolvedPlan
-from app.admission.quota import InFlightQuota
-from app.core.runtime import Runtime
+from app.admission.quota import CountFn, InFlightQuota
+from app.core.clock import Clock
+from app.core.config import Settings
 from app.observability import metrics
-from app.queues.cloudflare import CloudflareQueues
 from app.queues.topology import Topology
 
 logger = logging.getLogger(__name__)
@@ -74,11 +74,20 @@ class AdmissionControl:
         self._sampler: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_runtime(
-        cls, runtime: Runtime, settings: AdmissionSettings | None = None
+    def build(
+        cls,
+        root: Settings,
+        settings: AdmissionSettings,
+        *,
+        clock: Clock,
+        topology: Topology,
+        sample: SampleFn,
+        pending: PendingFn | None,
+        count_unfinished: CountFn,
+        open_breakers: OpenBreakersFn,
     ) -> AdmissionControl:
-        settings = settings or AdmissionSettings()
-        root = runtime.settings
+        """Admission from settings; the backend's depth `sample`, the outbox backlog
+        (`pending`, Cloudflare only) and the readers of other domains are handed in."""
         defaults = ResolvedPlan(
             name="default",
             limits={
@@ -89,33 +98,30 @@ class AdmissionControl:
             },
             max_in_flight=settings.max_in_flight,
         )
-        sample: SampleFn = runtime.queue_engine.metrics
-        if isinstance(runtime.backend, CloudflareQueues):
-            sample = CloudflareDepth(
-                runtime.backend, runtime.clock, poll_ms=settings.cf_metrics_poll_ms
-            )
         return cls(
             settings=settings,
-            topology=runtime.topology,
-            plans=PlanBook(runtime.clock, defaults=defaults, cache_ms=settings.plan_cache_ms),
+            topology=topology,
+            plans=PlanBook(clock, defaults=defaults, cache_ms=settings.plan_cache_ms),
             limiter=TenantLimiter(root.redis_url, prefix=settings.redis_prefix),
             quota=InFlightQuota(
-                runtime.clock,
+                clock,
+                count=count_unfinished,
                 cache_ms=settings.quota_cache_ms,
                 window_ms=settings.drain_window_ms,
                 fallback_seconds=settings.retry_after_fallback_seconds,
             ),
             breakers=BreakerGate(
-                runtime.clock,
+                clock,
+                read_open=open_breakers,
                 cooldown_ms=root.breaker_cooldown_seconds * 1000,
                 cache_ms=settings.breaker_cache_ms,
             ),
             depth=DepthMonitor(
-                set(runtime.topology.routes.values()),
+                set(topology.routes.values()),
                 settings=settings,
-                clock=runtime.clock,
+                clock=clock,
                 sample=sample,
-                pending=outbox_pending(runtime.sessionmaker) if runtime.relay else None,
+                pending=pending,
             ),
         )
 

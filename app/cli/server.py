@@ -145,8 +145,8 @@ def consume(
     """
     import logging
 
+    from app.bootstrap import build_runtime
     from app.consumer import service as consumer_service
-    from app.core.runtime import build_runtime
 
     settings = load_settings()
     if not dev_mode:

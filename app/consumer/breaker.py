@@ -179,3 +179,12 @@ async def is_open(
     if row is None or row.state != BreakerState.open:
         return False
     return now_ms < (row.opened_at_ms or 0) + policy.cooldown_ms
+
+
+async def open_breakers(session: AsyncSession) -> dict[BreakerKey, int]:
+    """Every open breaker: (tenant, job type) -> when it opened (ms), one query."""
+    stmt = select(_table.c.tenant_id, _table.c.job_type, _table.c.opened_at_ms).where(
+        _table.c.state == BreakerState.open.value
+    )
+    rows = (await session.execute(stmt)).all()
+    return {(str(t), str(j)): int(at or 0) for t, j, at in rows}

@@ -7,6 +7,7 @@ import importlib
 import logging
 import signal
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import httpx
 
@@ -14,13 +15,36 @@ from app.consumer.process import Consumer
 from app.consumer.registry import HandlerRegistry, Resources
 from app.consumer.registry import registry as global_registry
 from app.consumer.wiring import check_job_types
+from app.core.clock import Clock
 from app.core.config import Settings
-from app.core.runtime import Runtime
+from app.core.db import SessionMaker
+from app.core.security import SecretBox
+from app.queues.base import QueueBackend
 from app.queues.topology import Topology
 
 log = logging.getLogger("jobgate.consumer")
 
 RegisterHook = Callable[[HandlerRegistry], None]
+
+
+class ConsumerParts(Protocol):
+    """What a consumer process uses of the composition root (`app.bootstrap.Runtime`)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def sessionmaker(self) -> SessionMaker: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def box(self) -> SecretBox: ...
+    @property
+    def backend(self) -> QueueBackend: ...
+    @property
+    def topology(self) -> Topology: ...
+
+    async def open(self) -> None: ...
+
 
 # The idle consumer's longest wait between pulls when JOBGATE_CONSUMER_POLL_MAX_MS is not set,
 # i.e. how late new work is noticed after a quiet spell (polling starts again at the minimum
@@ -81,7 +105,7 @@ def handler_modules(raw: str) -> list[str]:
 
 
 def build_consumer(
-    runtime: Runtime,
+    runtime: ConsumerParts,
     *,
     http: httpx.AsyncClient,
     queues: Sequence[str] | None = None,
@@ -106,7 +130,7 @@ def build_consumer(
     )
 
 
-async def serve(runtime: Runtime, *, queues: Sequence[str] | None = None) -> None:
+async def serve(runtime: ConsumerParts, *, queues: Sequence[str] | None = None) -> None:
     """Consume until SIGTERM or SIGINT, then stop cleanly (nothing is lost)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

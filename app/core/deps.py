@@ -1,32 +1,46 @@
-"""Request dependencies shared by every domain, as `Annotated` aliases."""
+"""Request dependencies shared by every domain, as `Annotated` aliases.
+
+The composition root (`app/bootstrap.py`) puts each component on `app.state` once; a route
+asks for the one it uses, never for the whole process wiring.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from app.core.clock import Clock
+from app.core.config import Settings
+from app.core.db import SessionMaker
 from app.core.errors import UnsupportedMediaType
-from app.core.runtime import Runtime
+from app.core.security import SecretBox
 from app.core.storable import is_json_media_type
 
 
-async def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
+def component(name: str) -> Callable[[Request], Awaitable[Any]]:
+    """A dependency answering the component the composition root put on `app.state.<name>`."""
+
+    async def get(request: Request) -> Any:  # async: FastAPI runs sync ones in a thread
+        return getattr(request.app.state, name)
+
+    get.__name__ = f"get_{name}"
+    return get
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-
-
-async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     # Routers commit explicitly before answering; anything uncommitted is rolled back here.
-    async with runtime.sessionmaker() as session:
+    sessionmaker: SessionMaker = request.app.state.sessionmaker
+    async with sessionmaker() as session:
         yield session
 
 
+SettingsDep = Annotated[Settings, Depends(component("settings"))]
+ClockDep = Annotated[Clock, Depends(component("clock"))]
+BoxDep = Annotated[SecretBox, Depends(component("box"))]
+EngineDep = Annotated[AsyncEngine, Depends(component("engine"))]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 

@@ -25,7 +25,8 @@ import logging
 
 from app.core.db import SessionMaker
 from app.core.errors import database_problem, describe_database_error
-from app.jobs.service import Dispatcher, PendingWrites, write_pending
+from app.jobs.dispatchers import Dispatcher
+from app.jobs.service import PendingWrites, write_pending
 
 logger = logging.getLogger(__name__)
 

@@ -24,10 +24,9 @@ from typing import Any
 from sqlalchemy import Integer, Text, and_, bindparam, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.consumer.models import JobAttempt
 from app.core.clock import to_datetime
 from app.core.db import UTCDateTime, table_of
-from app.jobs.models import FINISHED_STATUSES, Job, JobEvent, JobStatus
+from app.jobs.models import FINISHED_STATUSES, Job, JobAttempt, JobEvent, JobStatus
 
 MAX_ERROR_CHARS = 4000
 _attempts = table_of(JobAttempt)
@@ -399,3 +398,57 @@ async def lost_final_attempts(
         .with_for_update(of=_jobs)
     )
     return list((await session.execute(stmt)).scalars().all())
+
+
+# -- the outbox relay's side: published or given up, in the relay's transaction ----------------
+
+
+async def _move_accepted(
+    session: AsyncSession,
+    job_ids: list[str],
+    *,
+    to: JobStatus,
+    detail: str,
+    at: datetime,
+    values: dict[str, Any] | None = None,
+) -> list[str]:
+    """Move still-`accepted` jobs to `to`, with one event each; returns the moved ids.
+
+    Jobs that moved on meanwhile (cancelled, or already run from an earlier copy) keep
+    their status.
+    """
+    moved = list(
+        (
+            await session.execute(
+                update(_jobs)
+                .where(_jobs.c.id.in_(job_ids), _jobs.c.status == JobStatus.accepted.value)
+                .values(status=to.value, updated_at=at, **(values or {}))
+                .returning(_jobs.c.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    await _insert_events(session, [_event(job_id, to.value, 0, detail, at) for job_id in moved])
+    return moved
+
+
+async def outbox_published(
+    session: AsyncSession, job_ids: list[str], detail: str, at: datetime
+) -> list[str]:
+    """The jobs' messages are stored by the queue: `accepted` -> `queued`."""
+    return await _move_accepted(session, job_ids, to=JobStatus.queued, detail=detail, at=at)
+
+
+async def outbox_failed(
+    session: AsyncSession, job_ids: list[str], reason: str, at: datetime
+) -> list[str]:
+    """The relay gave up on the jobs' messages: `accepted` -> `failed` with the reason."""
+    return await _move_accepted(
+        session,
+        job_ids,
+        to=JobStatus.failed,
+        detail=reason,
+        at=at,
+        values={"last_error": reason, "finished_at": at},
+    )

@@ -88,3 +88,39 @@ class JobEvent(SQLModel, table=True):
     attempt: int = 0
     detail: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class JobAttempt(SQLModel, table=True):
+    """One run of a job's handler: when, how it ended, and why.
+
+    `ended_at` is NULL while the attempt runs. `lease_expires_ms` follows the message lease
+    (the heartbeat moves it), so an attempt whose consumer died can be told from a slow one.
+    """
+
+    __tablename__ = "job_attempt"
+    __table_args__ = (
+        UniqueConstraint("job_id", "attempt"),
+        Index("ix_job_attempt_ended_at_lease_expires_ms", "ended_at", "lease_expires_ms"),
+    )
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(
+            BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+        ),
+    )
+    job_id: str = Field(
+        sa_column=Column(String(36), ForeignKey("job.id", ondelete="CASCADE"), nullable=False)
+    )
+    attempt: int
+    queue: str = Field(max_length=63)
+    message_id: str = Field(max_length=64)
+    # The queue will not deliver this message again: if the attempt is lost, the job is dead.
+    final_delivery: bool = False
+    lease_expires_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
+    started_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    ended_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    # succeeded | retry | failed | dead | released | lost
+    outcome: str | None = Field(default=None, max_length=16)
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    retry_delay_seconds: int | None = None

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 
 from app.admission.deps import BatchGate, JobsGate, admit_read
 from app.admission.email_policy import recipients
-from app.core.clock import to_datetime
-from app.core.deps import RuntimeDep, SessionDep, require_json
+from app.core.deps import SessionDep, require_json
 from app.core.errors import ValidationFailed, problem_responses
 from app.core.openapi import Tag
 from app.jobs import service as jobs_service
+from app.jobs.deps import SubmitterDep
 from app.jobs.models import Job, JobStatus
 from app.jobs.payloads import JOB_TYPES, JobRequest
 from app.jobs.schemas import JobBatchRequest, JobBatchResponse, JobPage, JobPublic
-from app.observability import metrics
+from app.jobs.submitter import count_accepted
 from app.tenants.deps import JobsReader, JobsWriter
 
 router = APIRouter(prefix="/v1/jobs", tags=[Tag.jobs])
@@ -58,7 +57,7 @@ async def submit_job(
     principal: JobsWriter,
     gate: JobsGate,
     session: SessionDep,
-    runtime: RuntimeDep,
+    submitter: SubmitterDep,
     request: Request,
     response: Response,
     idempotency_key: IdempotencyKey = None,
@@ -68,21 +67,16 @@ async def submit_job(
     # End the reads of authentication and admission first: on SQLite they hold the write
     # lock, which the group committer needs.
     await session.commit()
-    [submitted] = await jobs_service.submit_jobs(
+    [submitted] = await submitter.submit(
         session,
-        principal=principal,
-        requests=[(job, idempotency_key or job.idempotency_key)],
-        dispatcher=runtime.dispatcher,
-        topology=runtime.topology,
-        now=to_datetime(runtime.clock.now_ms()),
-        idempotency_window=timedelta(seconds=runtime.settings.idempotency_window_seconds),
+        principal,
+        [(job, idempotency_key or job.idempotency_key)],
         trace=_trace(request),
-        combiner=runtime.committer,
+        grouped=True,
     )
     await session.commit()
-    if submitted.created:
-        metrics.jobs_accepted.labels(type=submitted.job.type, queue=submitted.job.queue).inc()
-    else:
+    count_accepted([submitted])
+    if not submitted.created:
         response.status_code = status.HTTP_200_OK
     return _public(submitted.job)
 
@@ -99,7 +93,7 @@ async def submit_job_batch(
     principal: JobsWriter,
     gate: BatchGate,
     session: SessionDep,
-    runtime: RuntimeDep,
+    submitter: SubmitterDep,
     request: Request,
 ) -> JobBatchResponse:
     """Accept 1..100 jobs atomically: all are stored, or none."""
@@ -109,22 +103,16 @@ async def submit_job_batch(
         recipients(batch.jobs, loc=("jobs",)),
     )
     await session.commit()  # as in submit_job: release the read transaction
-    submitted = await jobs_service.submit_jobs(
+    submitted = await submitter.submit(
         session,
-        principal=principal,
-        requests=[(job, job.idempotency_key) for job in batch.jobs],
-        dispatcher=runtime.dispatcher,
-        topology=runtime.topology,
-        now=to_datetime(runtime.clock.now_ms()),
-        idempotency_window=timedelta(seconds=runtime.settings.idempotency_window_seconds),
+        principal,
+        [(job, job.idempotency_key) for job in batch.jobs],
         trace=_trace(request),
         batch=True,
-        combiner=runtime.committer,
+        grouped=True,
     )
     await session.commit()
-    for item in submitted:
-        if item.created:
-            metrics.jobs_accepted.labels(type=item.job.type, queue=item.job.queue).inc()
+    count_accepted(submitted)
     return JobBatchResponse(jobs=[_public(item.job) for item in submitted])
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import insert, update
+from sqlalchemy import func, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
@@ -24,7 +24,8 @@ from sqlmodel import col, select
 from app.core.db import table_of
 from app.core.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
 from app.core.ids import uuid7
-from app.jobs.models import Job, JobEvent, JobStatus
+from app.jobs.dispatchers import Dispatcher
+from app.jobs.models import FINISHED_STATUSES, Job, JobEvent, JobStatus
 from app.jobs.payloads import JobOptions
 from app.jobs.schemas import MAX_BATCH_JOBS
 from app.queues.base import (
@@ -38,18 +39,8 @@ from app.tenants.schemas import Principal
 
 MAX_ENVELOPE_BYTES = MAX_MESSAGE_BYTES - MESSAGE_OVERHEAD_BYTES  # 127,900
 _job_table = table_of(Job)
+_UNFINISHED = sorted(status.value for status in JobStatus if status not in FINISHED_STATUSES)
 _event_table = table_of(JobEvent)
-
-
-class Dispatcher(Protocol):
-    """Hands accepted jobs to a queue backend inside the submitting transaction."""
-
-    @property
-    def initial_status(self) -> JobStatus: ...
-
-    async def dispatch(
-        self, session: AsyncSession, queue: str, messages: Sequence[OutgoingMessage]
-    ) -> None: ...
 
 
 class WriteCombiner(Protocol):
@@ -373,3 +364,13 @@ async def list_jobs(
     rows = list((await session.execute(ordered)).scalars().all())
     next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
     return rows[:limit], next_cursor
+
+
+async def count_unfinished(session: AsyncSession, tenant_id: str) -> int:
+    """The tenant's jobs not finished yet (an indexed COUNT over `job(tenant_id, status)`)."""
+    stmt = (
+        select(func.count())
+        .select_from(Job)
+        .where(col(Job.tenant_id) == tenant_id, col(Job.status).in_(_UNFINISHED))
+    )
+    return int((await session.execute(stmt)).scalar_one())

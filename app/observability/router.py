@@ -7,7 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from app.core.deps import RuntimeDep
+from app.core.deps import EngineDep
 from app.core.errors import ServiceUnavailable, problem_responses
 from app.core.openapi import Tag
 
@@ -25,10 +25,10 @@ async def liveness() -> Health:
 
 
 @router.get("/readyz", response_model=Health, responses=problem_responses(503))
-async def readiness(runtime: RuntimeDep) -> Health:
+async def readiness(engine: EngineDep) -> Health:
     """The job store answers: jobs can be accepted."""
     try:
-        async with runtime.engine.connect() as conn:
+        async with engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
     except Exception as exc:  # any driver error means "not ready"
         raise ServiceUnavailable(

@@ -27,14 +27,12 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import Clock, to_datetime
 from app.core.db import SessionMaker, table_of
-from app.jobs.models import Job, JobEvent, JobStatus
 from app.observability import metrics
 from app.outbox.models import OutboxMessage
 from app.queues.base import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, OutgoingMessage, QueueBackend
@@ -43,8 +41,10 @@ from app.queues.errors import QueueError, QueueUnavailable, Retry
 logger = logging.getLogger(__name__)
 
 _outbox = table_of(OutboxMessage)
-_jobs = table_of(Job)
-_events = table_of(JobEvent)
+
+# (session, job ids, detail, at): called inside the transaction that publishes or drops the
+# jobs' outbox rows, so job status and outbox never disagree.
+JobsMoved = Callable[[AsyncSession, list[str], str, datetime], Awaitable[object]]
 
 MAX_BACKOFF_MS = 60_000
 DEFAULT_MAX_ATTEMPTS = 100
@@ -106,6 +106,8 @@ class OutboxRelay:
         backend: QueueBackend,
         clock: Clock,
         *,
+        on_published: JobsMoved,
+        on_failed: JobsMoved,
         linger_ms: int = 1000,
         poll_ms: int = 250,
         claim_limit: int = 1000,
@@ -117,6 +119,9 @@ class OutboxRelay:
         self._sessionmaker = sessionmaker
         self._backend = backend
         self._clock = clock
+        # The job store's side of a publish or a give-up, in the relay's own transaction.
+        self._on_published = on_published
+        self._on_failed = on_failed
         self.linger_ms = linger_ms
         self.poll_ms = poll_ms
         self.claim_limit = claim_limit
@@ -300,12 +305,8 @@ class OutboxRelay:
             await session.execute(
                 update(_outbox).where(_outbox.c.id.in_(ids)).values(published_at=published_at)
             )
-            await self._move_jobs(
-                session,
-                [row.job_id for row in batch],
-                to=JobStatus.queued,
-                detail=f"published to {queue}",
-                at=published_at,
+            await self._on_published(
+                session, [row.job_id for row in batch], f"published to {queue}", published_at
             )
             await session.commit()
         metrics.outbox_publish_requests.labels(outcome="published").inc()
@@ -313,63 +314,13 @@ class OutboxRelay:
         self.stats.published_messages += len(batch)
         self.stats.by_queue[queue] = self.stats.by_queue.get(queue, 0) + len(batch)
 
-    @staticmethod
-    async def _move_jobs(
-        session: AsyncSession,
-        job_ids: list[str],
-        *,
-        to: JobStatus,
-        detail: str,
-        at: datetime,
-        values: dict[str, Any] | None = None,
-    ) -> list[str]:
-        """Move still-`accepted` jobs to `to`, with one event each; returns the moved ids.
-
-        Jobs that moved on meanwhile (cancelled, or already run from an earlier copy) keep
-        their status.
-        """
-        moved = list(
-            (
-                await session.execute(
-                    update(_jobs)
-                    .where(_jobs.c.id.in_(job_ids), _jobs.c.status == JobStatus.accepted.value)
-                    .values(status=to.value, updated_at=at, **(values or {}))
-                    .returning(_jobs.c.id)
-                )
-            )
-            .scalars()
-            .all()
-        )
-        if moved:
-            await session.execute(
-                insert(_events),
-                [
-                    {
-                        "job_id": job_id,
-                        "status": to.value,
-                        "attempt": 0,
-                        "detail": detail,
-                        "created_at": at,
-                    }
-                    for job_id in moved
-                ],
-            )
-        return moved
-
     async def _fail(self, rows: list[OutboxMessage], reason: str, outcome: str) -> None:
         """Give up on rows: delete them and fail their still-`accepted` jobs with the reason."""
         now = to_datetime(self._clock.now_ms())
         reason = reason[:1000]
         async with self._sessionmaker() as session:
             await session.execute(delete(_outbox).where(_outbox.c.id.in_([r.id for r in rows])))
-            await self._move_jobs(
-                session,
-                [row.job_id for row in rows],
-                to=JobStatus.failed,
-                detail=reason,
-                at=now,
-                values={"last_error": reason, "finished_at": now},
-            )
+            await self._on_failed(session, [row.job_id for row in rows], reason, now)
             await session.commit()
         metrics.outbox_failed_messages.labels(reason=outcome).inc(len(rows))
         self.stats.failed_messages += len(rows)

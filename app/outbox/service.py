@@ -1,56 +1,49 @@
-"""Writing to the outbox inside the job's transaction. Services never commit."""
+"""Writing to the outbox inside the job's transaction (services never commit), and its backlog."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from sqlalchemy import insert
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.clock import Clock
-from app.core.db import table_of
-from app.jobs.models import JobStatus
+from app.core.db import SessionMaker, table_of
 from app.outbox.models import OutboxMessage
 from app.queues.base import OutgoingMessage
 
 _table = table_of(OutboxMessage)
 
 
-class OutboxDispatcher:
-    """Stores job messages as outbox rows; the relay publishes them after commit.
+async def stage(
+    session: AsyncSession, queue: str, messages: Sequence[OutgoingMessage], *, now_ms: int
+) -> None:
+    """Store `messages` for `queue` as outbox rows, in the caller's transaction."""
+    rows = []
+    for message in messages:
+        body = json.dumps(message.body, separators=(",", ":"), ensure_ascii=False)
+        rows.append(
+            {
+                "job_id": message.body["job_id"],
+                "queue": queue,
+                "body": body,
+                "size_bytes": len(body.encode()),
+                "delay_seconds": message.delay_seconds or 0,
+                "created_ms": now_ms,
+                "available_at_ms": now_ms,
+                "attempts": 0,
+            }
+        )
+    await session.execute(insert(_table), rows)
 
-    Jobs start `accepted` and become `queued` once Cloudflare has stored their message.
-    """
 
-    def __init__(self, clock: Clock, *, wake: Callable[[], None] | None = None) -> None:
-        self._clock = clock
-        self._wake = wake
-
-    @property
-    def initial_status(self) -> JobStatus:
-        return JobStatus.accepted
-
-    async def dispatch(
-        self, session: AsyncSession, queue: str, messages: Sequence[OutgoingMessage]
-    ) -> None:
-        now = self._clock.now_ms()
-        rows = []
-        for message in messages:
-            body = json.dumps(message.body, separators=(",", ":"), ensure_ascii=False)
-            rows.append(
-                {
-                    "job_id": message.body["job_id"],
-                    "queue": queue,
-                    "body": body,
-                    "size_bytes": len(body.encode()),
-                    "delay_seconds": message.delay_seconds or 0,
-                    "created_ms": now,
-                    "available_at_ms": now,
-                    "attempts": 0,
-                }
-            )
-        await session.execute(insert(_table), rows)
-        if self._wake is not None:
-            # Early is fine: a relay that wakes before our commit sees the rows on its next look.
-            self._wake()
+async def pending_by_queue(sessionmaker: SessionMaker) -> dict[str, tuple[int, int]]:
+    """Unpublished outbox rows per queue: (messages, bytes), one grouped query."""
+    stmt = (
+        select(_table.c.queue, func.count(), func.coalesce(func.sum(_table.c.size_bytes), 0))
+        .where(_table.c.published_at.is_(None))
+        .group_by(_table.c.queue)
+    )
+    async with sessionmaker() as session:
+        rows = (await session.execute(stmt)).all()
+    return {str(queue): (int(count), int(size)) for queue, count, size in rows}

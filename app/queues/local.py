@@ -25,7 +25,6 @@ from sqlalchemy.sql import Select
 from app.core.clock import Clock, SystemClock
 from app.core.db import SessionMaker, table_of
 from app.core.ids import hex_id
-from app.jobs.models import JobStatus
 from app.queues.base import (
     DEFAULT_PULL_BATCH,
     DEFAULT_VISIBILITY_TIMEOUT_MS,
@@ -602,19 +601,3 @@ class LocalQueueEngine:
     def forget(self, queue: str) -> None:
         """Drop a queue's declaration (its messages are the caller's to purge first)."""
         self._queues.pop(queue, None)
-
-
-class LocalDispatcher:
-    """Writes job messages straight into the local engine, in the job's own transaction."""
-
-    def __init__(self, engine: LocalQueueEngine) -> None:
-        self._engine = engine
-
-    @property
-    def initial_status(self) -> JobStatus:
-        return JobStatus.queued
-
-    async def dispatch(
-        self, session: AsyncSession, queue: str, messages: Sequence[OutgoingMessage]
-    ) -> None:
-        await self._engine.stage(session, queue, messages)

@@ -9,9 +9,10 @@ from fastapi import APIRouter, Depends, Path, Response, status
 from app.admission.deps import JobsGate, admit_read
 from app.admission.email_policy import recipients
 from app.core.clock import to_datetime
-from app.core.deps import RuntimeDep, SessionDep, require_json
+from app.core.deps import ClockDep, SessionDep, require_json
 from app.core.errors import problem_responses
 from app.core.openapi import Tag
+from app.jobs.deps import SubmitterDep
 from app.jobs.schemas import JobPublic
 from app.scheduler import service as scheduler_service
 from app.scheduler.models import Schedule
@@ -35,14 +36,14 @@ def _public(schedule: Schedule) -> SchedulePublic:
     responses=problem_responses(400, 401, 403, 409, 415, 422),
 )
 async def create_schedule(
-    body: ScheduleCreate, principal: JobsWriter, session: SessionDep, runtime: RuntimeDep
+    body: ScheduleCreate, principal: JobsWriter, session: SessionDep, clock: ClockDep
 ) -> SchedulePublic:
     """Create a cron schedule (UTC) that submits its job at every occurrence."""
     schedule = await scheduler_service.create_schedule(
         session,
         tenant_id=principal.tenant_id,
         body=body,
-        now=to_datetime(runtime.clock.now_ms()),
+        now=to_datetime(clock.now_ms()),
     )
     await session.commit()
     return _public(schedule)
@@ -88,7 +89,7 @@ async def update_schedule(
     body: ScheduleUpdate,
     principal: JobsWriter,
     session: SessionDep,
-    runtime: RuntimeDep,
+    clock: ClockDep,
 ) -> SchedulePublic:
     """Change a schedule; a new cron or re-enabling counts from now (no catch-up)."""
     schedule = await scheduler_service.update_schedule(
@@ -96,7 +97,7 @@ async def update_schedule(
         tenant_id=principal.tenant_id,
         schedule_id=schedule_id,
         changes=body,
-        now=to_datetime(runtime.clock.now_ms()),
+        now=to_datetime(clock.now_ms()),
     )
     await session.commit()
     return _public(schedule)
@@ -130,7 +131,7 @@ async def run_schedule(
     principal: JobsWriter,
     gate: JobsGate,
     session: SessionDep,
-    runtime: RuntimeDep,
+    submitter: SubmitterDep,
 ) -> JobPublic:
     """Fire the schedule now (also when disabled); its cron timetable is unchanged."""
     schedule = await scheduler_service.get_schedule(
@@ -139,9 +140,14 @@ async def run_schedule(
     await gate.admit_jobs(
         principal.tenant_id, [str(schedule.job["type"])], recipients([schedule.job])
     )
-    now = to_datetime(runtime.clock.now_ms())
+    now = to_datetime(submitter.clock.now_ms())
     job, _ = await scheduler_service.fire(
-        session, runtime=runtime, schedule=schedule, scheduled_for=now, trigger="manual", now=now
+        session,
+        submitter=submitter,
+        schedule=schedule,
+        scheduled_for=now,
+        trigger="manual",
+        now=now,
     )
     await session.commit()
     return JobPublic.model_validate(job)

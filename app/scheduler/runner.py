@@ -8,7 +8,7 @@ Guarantees:
   commit together, so a crash never leaves a fire without its job or fires twice;
 - an occurrence fires no earlier than its time and, while a runner is up, at most about
   `poll_seconds` late; after downtime only the latest missed occurrence fires;
-- time comes from the runtime's clock, so tests drive `run_once()` with a manual clock.
+- time comes from the submitter's clock, so tests drive `run_once()` with a manual clock.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import logging
 
 from app.admission.service import AdmissionControl
 from app.core.clock import to_datetime
-from app.core.runtime import Runtime
+from app.core.db import SessionMaker
+from app.jobs.submitter import JobSubmitter
 from app.scheduler import service as scheduler_service
 
 logger = logging.getLogger(__name__)
@@ -29,13 +30,15 @@ class SchedulerRunner:
 
     def __init__(
         self,
-        runtime: Runtime,
+        sessionmaker: SessionMaker,
+        submitter: JobSubmitter,
         *,
         admission: AdmissionControl | None = None,
         poll_seconds: float = 5.0,
         batch_size: int = 100,
     ):
-        self._runtime = runtime
+        self._sessionmaker = sessionmaker
+        self._submitter = submitter
         # Fires are admitted like submitted jobs; None only where no gateway runs (tools).
         self._admission = admission
         self.poll_seconds = poll_seconds
@@ -47,11 +50,11 @@ class SchedulerRunner:
         """Fire everything due now; returns how many fires succeeded."""
         fired = 0
         while True:
-            now = to_datetime(self._runtime.clock.now_ms())
-            async with self._runtime.sessionmaker() as session:
+            now = to_datetime(self._submitter.clock.now_ms())
+            async with self._sessionmaker() as session:
                 results = await scheduler_service.fire_due(
                     session,
-                    runtime=self._runtime,
+                    submitter=self._submitter,
                     now=now,
                     limit=self.batch_size,
                     admission=self._admission,

@@ -25,10 +25,9 @@ from app.admission.limiter import RouteClass
 from app.admission.service import AdmissionControl
 from app.core.errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
 from app.core.ids import uuid7
-from app.core.runtime import Runtime
-from app.jobs import service as jobs_service
 from app.jobs.models import Job
 from app.jobs.payloads import JobOptions, JobRequest
+from app.jobs.submitter import JobSubmitter
 from app.observability import metrics
 from app.scheduler import cron
 from app.scheduler.models import Schedule, ScheduleFire
@@ -194,7 +193,7 @@ async def _recorded_job(
 async def fire(
     session: AsyncSession,
     *,
-    runtime: Runtime,
+    submitter: JobSubmitter,
     schedule: Schedule,
     scheduled_for: datetime,
     trigger: str,
@@ -214,14 +213,8 @@ async def fire(
     principal = Principal(tenant_id=schedule.tenant_id, scopes=frozenset({Scope.jobs_write.value}))
     try:
         async with session.begin_nested():
-            [submitted] = await jobs_service.submit_jobs(
-                session,
-                principal=principal,
-                requests=[(request, fire_key(schedule.id, scheduled_for))],
-                dispatcher=runtime.dispatcher,
-                topology=runtime.topology,
-                now=now,
-                idempotency_window=timedelta(seconds=runtime.settings.idempotency_window_seconds),
+            [submitted] = await submitter.submit(
+                session, principal, [(request, fire_key(schedule.id, scheduled_for))], now=now
             )
             session.add(
                 ScheduleFire(
@@ -293,7 +286,7 @@ async def _admit(
 async def fire_due(
     session: AsyncSession,
     *,
-    runtime: Runtime,
+    submitter: JobSubmitter,
     now: datetime,
     limit: int = 100,
     admission: AdmissionControl | None = None,
@@ -347,7 +340,7 @@ async def fire_due(
             async with session.begin_nested():
                 job, _ = await fire(
                     session,
-                    runtime=runtime,
+                    submitter=submitter,
                     schedule=schedule,
                     scheduled_for=scheduled_for,
                     trigger="cron",

@@ -16,13 +16,15 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
-from app.core.deps import RuntimeDep, SessionDep
+from app.core.clock import Clock
+from app.core.config import Settings
+from app.core.deps import SessionDep, component
 from app.core.errors import Forbidden, NotFound, ServiceUnavailable, Unauthorized
-from app.core.runtime import Runtime
 from app.core.security import OPERATOR_KEY_PREFIX, api_key_prefix
 from app.tenants import service as tenants_service
 from app.tenants.models import Tenant
 from app.tenants.schemas import OPERATOR, Principal, Scope
+from app.tenants.service import ApiKeyCache
 from app.tenants.tokens import InvalidToken, JwtVerifier, KeysUnavailable, is_jwt_shaped
 
 INVALID_TOKEN = 'Bearer error="invalid_token"'
@@ -38,36 +40,54 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-def jwt_verifier(request: Request, runtime: Runtime) -> JwtVerifier | None:
-    """The app's verifier, built on first use (it holds the JWKS cache)."""
-    state = request.app.state
-    if not hasattr(state, "jwt_verifier"):
-        state.jwt_verifier = JwtVerifier.from_settings(runtime.settings, runtime.clock)
-    verifier: JwtVerifier | None = state.jwt_verifier
-    return verifier
+class Credentials:
+    """What authentication needs of the process: the key cache, the operator's token and the
+    JWT verifier (built on first use: it holds the JWKS cache)."""
+
+    def __init__(self, settings: Settings, clock: Clock, key_cache: ApiKeyCache) -> None:
+        self.key_cache = key_cache
+        self._settings = settings
+        self._clock = clock
+        self._verifier: JwtVerifier | None = None
+        self._verifier_built = False
+
+    @property
+    def admin_token(self) -> str | None:
+        return self._settings.admin_token
+
+    def jwt_verifier(self) -> JwtVerifier | None:
+        if not self._verifier_built:
+            self._verifier = JwtVerifier.from_settings(self._settings, self._clock)
+            self._verifier_built = True
+        return self._verifier
 
 
-async def authenticate(request: Request, session: SessionDep, runtime: RuntimeDep) -> Principal:
+CredentialsDep = Annotated[Credentials, Depends(component("credentials"))]
+
+
+async def authenticate(
+    request: Request, session: SessionDep, credentials: CredentialsDep
+) -> Principal:
     """Who is calling, from any accepted bearer credential; 401 otherwise."""
     token = bearer_token(request)
     if api_key_prefix(token) is not None:
         principal = await tenants_service.authenticate_api_key(
-            session, token, cache=runtime.key_cache
+            session, token, cache=credentials.key_cache
         )
         if principal is None:
             raise Unauthorized("invalid or revoked API key", scheme=INVALID_TOKEN)
         return principal
     if api_key_prefix(token, OPERATOR_KEY_PREFIX) is not None:
         principal = await tenants_service.authenticate_operator_key(
-            session, token, cache=runtime.key_cache
+            session, token, cache=credentials.key_cache
         )
         if principal is None:
             raise Unauthorized("invalid or revoked API key", scheme=INVALID_TOKEN)
         return principal
-    admin_token = runtime.settings.admin_token
+    admin_token = credentials.admin_token
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
         return OPERATOR
-    verifier = jwt_verifier(request, runtime) if is_jwt_shaped(token) else None
+    verifier = credentials.jwt_verifier() if is_jwt_shaped(token) else None
     if verifier is None:
         raise Unauthorized("invalid bearer token", scheme=INVALID_TOKEN)
     try:
@@ -90,9 +110,9 @@ class RequireScope:
         self.scope = scope
 
     async def __call__(
-        self, request: Request, session: SessionDep, runtime: RuntimeDep
+        self, request: Request, session: SessionDep, credentials: CredentialsDep
     ) -> Principal:
-        principal = await authenticate(request, session, runtime)
+        principal = await authenticate(request, session, credentials)
         if not principal.has(self.scope):
             raise Forbidden(f"this credential lacks the {self.scope.value!r} scope")
         if self.scope is not Scope.admin and principal.operator:
@@ -112,8 +132,13 @@ async def require_operator(principal: _AdminScope) -> Principal:
     return principal
 
 
+TenantId = Annotated[str, Path(max_length=64)]
+# The id of an item under a tenant (an API key, a webhook secret, an R2 rule).
+ItemId = Annotated[str, Path(max_length=64)]
+
+
 async def require_tenant_admin(
-    tenant_id: Annotated[str, Path(max_length=64)], principal: _AdminScope, session: SessionDep
+    tenant_id: TenantId, principal: _AdminScope, session: SessionDep
 ) -> Principal:
     """The operator, or an `admin` of the `{tenant_id}` in the path; 404 for anyone else.
 

@@ -14,13 +14,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Request, Response, status
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.admission.deps import WebhooksGate
-from app.core.deps import RuntimeDep, SessionDep
+from app.admission.deps import Gate, WebhooksGate
+from app.core.clock import Clock
+from app.core.config import Settings
+from app.core.deps import BoxDep, ClockDep, SessionDep, SettingsDep
 from app.core.errors import (
     AppError,
     NotFound,
@@ -31,7 +35,10 @@ from app.core.errors import (
     validation_error,
 )
 from app.core.openapi import Tag
+from app.core.security import SecretBox
 from app.core.storable import find_unstorable, find_unstorable_json, unstorable_error
+from app.jobs.deps import SubmitterDep
+from app.jobs.submitter import JobSubmitter
 from app.tenants.deps import JobsWriter
 from app.webhooks import prestashop, r2
 from app.webhooks import service as webhooks_service
@@ -113,6 +120,61 @@ def _check_storable(raw: bytes, source: str) -> None:
         raise _refuse(source, "malformed", unstorable_error(errors))
 
 
+@dataclass(frozen=True, slots=True)
+class Ingress:
+    """What the webhook routes use of the process."""
+
+    settings: Settings
+    clock: Clock
+    box: SecretBox
+    submitter: JobSubmitter
+
+
+async def get_ingress(
+    settings: SettingsDep, clock: ClockDep, box: BoxDep, submitter: SubmitterDep
+) -> Ingress:
+    return Ingress(settings=settings, clock=clock, box=box, submitter=submitter)
+
+
+IngressDep = Annotated[Ingress, Depends(get_ingress)]
+
+
+async def _accept_prestashop(
+    session: AsyncSession,
+    ingress: Ingress,
+    gate: Gate,
+    *,
+    source: str,
+    tenant_id: str,
+    external_id: str,
+    event: prestashop.ShopEvent,
+    shop_url: str | None,
+    now_s: int,
+) -> webhooks_service.Recorded:
+    """A verified PrestaShop event: admit its jobs, plan them, store event and jobs, commit."""
+    breaker_delay = await gate.admit_webhook(tenant_id, prestashop.planned_types(event))
+    site_id = await prestashop.resolve_site_id(
+        session, tenant_id=tenant_id, shop_id=event.shop_id, shop_url=shop_url
+    )
+    recorded = await webhooks_service.record_event(
+        session,
+        submitter=ingress.submitter,
+        source=source,
+        tenant_id=tenant_id,
+        external_id=external_id,
+        event_type=event.type,
+        requests=prestashop.plan_jobs(
+            event,
+            site_id=site_id,
+            now_s=now_s,
+            debounce_seconds=ingress.settings.webhook_product_debounce_seconds,
+            breaker_delay=breaker_delay,
+        ),
+    )
+    await session.commit()
+    return recorded
+
+
 def _accepted(recorded: webhooks_service.Recorded, response: Response) -> WebhookAccepted:
     if recorded.replay:
         response.status_code = status.HTTP_200_OK
@@ -134,16 +196,16 @@ async def receive_prestashop_event(
     request: Request,
     response: Response,
     session: SessionDep,
-    runtime: RuntimeDep,
+    ingress: IngressDep,
     gate: WebhooksGate,
 ) -> WebhookAccepted:
     """Receive a PrestaShop event signed with Standard Webhooks; 202 once its jobs are stored."""
-    settings = runtime.settings
+    settings = ingress.settings
     limit = settings.webhook_max_body_bytes
     # Everything that needs neither the body nor the database comes first, so a flood of
     # unsigned or stale deliveries is refused before a byte of its body is read or hashed.
     _check_declared_size(request, limit, SIGNED_SOURCE)
-    now_s = runtime.clock.now_ms() // 1000
+    now_s = ingress.clock.now_ms() // 1000
     tolerance = settings.webhook_tolerance_seconds
     refused = Unauthorized("missing, invalid or stale webhook signature", scheme=SIGNATURE_SCHEME)
     try:
@@ -151,7 +213,7 @@ async def receive_prestashop_event(
     except WebhookVerificationError as exc:
         reason = "stale" if "timestamp too" in str(exc) else "headers"
         raise _refuse(SIGNED_SOURCE, reason, refused) from None
-    keys, known = await webhooks_service.signing_keys(session, tenant_id=tenant_id, runtime=runtime)
+    keys, known = await webhooks_service.signing_keys(session, tenant_id=tenant_id, box=ingress.box)
     raw = await _read_body(request, limit, SIGNED_SOURCE)
     try:
         verified = verify(raw, request.headers, keys, now=now_s, tolerance=tolerance)
@@ -164,26 +226,17 @@ async def receive_prestashop_event(
         event = prestashop.from_signed(PrestaShopEvent.model_validate_json(raw))
     except (ValidationError, ValueError) as exc:
         raise _malformed(SIGNED_SOURCE, exc) from None
-    breaker_delay = await gate.admit_webhook(tenant_id, prestashop.planned_types(event))
-    site_id = await prestashop.resolve_site_id(
-        session, tenant_id=tenant_id, shop_id=event.shop_id, shop_url=event.shop_url
-    )
-    recorded = await webhooks_service.record_event(
+    recorded = await _accept_prestashop(
         session,
-        runtime=runtime,
+        ingress,
+        gate,
         source=SIGNED_SOURCE,
         tenant_id=tenant_id,
         external_id=verified.message_id,
-        event_type=event.type,
-        requests=prestashop.plan_jobs(
-            event,
-            site_id=site_id,
-            now_s=now_s,
-            debounce_seconds=settings.webhook_product_debounce_seconds,
-            breaker_delay=breaker_delay,
-        ),
+        event=event,
+        shop_url=event.shop_url,
+        now_s=now_s,
     )
-    await session.commit()
     logger.info(
         "webhook %s: tenant=%s type=%s id=%s secret=%d jobs=%d",
         "replay" if recorded.replay else "accepted",
@@ -221,7 +274,7 @@ async def receive_unsigned_prestashop_event(
     request: Request,
     response: Response,
     session: SessionDep,
-    runtime: RuntimeDep,
+    ingress: IngressDep,
     gate: WebhooksGate,
 ) -> WebhookAccepted:
     """WEAKER, opt-in: a `ps_webhooks`-style unsigned `{action, entity, data}` payload.
@@ -230,7 +283,7 @@ async def receive_unsigned_prestashop_event(
     captured request can be replayed and the body is not integrity-protected. Identical
     bodies are deduplicated. Prefer the signed route.
     """
-    settings = runtime.settings
+    settings = ingress.settings
     # The token is checked before the body is read: a wrong one costs no body.
     _check_declared_size(request, settings.webhook_max_body_bytes, UNSIGNED_SOURCE)
     matches = await webhooks_service.check_unsigned_token(session, tenant_id=tenant_id, token=token)
@@ -249,27 +302,17 @@ async def receive_unsigned_prestashop_event(
     if event is None:
         webhooks_service.events_total.labels(source=UNSIGNED_SOURCE, outcome="ignored").inc()
         return WebhookAccepted(jobs=[])
-    now_s = runtime.clock.now_ms() // 1000
-    breaker_delay = await gate.admit_webhook(tenant_id, prestashop.planned_types(event))
-    site_id = await prestashop.resolve_site_id(
-        session, tenant_id=tenant_id, shop_id=event.shop_id, shop_url=None
-    )
-    recorded = await webhooks_service.record_event(
+    recorded = await _accept_prestashop(
         session,
-        runtime=runtime,
+        ingress,
+        gate,
         source=UNSIGNED_SOURCE,
         tenant_id=tenant_id,
         external_id="sha256:" + hashlib.sha256(raw).hexdigest(),
-        event_type=event.type,
-        requests=prestashop.plan_jobs(
-            event,
-            site_id=site_id,
-            now_s=now_s,
-            debounce_seconds=settings.webhook_product_debounce_seconds,
-            breaker_delay=breaker_delay,
-        ),
+        event=event,
+        shop_url=None,
+        now_s=ingress.clock.now_ms() // 1000,
     )
-    await session.commit()
     return _accepted(recorded, response)
 
 
@@ -302,7 +345,7 @@ async def receive_r2_notifications(
     request: Request,
     response: Response,
     session: SessionDep,
-    runtime: RuntimeDep,
+    ingress: IngressDep,
     gate: WebhooksGate,
 ) -> WebhookAccepted:
     """R2 event notifications (one, or `{messages: [...]}`) → `process-image` jobs.
@@ -310,7 +353,7 @@ async def receive_r2_notifications(
     Objects created under a rule's bucket and prefix make one job per object version
     (bucket + key + eTag); redeliveries answer with the same job; other events are ignored.
     """
-    raw = await _read_body(request, runtime.settings.webhook_max_body_bytes, R2_SOURCE)
+    raw = await _read_body(request, ingress.settings.webhook_max_body_bytes, R2_SOURCE)
     try:
         parsed = json.loads(raw)
         storable_errors = find_unstorable(parsed, ["body"])
@@ -349,7 +392,7 @@ async def receive_r2_notifications(
         identity = r2.object_identity(notification)
         recorded = await webhooks_service.record_event(
             session,
-            runtime=runtime,
+            submitter=ingress.submitter,
             source=R2_SOURCE,
             tenant_id=principal.tenant_id,
             external_id=identity,

@@ -13,19 +13,17 @@ import hmac
 import secrets
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import timedelta
 
 from prometheus_client import Counter
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from app.core.clock import to_datetime, utcnow
+from app.core.clock import utcnow
 from app.core.ids import uuid7
-from app.core.runtime import Runtime
-from app.jobs import service as jobs_service
+from app.core.security import SecretBox
 from app.jobs.payloads import JobOptions
-from app.observability import metrics
+from app.jobs.submitter import JobSubmitter, count_accepted
 from app.tenants import service as tenants_service
 from app.tenants.schemas import Principal, Scope
 from app.webhooks.models import UnsignedWebhookToken, WebhookEvent
@@ -79,12 +77,10 @@ async def known_events(
 
 
 async def signing_keys(
-    session: AsyncSession, *, tenant_id: str, runtime: Runtime
+    session: AsyncSession, *, tenant_id: str, box: SecretBox
 ) -> tuple[list[bytes], bool]:
     """(HMAC keys to try, whether the tenant exists); a dummy key for an unknown tenant."""
-    secrets_ = await tenants_service.active_webhook_secrets(
-        session, tenant_id=tenant_id, box=runtime.box
-    )
+    secrets_ = await tenants_service.active_webhook_secrets(session, tenant_id=tenant_id, box=box)
     keys = [decode_secret(s) for s in secrets_]
     return (keys, True) if keys else ([_DUMMY_KEY], False)
 
@@ -92,7 +88,7 @@ async def signing_keys(
 async def record_event(
     session: AsyncSession,
     *,
-    runtime: Runtime,
+    submitter: JobSubmitter,
     source: str,
     tenant_id: str,
     external_id: str,
@@ -106,7 +102,6 @@ async def record_event(
     if existing is not None:
         events_total.labels(source=source, outcome="replay").inc()
         return Recorded(job_ids=list(existing.job_ids), replay=True)
-    now = to_datetime(runtime.clock.now_ms())
     event = WebhookEvent(
         id=uuid7(),
         source=source,
@@ -131,21 +126,10 @@ async def record_event(
     principal = Principal(tenant_id=tenant_id, scopes=frozenset({Scope.jobs_write.value}))
     submitted = []
     if requests:
-        submitted = await jobs_service.submit_jobs(
-            session,
-            principal=principal,
-            requests=requests,
-            dispatcher=runtime.dispatcher,
-            topology=runtime.topology,
-            now=now,
-            idempotency_window=timedelta(seconds=runtime.settings.idempotency_window_seconds),
-            batch=True,
-        )
+        submitted = await submitter.submit(session, principal, requests, batch=True)
     event.job_ids = [item.job.id for item in submitted]
     await session.flush()
-    for item in submitted:
-        if item.created:
-            metrics.jobs_accepted.labels(type=item.job.type, queue=item.job.queue).inc()
+    count_accepted(submitted)
     events_total.labels(source=source, outcome="accepted" if requests else "ignored").inc()
     return Recorded(job_ids=event.job_ids, replay=False)
 

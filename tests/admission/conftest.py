@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.admission.config import AdmissionSettings
 from app.admission.service import AdmissionControl
+from app.bootstrap import Runtime, build_admission, build_runtime
 from app.core.clock import ManualClock
 from app.core.config import Settings
-from app.core.runtime import Runtime, build_runtime
 from app.main import create_app
 
 
@@ -41,7 +41,7 @@ async def make_gateway(
         root_settings = settings.model_copy(update=root or {})
         runtime = build_runtime(root_settings, clock=clock, engine=db_engine)
         app = create_app(runtime=runtime)
-        control = AdmissionControl.from_runtime(runtime, AdmissionSettings(**admission))
+        control = build_admission(runtime, AdmissionSettings(**admission))
         app.state.admission = control
         http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
         gateway = Gateway(runtime=runtime, admission=control, http=http)

@@ -19,10 +19,10 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.bootstrap import Runtime, build_runtime
 from app.core.clock import ManualClock
 from app.core.config import Settings
 from app.core.ids import uuid7
-from app.core.runtime import Runtime, build_runtime
 from app.main import create_app
 from app.webhooks.verifiers import sign_headers
 from tests.factories import TenantFactory, auth

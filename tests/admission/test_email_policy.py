@@ -12,8 +12,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.bootstrap import Runtime
 from app.core.db import metadata
-from app.core.runtime import Runtime
 from app.jobs.models import Job
 from tests.admission.conftest import Gateway, MakeGateway
 from tests.factories import TenantFactory, auth

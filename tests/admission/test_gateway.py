@@ -12,9 +12,9 @@ from sqlalchemy import func, select, update
 
 from app.admission.limiter import RouteClass
 from app.admission.plans import set_plan
+from app.bootstrap import Runtime
 from app.consumer.models import CircuitBreaker
 from app.core.clock import ManualClock, to_datetime
-from app.core.runtime import Runtime
 from app.jobs.models import Job, JobStatus
 from app.outbox.models import OutboxMessage
 from app.queues.base import QueueMetrics

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from app.bootstrap import Runtime
 from app.core.clock import ManualClock
-from app.core.runtime import Runtime
 from app.jobs.models import Job
 from app.scheduler.models import Schedule, ScheduleFire
 from app.scheduler.runner import SchedulerRunner
@@ -127,7 +127,9 @@ class TestCronFiresAreAdmitted:
 
         occurrence = datetime(2026, 3, 1, 3, 0, tzinfo=UTC)
         clock.set(_ms(occurrence))
-        runner = SchedulerRunner(gateway.runtime, admission=gateway.admission)
+        runner = SchedulerRunner(
+            gateway.runtime.sessionmaker, gateway.runtime.submitter, admission=gateway.admission
+        )
         assert await runner.run_once() == 0
         assert await _count(gateway.runtime, Job) == 1
         assert await _count(gateway.runtime, ScheduleFire) == 0
@@ -146,7 +148,12 @@ class TestCronFiresAreAdmitted:
         assert await runner.run_once() == 0
         clock.set(_ms(retry_at))
         fresh = await make_gateway()
-        assert await SchedulerRunner(fresh.runtime, admission=fresh.admission).run_once() == 1
+        assert (
+            await SchedulerRunner(
+                fresh.runtime.sessionmaker, fresh.runtime.submitter, admission=fresh.admission
+            ).run_once()
+            == 1
+        )
         async with fresh.runtime.sessionmaker() as session:
             fire = (await session.execute(select(ScheduleFire))).scalar_one()
             schedule = await session.get(Schedule, schedule_id)

@@ -14,13 +14,12 @@ import pytest_asyncio
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.consumer.models import JobAttempt
+from app.bootstrap import Runtime, build_runtime
 from app.consumer.process import Consumer
 from app.consumer.registry import HandlerRegistry, Resources
 from app.core.clock import ManualClock
 from app.core.config import REPO_ROOT, Settings
-from app.core.runtime import Runtime, build_runtime
-from app.jobs.models import Job, JobEvent
+from app.jobs.models import Job, JobAttempt, JobEvent
 from app.main import create_app
 from app.queues.models import QueueMessage
 from tests.factories import TenantFactory, auth

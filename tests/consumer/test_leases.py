@@ -7,12 +7,12 @@ from collections.abc import Sequence
 import httpx
 import pytest
 
+from app.bootstrap import Runtime
 from app.consumer.leases import LEASE_MARGIN_MS
 from app.consumer.process import Consumer
 from app.consumer.registry import Resources
 from app.consumer.service import handler_modules, load_handlers
 from app.core.clock import ManualClock
-from app.core.runtime import Runtime
 from app.queues.base import (
     AckResult,
     OutgoingMessage,

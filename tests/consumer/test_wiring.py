@@ -12,12 +12,12 @@ from collections.abc import Callable
 import pytest
 from pydantic import BaseModel
 
+from app.bootstrap import Runtime
 from app.consumer.process import Consumer
 from app.consumer.registry import HandlerRegistry, JobContext, Resources
 from app.consumer.service import check_handlers, load_handlers
 from app.consumer.wiring import JobTypeMismatch, check_job_types, job_type_problems
 from app.core.config import REPO_ROOT, Settings
-from app.core.runtime import Runtime
 from app.jobs.payloads import JOB_PAYLOADS, AnalyticsEventPayload, SyncOrdersPayload
 from app.main import create_app
 from app.queues.topology import Topology, load_topology

@@ -7,9 +7,9 @@ import sys
 
 import yaml
 
+from app.bootstrap import Runtime
 from app.core.config import REPO_ROOT
 from app.core.openapi import openapi_yaml
-from app.core.runtime import Runtime
 from app.main import create_app
 
 

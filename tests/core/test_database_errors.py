@@ -23,11 +23,11 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.bootstrap import build_runtime
 from app.core.clock import ManualClock
 from app.core.config import Settings
 from app.core.db import create_engine
 from app.core.errors import UPGRADE_HINT, database_problem
-from app.core.runtime import build_runtime
 from app.main import create_app
 from tests.support.databases import postgres_url_from_env
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from app.core.runtime import Runtime
+from app.bootstrap import Runtime
 from app.core.storable import find_unstorable, unstorable
 from app.jobs.models import Job
 from app.tenants.schemas import Scope

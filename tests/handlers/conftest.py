@@ -15,11 +15,11 @@ import pytest_asyncio
 from pydantic import BaseModel
 
 import app.handlers  # noqa: F401  (registers the handlers)
+from app.bootstrap import Runtime
 from app.consumer.registry import JobContext, Resources, registry
 from app.core.clock import ManualClock
 from app.core.config import Settings
 from app.core.ids import uuid7
-from app.core.runtime import Runtime
 from tests.factories import TenantFactory
 from tests.support.fake_prestashop import FakePrestaShop, ThreadedServer
 

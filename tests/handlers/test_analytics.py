@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
+from app.bootstrap import Runtime
 from app.consumer.registry import InvalidPayload
 from app.core.clock import to_datetime
-from app.core.runtime import Runtime
 from app.handlers.analytics import EventBatcher
 from app.handlers.models import AnalyticsEvent
 from tests.handlers.conftest import MakeRun

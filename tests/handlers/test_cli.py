@@ -7,7 +7,7 @@ import json
 import pytest
 from sqlalchemy import select
 
-from app.core.runtime import Runtime
+from app.bootstrap import Runtime
 from app.handlers.models import EmailSender, ShopConnection
 from tests.handlers.conftest import SHOP_KEY
 from tests.support.servers import CommandFailed, jobgate_env, run_jobgate

@@ -13,9 +13,9 @@ import aiosmtplib
 import pytest
 from aiosmtpd.controller import Controller
 
+from app.bootstrap import Runtime
 from app.consumer.registry import InvalidPayload, PermanentFailure, RetryLater
 from app.core.config import Settings
-from app.core.runtime import Runtime
 from app.handlers import service
 from app.handlers.email import EmailTemplates
 from app.handlers.models import EmailDelivery

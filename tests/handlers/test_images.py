@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from app.bootstrap import Runtime
 from app.consumer.registry import PermanentFailure, RetryLater
 from app.core.config import Settings
-from app.core.runtime import Runtime
 from app.handlers._http import DownstreamError
 from app.handlers.models import ImageResult
 from app.handlers.objectstore import LocalObjectStore

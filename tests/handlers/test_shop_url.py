@@ -22,11 +22,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.bootstrap import Runtime, build_runtime
 from app.consumer.registry import PermanentFailure
 from app.core.clock import ManualClock
 from app.core.config import Settings
 from app.core.errors import ValidationFailed
-from app.core.runtime import Runtime, build_runtime
 from app.handlers import service
 from app.handlers.prestashop import PrestaShopUnavailable
 from app.handlers.shop_url import PinnedTransport, ShopUrlGuard, refusal_reason

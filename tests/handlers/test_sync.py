@@ -10,8 +10,8 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
+from app.bootstrap import Runtime
 from app.consumer.registry import PermanentFailure, RetryLater
-from app.core.runtime import Runtime
 from app.handlers import service
 from app.handlers.models import PsOrder, PsProduct, PsSyncState, ShopConnection
 from app.handlers.prestashop import PrestaShopUnavailable

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from app.bootstrap import Runtime
 from app.core.clock import to_datetime
-from app.core.runtime import Runtime
 from app.jobs.committer import GroupCommitter
 from app.jobs.models import Job
 from app.jobs.payloads import AnalyticsEventJob, JobOptions, SyncSingleOrderJob

@@ -10,8 +10,8 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import func, select
 
+from app.bootstrap import Runtime
 from app.core.clock import ManualClock
-from app.core.runtime import Runtime
 from app.jobs.models import Job, JobEvent
 from app.queues.models import QueueMessage
 from app.tenants.schemas import Scope

@@ -9,15 +9,30 @@ from datetime import timedelta
 import pytest_asyncio
 from sqlalchemy import func, select
 
-from app.core.clock import to_datetime
-from app.core.runtime import Runtime
+from app.bootstrap import Runtime
+from app.core.clock import Clock, to_datetime
+from app.jobs import lifecycle
 from app.jobs import service as jobs_service
+from app.jobs.dispatchers import OutboxDispatcher
 from app.jobs.models import Job, JobEvent
 from app.jobs.payloads import SyncSingleOrderJob
 from app.outbox.models import OutboxMessage
-from app.outbox.service import OutboxDispatcher
+from app.outbox.relay import OutboxRelay
+from app.queues.base import QueueBackend
 from app.tenants.schemas import Principal
 from tests.factories import TenantFactory
+
+
+def make_relay(runtime: Runtime, backend: QueueBackend, clock: Clock, **kwargs: int) -> OutboxRelay:
+    """A relay over the test database that moves job rows as the gateway's does."""
+    return OutboxRelay(
+        runtime.sessionmaker,
+        backend,
+        clock,
+        on_published=lifecycle.outbox_published,
+        on_failed=lifecycle.outbox_failed,
+        **kwargs,  # type: ignore[arg-type]
+    )
 
 
 async def submit(

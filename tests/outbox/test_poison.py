@@ -15,14 +15,13 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 
+from app.bootstrap import Runtime
 from app.core.clock import ManualClock
-from app.core.runtime import Runtime
-from app.outbox.relay import OutboxRelay
-from app.outbox.service import OutboxDispatcher
+from app.jobs.dispatchers import OutboxDispatcher
 from app.queues.cloudflare import CloudflareQueues, RetryPolicy
 from app.tenants.schemas import Principal
 from tests.emulator.conftest import ACCOUNT, TOKEN, Emulator, emulator_env, start_emulator
-from tests.outbox.conftest import job_and_events, pad_outbox_row, statuses, submit
+from tests.outbox.conftest import job_and_events, make_relay, pad_outbox_row, statuses, submit
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
@@ -62,7 +61,7 @@ async def _pull_all(client: CloudflareQueues, queue: str) -> list[str]:
 async def test_a_message_over_the_size_limit_fails_alone(
     runtime: Runtime, principal: Principal, clock: ManualClock, cloudflare: CloudflareQueues
 ) -> None:
-    relay = OutboxRelay(runtime.sessionmaker, cloudflare, clock, linger_ms=0)
+    relay = make_relay(runtime, cloudflare, clock, linger_ms=0)
     ids = await submit(runtime, principal, OutboxDispatcher(clock), 20)
     bad = ids[13]
     await pad_outbox_row(runtime, bad, 128_000)
@@ -89,9 +88,7 @@ async def test_a_permanent_500_fails_the_job_after_max_attempts(
     emulator: Emulator,
 ) -> None:
     emulator.faults(kind="error", count=100_000, match="/messages/batch")
-    relay = OutboxRelay(
-        runtime.sessionmaker, cloudflare, clock, linger_ms=0, max_attempts=4, max_backoff_ms=2000
-    )
+    relay = make_relay(runtime, cloudflare, clock, linger_ms=0, max_attempts=4, max_backoff_ms=2000)
     ids = await submit(runtime, principal, OutboxDispatcher(clock), 3)
 
     for attempt in range(1, 5):

@@ -11,19 +11,19 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.bootstrap import Runtime, build_runtime
 from app.core.clock import ManualClock
 from app.core.config import Settings
-from app.core.runtime import Runtime, build_runtime
+from app.jobs.dispatchers import OutboxDispatcher
 from app.jobs.models import Job, JobEvent
 from app.main import create_app
 from app.outbox.models import OutboxMessage
 from app.outbox.relay import OutboxRelay, plan_batches
-from app.outbox.service import OutboxDispatcher
 from app.queues.base import OutgoingMessage, QueueBackend, QueueMetrics
 from app.queues.errors import QueueUnavailable
 from app.tenants.schemas import Principal
 from tests.factories import TenantFactory, auth
-from tests.outbox.conftest import job_and_events, pad_outbox_row, statuses, submit
+from tests.outbox.conftest import job_and_events, make_relay, pad_outbox_row, statuses, submit
 
 
 class FlakyBackend:
@@ -45,7 +45,7 @@ class FlakyBackend:
 
 
 def _relay(runtime: Runtime, backend: object, **kwargs: int) -> OutboxRelay:
-    return OutboxRelay(runtime.sessionmaker, backend, runtime.clock, **kwargs)  # type: ignore[arg-type]
+    return make_relay(runtime, backend, runtime.clock, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.mark.asyncio

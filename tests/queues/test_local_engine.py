@@ -17,10 +17,10 @@ from sqlalchemy import event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.bootstrap import Runtime
 from app.core.clock import ManualClock
 from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker, is_sqlite
-from app.core.runtime import Runtime
 from app.queues.base import LeasedMessage, OutgoingMessage, RetryRequest
 from app.queues.errors import MessageInvalid, QueueNotFound
 from app.queues.local import LocalQueueEngine, make_lease_id, message_id_of

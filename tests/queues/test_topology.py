@@ -12,8 +12,8 @@ from typing import Any
 import json5
 import pytest
 
+from app.bootstrap import build_runtime
 from app.core.config import REPO_ROOT, Settings
-from app.core.runtime import build_runtime
 from app.jobs.payloads import JOB_TYPES
 from app.main import create_app
 from app.queues.topology import (

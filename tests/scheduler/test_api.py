@@ -8,8 +8,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from app.bootstrap import Runtime
 from app.core.clock import ManualClock
-from app.core.runtime import Runtime
 from app.jobs.models import Job
 from app.scheduler.models import ScheduleFire
 from app.tenants.schemas import Scope, TenantCreated

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from app.core.runtime import Runtime
+from app.bootstrap import Runtime
 from app.tenants.schemas import TenantCreated
 from tests.support.servers import CommandFailed, jobgate_env, run_jobgate
 

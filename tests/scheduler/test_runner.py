@@ -15,9 +15,9 @@ from prometheus_client import REGISTRY
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.bootstrap import Runtime, build_runtime
 from app.core.clock import ManualClock, to_datetime
 from app.core.db import metadata
-from app.core.runtime import Runtime, build_runtime
 from app.jobs.models import Job
 from app.main import create_app
 from app.outbox.models import OutboxMessage
@@ -64,7 +64,7 @@ class TestFiresOnTime:
         start: datetime,
     ) -> None:
         created = await make_schedule(client, key)
-        runner = SchedulerRunner(runtime)
+        runner = SchedulerRunner(runtime.sessionmaker, runtime.submitter)
         clock.set(ms(at("2026-03-01T02:59:59.999")))
         assert await runner.run_once() == 0
         assert await _count(runtime, Job) == 0
@@ -128,7 +128,7 @@ class TestFiresOnTime:
                 job={"type": "sync-products", "siteId": site, "linkVendors": True},
             )
         clock.set(ms(at("2026-03-01T03:00:01")))
-        assert await SchedulerRunner(runtime).run_once() == 6
+        assert await SchedulerRunner(runtime.sessionmaker, runtime.submitter).run_once() == 6
         for index, key in enumerate(keys):
             jobs = (await client.get("/v1/jobs", headers=auth(key))).json()["data"]
             assert sorted(j["type"] for j in jobs) == ["sync-orders", "sync-products"]
@@ -145,7 +145,10 @@ class TestFiresOnTime:
         for i in range(7):
             await make_schedule(client, key, name=f"s{i}", cron="*/10 * * * *")
         clock.set(ms(at("2026-03-01T01:40:00")))
-        assert await SchedulerRunner(runtime, batch_size=3).run_once() == 7
+        assert (
+            await SchedulerRunner(runtime.sessionmaker, runtime.submitter, batch_size=3).run_once()
+            == 7
+        )
         assert await _count(runtime, Job) == 7
 
 
@@ -163,7 +166,7 @@ class TestNotFiring:
         await client.patch(
             f"/v1/schedules/{paused['id']}", json={"enabled": False}, headers=auth(key)
         )
-        runner = SchedulerRunner(runtime)
+        runner = SchedulerRunner(runtime.sessionmaker, runtime.submitter)
         clock.set(ms(at("2026-03-02T12:00:00")))
         assert await runner.run_once() == 0
         assert await _count(runtime, Job) == 0
@@ -186,7 +189,7 @@ class TestNotFiring:
         created = await make_schedule(client, key)
         await client.delete(f"/v1/schedules/{created['id']}", headers=auth(key))
         clock.set(ms(at("2026-03-01T03:00:00")))
-        assert await SchedulerRunner(runtime).run_once() == 0
+        assert await SchedulerRunner(runtime.sessionmaker, runtime.submitter).run_once() == 0
 
 
 class TestMissedOccurrences:
@@ -202,7 +205,7 @@ class TestMissedOccurrences:
         missed_before = _metric("jobgate_schedule_missed_occurrences_total")
         # Down from 01:30 until the next day 04:10: nine 3-hourly slots went by.
         clock.set(ms(at("2026-03-02T04:10:00")))
-        runner = SchedulerRunner(runtime)
+        runner = SchedulerRunner(runtime.sessionmaker, runtime.submitter)
         assert await runner.run_once() == 1
         assert await runner.run_once() == 0
         [fire] = await _fires(runtime)
@@ -232,7 +235,7 @@ class TestFailures:
             )
             await session.commit()
         clock.set(ms(at("2026-03-01T03:00:00")))
-        assert await SchedulerRunner(runtime).run_once() == 1
+        assert await SchedulerRunner(runtime.sessionmaker, runtime.submitter).run_once() == 1
         [fire] = await _fires(runtime)
         assert fire.schedule_id == healthy["id"]
         row = await _schedule(runtime, broken["id"])
@@ -257,7 +260,9 @@ class TestNoDoubleFire:
         for i in range(12):
             await make_schedule(client, key, name=f"s{i}", cron="0 * * * *")
         clock.set(ms(at("2026-03-01T02:00:00")))
-        runners = [SchedulerRunner(runtime, batch_size=2) for _ in range(3)]
+        runners = [
+            SchedulerRunner(runtime.sessionmaker, runtime.submitter, batch_size=2) for _ in range(3)
+        ]
         counts = await asyncio.gather(*(r.run_once() for r in runners))
         assert sum(counts) == 12
         fires = await _fires(runtime)
@@ -278,9 +283,11 @@ class TestNoDoubleFire:
         now = to_datetime(clock.now_ms())
         async with runtime.sessionmaker() as holder:
             # Runner A claimed and fired but has not committed yet.
-            fired = await scheduler_service.fire_due(holder, runtime=runtime, now=now)
+            fired = await scheduler_service.fire_due(holder, submitter=runtime.submitter, now=now)
             assert len(fired) == 1
-            other = asyncio.create_task(SchedulerRunner(runtime).run_once())
+            other = asyncio.create_task(
+                SchedulerRunner(runtime.sessionmaker, runtime.submitter).run_once()
+            )
             if runtime.engine.dialect.name == "postgresql":
                 # SKIP LOCKED: runner B passes over the locked row without waiting.
                 assert await asyncio.wait_for(other, timeout=30) == 0
@@ -310,7 +317,7 @@ class TestNoDoubleFire:
                 assert mine is not None
                 job, created_now = await scheduler_service.fire(
                     session,
-                    runtime=runtime,
+                    submitter=runtime.submitter,
                     schedule=mine,
                     scheduled_for=occurrence,
                     trigger="cron",
@@ -359,7 +366,9 @@ class TestWiring:
         cloudflare = build_runtime(settings, clock=clock, engine=db_engine)
         try:
             clock.set(ms(at("2026-03-01T03:00:00")))
-            assert await SchedulerRunner(cloudflare).run_once() == 1
+            assert (
+                await SchedulerRunner(cloudflare.sessionmaker, cloudflare.submitter).run_once() == 1
+            )
         finally:
             await cloudflare.backend.close()
         [job] = (await client.get("/v1/jobs", headers=auth(key))).json()["data"]

@@ -17,9 +17,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from app.bootstrap import Runtime
 from app.core.clock import ManualClock
 from app.core.db import metadata
-from app.core.runtime import Runtime
 from app.main import create_app
 from app.tenants import service as tenants_service
 from app.tenants.schemas import Scope

@@ -16,9 +16,9 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import func, select
 
+from app.bootstrap import Runtime
 from app.core.clock import ManualClock
 from app.core.config import REPO_ROOT
-from app.core.runtime import Runtime
 from app.jobs.models import Job
 from app.tenants.schemas import TenantCreated
 from app.webhooks.verifiers import decode_secret, sign

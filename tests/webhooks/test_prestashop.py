@@ -11,10 +11,10 @@ import pytest_asyncio
 from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
+from app.bootstrap import Runtime
 from app.consumer.models import CircuitBreaker
 from app.core.clock import ManualClock, to_datetime
 from app.core.ids import uuid7
-from app.core.runtime import Runtime
 from app.handlers import service as handlers_service
 from app.handlers.shop_url import ShopUrlGuard
 from app.jobs.models import Job

@@ -9,7 +9,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import func, select
 
-from app.core.runtime import Runtime
+from app.bootstrap import Runtime
 from app.jobs.models import Job
 from app.tenants.schemas import TenantCreated
 from app.webhooks import r2

@@ -1,25 +1,39 @@
-"""Everything a process shares: settings, database, clock, topology, queue engine."""
+"""The composition root: builds every component of a process once and wires them.
+
+Only the entry points (`app.main`, `app.cli`) import this module; the domain packages are
+handed what they use (constructor arguments, FastAPI dependencies) and never reach back here.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 
+from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.admission.config import AdmissionSettings
+from app.admission.depth import CloudflareDepth, SampleFn
+from app.admission.service import AdmissionControl
+from app.consumer.breaker import open_breakers
 from app.core.clock import Clock, OffsetFileClock, SystemClock
 from app.core.config import Settings
 from app.core.db import SessionMaker, create_engine, create_sessionmaker
 from app.core.security import SecretBox
+from app.jobs import lifecycle
+from app.jobs import service as jobs_service
 from app.jobs.committer import GroupCommitter
+from app.jobs.dispatchers import Dispatcher, LocalDispatcher, OutboxDispatcher
 from app.jobs.payloads import JOB_TYPES
-from app.jobs.service import Dispatcher
+from app.jobs.submitter import JobSubmitter
+from app.outbox import service as outbox_service
 from app.outbox.relay import OutboxRelay
-from app.outbox.service import OutboxDispatcher
 from app.queues.base import QueueBackend
 from app.queues.cloudflare import CloudflareQueues, RetryPolicy
-from app.queues.local import LocalDispatcher, LocalQueueEngine
+from app.queues.local import LocalQueueEngine
 from app.queues.topology import Topology, load_topology
+from app.tenants.deps import Credentials
 from app.tenants.service import ApiKeyCache
 
 
@@ -36,11 +50,14 @@ class Runtime:
     backend: QueueBackend
     dispatcher: Dispatcher
     box: SecretBox
+    # Group commit for key-less submissions.
+    committer: GroupCommitter
+    # The one way in for new jobs (API routes, webhooks, scheduler).
+    submitter: JobSubmitter
+    # Authentication's share: API key cache, operator token, JWT verifier.
+    credentials: Credentials
     # Set with the Cloudflare backend: publishes the outbox after commit.
     relay: OutboxRelay | None = None
-    key_cache: ApiKeyCache = field(default_factory=ApiKeyCache)
-    # Group commit for key-less submissions (set by build_runtime).
-    committer: GroupCommitter | None = None
 
     async def open(self) -> None:
         """Resolve queue ids with Cloudflare (processes that pull or publish directly)."""
@@ -48,8 +65,7 @@ class Runtime:
             await self.backend.start(self.topology)
 
     async def close(self) -> None:
-        if self.committer is not None:
-            await self.committer.close()
+        await self.committer.close()
         await self.backend.close()
         await self.queue_engine.close()
         await self.engine.dispose()
@@ -87,6 +103,8 @@ def build_runtime(
             sessionmaker,
             backend,
             clock,
+            on_published=lifecycle.outbox_published,
+            on_failed=lifecycle.outbox_failed,
             linger_ms=settings.outbox_linger_ms,
             poll_ms=settings.outbox_poll_ms,
             max_attempts=settings.outbox_max_attempts,
@@ -94,6 +112,14 @@ def build_runtime(
             prepare=partial(backend.start, topology),
         )
         dispatcher = OutboxDispatcher(clock, wake=relay.wake)
+    committer = GroupCommitter(sessionmaker, dispatcher)
+    submitter = JobSubmitter(
+        dispatcher=dispatcher,
+        topology=topology,
+        clock=clock,
+        idempotency_window=timedelta(seconds=settings.idempotency_window_seconds),
+        combiner=committer,
+    )
     return Runtime(
         settings=settings,
         engine=db_engine,
@@ -105,5 +131,47 @@ def build_runtime(
         dispatcher=dispatcher,
         box=SecretBox(settings.secret_key),
         relay=relay,
-        committer=GroupCommitter(sessionmaker, dispatcher),
+        committer=committer,
+        submitter=submitter,
+        credentials=Credentials(settings, clock, ApiKeyCache()),
     )
+
+
+def build_admission(
+    runtime: Runtime, settings: AdmissionSettings | None = None
+) -> AdmissionControl:
+    """The gateway's admission control over `runtime`: depth is sampled from the backend in
+    use (Cloudflare's metrics API, else the local engine) and, with the outbox, its backlog."""
+    settings = settings or AdmissionSettings()
+    sample: SampleFn = runtime.queue_engine.metrics
+    if isinstance(runtime.backend, CloudflareQueues):
+        sample = CloudflareDepth(
+            runtime.backend, runtime.clock, poll_ms=settings.cf_metrics_poll_ms
+        )
+    pending = None
+    if runtime.relay is not None:
+        pending = partial(outbox_service.pending_by_queue, runtime.sessionmaker)
+    return AdmissionControl.build(
+        runtime.settings,
+        settings,
+        clock=runtime.clock,
+        topology=runtime.topology,
+        sample=sample,
+        pending=pending,
+        count_unfinished=jobs_service.count_unfinished,
+        open_breakers=open_breakers,
+    )
+
+
+def provide(app: FastAPI, runtime: Runtime, admission: AdmissionControl) -> None:
+    """Put each component a request may use on `app.state`, once; routes take them through
+    their narrow dependencies (`app/core/deps.py`, `app/jobs/deps.py`, ...)."""
+    state = app.state
+    state.settings = runtime.settings
+    state.clock = runtime.clock
+    state.box = runtime.box
+    state.engine = runtime.engine
+    state.sessionmaker = runtime.sessionmaker
+    state.submitter = runtime.submitter
+    state.credentials = runtime.credentials
+    state.admission = admission

@@ -1,0 +1,12 @@
+"""Request dependencies of the jobs domain (the components come from `app/bootstrap.py`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+
+from app.core.deps import component
+from app.jobs.submitter import JobSubmitter
+
+SubmitterDep = Annotated[JobSubmitter, Depends(component("submitter"))]

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 import typer
 from rich.console import Console
 
-from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import AppError, database_problem, describe_database_error
+from app.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -103,7 +103,7 @@ def run_db(work: Callable[[AsyncEngine], Awaitable[T]], settings: Settings | Non
     settings = settings or load_settings()
 
     async def run() -> T:
-        engine = create_engine(settings)
+        engine = create_engine(settings.db)
         try:
             return await work(engine)
         finally:

@@ -50,11 +50,15 @@ def load_settings() -> Settings:
     try:
         return get_settings()
     except ValidationError as exc:
+        # Name the variable the operator set (JOBGATE_PORT), not the nested field (http.port).
+        names = {fields: name for name, fields in Settings.env_vars().items()}
+
+        def setting(loc: tuple[int | str, ...]) -> str:
+            root, field = (str(loc[0]), str(loc[1]) if len(loc) > 1 else None)
+            return names.get((root, field)) or names.get((root, None)) or ".".join(map(str, loc))
+
         fail(
-            *(
-                f"invalid setting {'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
-                for error in exc.errors()
-            ),
+            *(f"invalid setting {setting(error['loc'])}: {error['msg']}" for error in exc.errors()),
             code=2,
         )
 

@@ -9,7 +9,6 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.admission.config import AdmissionSettings
@@ -18,6 +17,7 @@ from app.core.clock import ManualClock
 from app.core.config import Settings
 from app.core.runtime import Runtime, build_runtime
 from app.main import create_app
+from tests.support.statements import WriteRecorder
 
 
 @dataclass
@@ -53,24 +53,6 @@ async def make_gateway(
         await gateway.http.aclose()
         await gateway.admission.close()
         await gateway.runtime.queue_engine.close()
-
-
-class WriteRecorder:
-    """Records every INSERT/UPDATE/DELETE the engine sends while `recording` is set."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.recording = False
-        self.writes: list[str] = []
-        self._engine = engine
-        event.listen(engine.sync_engine, "before_cursor_execute", self._on_execute)
-
-    def _on_execute(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else ""
-        if self.recording and verb in ("INSERT", "UPDATE", "DELETE"):
-            self.writes.append(statement)
-
-    def close(self) -> None:
-        event.remove(self._engine.sync_engine, "before_cursor_execute", self._on_execute)
 
 
 @pytest.fixture

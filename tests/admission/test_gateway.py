@@ -19,8 +19,9 @@ from app.jobs.models import Job, JobStatus
 from app.outbox.models import OutboxMessage
 from app.queues.base import QueueMetrics
 from app.queues.cloudflare import CloudflareQueues
-from tests.admission.conftest import Gateway, MakeGateway, WriteRecorder
+from tests.admission.conftest import Gateway, MakeGateway
 from tests.factories import TenantFactory, auth
+from tests.support.statements import WriteRecorder
 
 pytestmark = pytest.mark.asyncio
 

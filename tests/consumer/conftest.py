@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.consumer.models import JobAttempt
 from app.consumer.process import Consumer
-from app.consumer.registry import HandlerRegistry, Resources
+from app.consumer.registry import HandlerRegistry
 from app.core.clock import ManualClock
 from app.core.config import REPO_ROOT, Settings
 from app.core.runtime import Runtime, build_runtime
@@ -24,6 +24,7 @@ from app.jobs.models import Job, JobEvent
 from app.main import create_app
 from app.queues.models import QueueMessage
 from tests.factories import TenantFactory, auth
+from tests.support.resources import resources_from_runtime
 
 QUEUE = "analytics-events"
 DLQ = "analytics-events-dlq"
@@ -127,13 +128,7 @@ async def make_harness(
         for name in tenants:
             created = await factory.create(name)
             keys[name], ids[name] = created.api_key, created.tenant_id
-        resources = Resources(
-            settings=tuned,
-            sessionmaker=runtime.sessionmaker,
-            http=client,
-            box=runtime.box,
-            clock=clock,
-        )
+        resources = resources_from_runtime(runtime, http=client)
         built = Consumer(
             runtime.backend,
             topology=runtime.topology,

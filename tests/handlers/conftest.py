@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -12,12 +12,12 @@ import pytest_asyncio
 
 import app.handlers  # noqa: F401  (registers the handlers)
 from app.consumer.registry import JobContext, Resources, registry
-from app.core.clock import ManualClock
 from app.core.config import Settings
 from app.core.ids import uuid7
 from app.core.runtime import Runtime
 from tests.factories import TenantFactory
 from tests.support.fake_prestashop import FakePrestaShop, ThreadedServer
+from tests.support.resources import resources_from_runtime
 
 SHOP_KEY = "ABCDEFGHIJKLMNOPQRSTUVWXYZ123456"
 
@@ -65,17 +65,9 @@ def handler_settings(settings: Settings, tmp_path: Any) -> Settings:
 
 
 @pytest_asyncio.fixture
-async def resources(
-    handler_settings: Settings, runtime: Runtime, clock: ManualClock
-) -> AsyncIterator[Resources]:
+async def resources(handler_settings: Settings, runtime: Runtime) -> AsyncIterator[Resources]:
     async with httpx.AsyncClient() as http:
-        yield Resources(
-            settings=handler_settings,
-            sessionmaker=runtime.sessionmaker,
-            http=http,
-            box=runtime.box,
-            clock=clock,
-        )
+        yield resources_from_runtime(runtime, http=http, settings=handler_settings)
 
 
 @pytest.fixture
@@ -92,14 +84,7 @@ def make_run(resources: Resources) -> MakeRun:
         progress = ProgressLog()
         res = resources
         if settings is not None:
-            res = Resources(
-                settings=settings,
-                sessionmaker=resources.sessionmaker,
-                http=resources.http,
-                box=resources.box,
-                clock=resources.clock,
-                state=resources.state,
-            )
+            res = replace(resources, settings=settings)
         ctx = JobContext(
             job_id=job_id or uuid7(),
             tenant_id=tenant_id,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +25,7 @@ from app.scheduler.models import Schedule, ScheduleFire
 from app.scheduler.runner import SchedulerRunner
 from tests.factories import TenantFactory, auth
 from tests.scheduler.conftest import at, make_schedule, ms
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
 
@@ -339,7 +339,11 @@ class TestWiring:
         async with app.router.lifespan_context(app):
             runner = app.state.scheduler
             assert isinstance(runner, SchedulerRunner)
-            await _wait_for(lambda: _count(runtime, ScheduleFire), 1)
+
+            async def fired_once() -> bool:
+                return await _count(runtime, ScheduleFire) == 1
+
+            await wait_until(fired_once)
         assert runner._stopping  # stopped with the gateway
 
     async def test_fire_writes_the_outbox_row_in_the_same_transaction(
@@ -368,14 +372,6 @@ class TestWiring:
             [row] = (await session.execute(select(OutboxMessage))).scalars().all()
         assert row.job_id == job["id"]
         assert row.queue == "prestashop-sync"
-
-
-async def _wait_for(probe: Callable[[], Any], expected: int, timeout: float = 30) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while (value := await probe()) != expected:
-        assert loop.time() < deadline, f"still {value}, expected {expected}"
-        await asyncio.sleep(0.05)
 
 
 def _diff(connection: Connection) -> list[Any]:

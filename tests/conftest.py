@@ -1,5 +1,6 @@
 """Test fixtures: a migrated database (SQLite, or PostgreSQL when JOBGATE_DATABASE_URL
-points at one, in a fresh schema per run), a manual clock, the app over ASGI."""
+points at one, in a fresh schema per run), a manual clock, the app over ASGI with its lifespan
+running (scheduler, depth sampler, and the outbox relay with the Cloudflare backend)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from app.core.migrations import upgrade
 from app.core.runtime import Runtime, build_runtime
 from app.main import create_app
 from tests.factories import TenantFactory
+from tests.support.asgi import asgi_client
 from tests.support.databases import fresh_pg_schema, postgres_url_from_env
 from tests.support.servers import TEST_SECRET_KEY
 
@@ -102,9 +104,7 @@ async def runtime(
 
 @pytest_asyncio.fixture
 async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    application = create_app(runtime=runtime)
-    transport = httpx.ASGITransport(app=application)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+    async with asgi_client(create_app(runtime=runtime)) as http:
         yield http
 
 

@@ -24,6 +24,7 @@ from app.core.db import create_engine, metadata
 from app.core.migrations import upgrade
 from app.core.runtime import Runtime, build_runtime
 from app.main import create_app
+from app.scheduler.runner import SchedulerRunner
 from tests.factories import TenantFactory
 from tests.support.asgi import asgi_client
 from tests.support.databases import fresh_pg_schema, postgres_url_from_env
@@ -106,6 +107,22 @@ async def runtime(
 async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
     async with asgi_client(create_app(runtime=runtime)) as http:
         yield http
+
+
+@pytest.fixture
+def scheduler_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gateways started in this test keep their scheduler loop idle until they stop.
+
+    For tests that fire schedules themselves with `run_once()` at the clock times they set:
+    the loop polling beside them would now and then fire an occurrence first.
+    """
+
+    async def idle(self: SchedulerRunner) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            await self._wake.wait()
+
+    monkeypatch.setattr(SchedulerRunner, "run", idle)
 
 
 @pytest.fixture

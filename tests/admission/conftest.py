@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from app.core.clock import ManualClock
 from app.core.config import Settings
 from app.core.runtime import Runtime, build_runtime
 from app.main import create_app
+from tests.support.asgi import asgi_client
 from tests.support.statements import WriteRecorder
 
 
@@ -34,7 +36,7 @@ MakeGateway = Callable[..., Awaitable[Gateway]]
 async def make_gateway(
     settings: Settings, clock: ManualClock, db_engine: AsyncEngine
 ) -> AsyncIterator[MakeGateway]:
-    made: list[Gateway] = []
+    stack = AsyncExitStack()
 
     async def make(*, root: dict[str, Any] | None = None, **admission: Any) -> Gateway:
         """A gateway whose root settings are updated with `root`, admission with the rest."""
@@ -42,17 +44,13 @@ async def make_gateway(
         runtime = build_runtime(root_settings, clock=clock, engine=db_engine)
         app = create_app(runtime=runtime)
         control = AdmissionControl.from_runtime(runtime, AdmissionSettings(**admission))
-        app.state.admission = control
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
-        gateway = Gateway(runtime=runtime, admission=control, http=http)
-        made.append(gateway)
-        return gateway
+        app.state.admission = control  # the lifespan starts its sampler and closes it
+        stack.push_async_callback(runtime.queue_engine.close)  # after the gateway stopped
+        http = await stack.enter_async_context(asgi_client(app))
+        return Gateway(runtime=runtime, admission=control, http=http)
 
-    yield make
-    for gateway in made:
-        await gateway.http.aclose()
-        await gateway.admission.close()
-        await gateway.runtime.queue_engine.close()
+    async with stack:
+        yield make
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from app.core.runtime import Runtime, build_runtime
 from app.main import create_app
 from app.webhooks.verifiers import sign_headers
 from tests.factories import TenantFactory, auth
+from tests.support.asgi import asgi_client
 from tests.support.servers import create_tenant, db_upgrade, jobgate_env, jobgate_server
 from tests.support.waiting import wait_until
 
@@ -39,11 +40,8 @@ async def gateway(
     runtime: Runtime, *, client: tuple[str, int] = ATTACKER
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The app over ASGI as seen from `client`, with its lifespan (so Redis is closed)."""
-    application = create_app(runtime=runtime)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application, client=client)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            yield http
+    async with asgi_client(create_app(runtime=runtime), client=client) as http:
+        yield http
 
 
 def throttled_runtime(

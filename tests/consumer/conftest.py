@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from app.jobs.models import Job, JobEvent
 from app.main import create_app
 from app.queues.models import QueueMessage
 from tests.factories import TenantFactory, auth
+from tests.support.asgi import asgi_client
 from tests.support.resources import resources_from_runtime
 
 QUEUE = "analytics-events"
@@ -97,7 +99,7 @@ MakeHarness = Callable[..., Awaitable[Harness]]
 async def make_harness(
     settings: Settings, clock: ManualClock, db_engine: AsyncEngine, tmp_path: Path
 ) -> AsyncIterator[MakeHarness]:
-    opened: list[tuple[Runtime, httpx.AsyncClient]] = []
+    stack = AsyncExitStack()
 
     async def make(
         registry: HandlerRegistry,
@@ -118,10 +120,8 @@ async def make_harness(
             }
         )
         runtime = build_runtime(tuned, clock=clock, engine=db_engine)
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=create_app(runtime=runtime)), base_url="http://test"
-        )
-        opened.append((runtime, client))
+        stack.push_async_callback(runtime.queue_engine.close)  # after the gateway stopped
+        client = await stack.enter_async_context(asgi_client(create_app(runtime=runtime)))
         factory = TenantFactory(runtime)
         keys: dict[str, str] = {}
         ids: dict[str, str] = {}
@@ -138,7 +138,5 @@ async def make_harness(
         )
         return Harness(runtime, client, built, registry, clock, keys, ids)
 
-    yield make
-    for runtime, client in opened:
-        await client.aclose()
-        await runtime.queue_engine.close()
+    async with stack:
+        yield make

@@ -87,12 +87,16 @@ async def bridge_factory(
     backend_name: str, request: pytest.FixtureRequest
 ) -> AsyncIterator[Callable[[Harness], Any]]:
     opened: list[CloudflareHarness] = []
+    # Started before any gateway, and reset from a thread: these wait synchronously, and on
+    # SQLite a gateway loop caught holding the write lock by that wait would never let go.
+    running: Emulator | None = None
+    if backend_name != "local":
+        running = request.getfixturevalue("emulator")
 
     async def make(h: Harness) -> Bridge:
-        if backend_name == "local":
+        if running is None:
             return Bridge(h, None)
-        running: Emulator = request.getfixturevalue("emulator")
-        running.reset()
+        await asyncio.to_thread(running.reset)
         cloudflare = CloudflareHarness(running)
         opened.append(cloudflare)
         await cloudflare.declare(DLQ)

@@ -54,6 +54,7 @@ def _metric(name: str) -> float:
     return REGISTRY.get_sample_value(name) or 0.0
 
 
+@pytest.mark.usefixtures("scheduler_by_hand")
 class TestFiresOnTime:
     async def test_fires_at_the_occurrence_not_before(
         self,
@@ -149,6 +150,7 @@ class TestFiresOnTime:
         assert await _count(runtime, Job) == 7
 
 
+@pytest.mark.usefixtures("scheduler_by_hand")
 class TestNotFiring:
     async def test_disabled_schedule_does_not_fire(
         self,
@@ -189,6 +191,7 @@ class TestNotFiring:
         assert await SchedulerRunner(runtime).run_once() == 0
 
 
+@pytest.mark.usefixtures("scheduler_by_hand")
 class TestMissedOccurrences:
     async def test_after_downtime_only_the_latest_fires(
         self,
@@ -212,6 +215,7 @@ class TestMissedOccurrences:
         assert _metric("jobgate_schedule_missed_occurrences_total") == missed_before + 1
 
 
+@pytest.mark.usefixtures("scheduler_by_hand")
 class TestFailures:
     async def test_a_job_that_no_longer_validates_is_recorded_and_skipped(
         self,
@@ -245,6 +249,7 @@ class TestFailures:
         assert "siteId" in manual.json()["detail"]
 
 
+@pytest.mark.usefixtures("scheduler_by_hand")
 class TestNoDoubleFire:
     async def test_two_runners_at_once_fire_each_occurrence_once(
         self,
@@ -346,6 +351,7 @@ class TestWiring:
             await wait_until(fired_once)
         assert runner._stopping  # stopped with the gateway
 
+    @pytest.mark.usefixtures("scheduler_by_hand")
     async def test_fire_writes_the_outbox_row_in_the_same_transaction(
         self,
         client: httpx.AsyncClient,

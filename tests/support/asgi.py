@@ -3,6 +3,11 @@
 The lifespan starts what a gateway runs beside its routes (the outbox relay with the
 Cloudflare backend, the scheduler, the admission depth sampler), so API tests see those
 loops running, and their shutdown (relay flush, Redis close) is exercised too.
+
+So an async test with a gateway open must not block its event loop on something that needs
+the database (a `jobgate` command, a call to the emulator process): on SQLite a loop caught
+inside a transaction would hold the write lock until the blocked loop runs again. Run such
+calls in a thread (`run_jobgate_async`, `asyncio.to_thread`).
 """
 
 from __future__ import annotations

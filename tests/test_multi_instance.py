@@ -56,6 +56,7 @@ from tests.support.servers import (
     jobgate_env,
     jobgate_process,
     jobgate_server,
+    run_jobgate,
 )
 from tests.support.waiting import wait_until
 
@@ -416,6 +417,22 @@ async def test_two_gateways_two_consumers_sigkill(
     )
     load_tenant, limited, scheduled = await asyncio.gather(
         *(asyncio.to_thread(create_tenant, env, f"multi-{name}") for name in ("load", "rl", "cron"))
+    )
+    # The load sends email: a new tenant may send none until its policy allows it (at load rate).
+    await asyncio.gather(
+        *(
+            asyncio.to_thread(
+                run_jobgate,
+                "email-policy",
+                "set",
+                t["tenant_id"],
+                "--any",
+                "--rate",
+                "1000000/hour",
+                env=env,
+            )
+            for t in (load_tenant, limited, scheduled)
+        )
     )
     async with create_sessionmaker(db_engine)() as session:
         await set_plan(

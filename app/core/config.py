@@ -148,7 +148,7 @@ class Settings(BaseSettings):
     # Handlers: analytics events are coalesced into one INSERT per batch.
     analytics_batch_size: int = Field(default=200, ge=1, le=10_000)
     analytics_flush_interval_ms: int = Field(default=50, ge=0, le=60_000)
-    # `jobgate emulator` (the Cloudflare-compatible Queues API; reference §8).
+    # `jobgate emulator` (the Cloudflare-compatible Queues API; docs/cloudflare-queues.md).
     # How pulled `json` bodies are encoded: base64 (documented) or plain JSON (seen in the wild).
     emulator_json_body: Literal["base64", "plain"] = "base64"
     # Mount `/_emulator/*` (clock, reset, state, faults, config): tests only.

@@ -1,5 +1,6 @@
 """Test fixtures: a migrated database (SQLite, or PostgreSQL when JOBGATE_DATABASE_URL
-points at one, in a fresh schema per run), a manual clock, the app over ASGI."""
+points at one, in a fresh schema per run), a manual clock, the app over ASGI with its lifespan
+running (scheduler, depth sampler, and the outbox relay with the Cloudflare backend)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ from app.core.db import create_engine, metadata
 from app.core.migrations import upgrade
 from app.main import create_app
 from app.queues.config import QueueBackendSettings
+from app.scheduler.runner import SchedulerRunner
 from app.settings import Settings
 from tests.factories import TenantFactory
+from tests.support.asgi import asgi_client
 from tests.support.databases import fresh_pg_schema, postgres_url_from_env
 from tests.support.servers import TEST_SECRET_KEY
 
@@ -103,10 +106,24 @@ async def runtime(
 
 @pytest_asyncio.fixture
 async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    application = create_app(runtime=runtime)
-    transport = httpx.ASGITransport(app=application)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+    async with asgi_client(create_app(runtime=runtime)) as http:
         yield http
+
+
+@pytest.fixture
+def scheduler_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gateways started in this test keep their scheduler loop idle until they stop.
+
+    For tests that fire schedules themselves with `run_once()` at the clock times they set:
+    the loop polling beside them would now and then fire an occurrence first.
+    """
+
+    async def idle(self: SchedulerRunner) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            await self._wake.wait()
+
+    monkeypatch.setattr(SchedulerRunner, "run", idle)
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ import json
 import secrets
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +57,7 @@ from tests.support.servers import (
     jobgate_server,
     run_jobgate,
 )
+from tests.support.waiting import wait_until
 
 TOTAL_JOBS = 3000
 BATCH = 25
@@ -171,19 +173,24 @@ class Cluster:
         self.stepped_at = time.monotonic()
         self.ticks.append(boundary)
         when = datetime.fromtimestamp(boundary / 1000, tz=UTC)
-        deadline = time.monotonic() + FIRE_TIMEOUT_S
-        while True:
+        fired: Sequence[str] = []
+
+        async def all_fired() -> bool:
+            nonlocal fired
             async with self.engine.connect() as conn:
                 query = select(_fires.c.schedule_id).where(_fires.c.scheduled_for == when)
                 fired = (await conn.execute(query)).scalars().all()
-            if len(fired) >= len(self.schedule_ids):
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"the schedules did not fire for {when} within {FIRE_TIMEOUT_S} s "
-                    f"(fired: {fired})\n{self.logs()}"
-                )
-            await asyncio.sleep(0.2)
+            return len(fired) >= len(self.schedule_ids)
+
+        await wait_until(
+            all_fired,
+            timeout=FIRE_TIMEOUT_S,
+            interval=0.2,
+            message=lambda: (
+                f"the schedules did not fire for {when} within {FIRE_TIMEOUT_S} s "
+                f"(fired: {fired})\n{self.logs()}"
+            ),
+        )
 
     def logs(self) -> str:
         parts = [f"--- gateway {i}\n{g.output()}" for i, g in enumerate(self.gateways)]
@@ -291,17 +298,24 @@ def _busy_with_slow_run(record: Path, pid: int) -> bool:
 async def _kill_and_restart(cluster: Cluster, load: Load) -> int:
     """SIGKILL consumer 0 mid-handler and gateway 0 mid-load, then restart both; returns the
     killed consumer's pid."""
-    deadline = time.monotonic() + LOAD_S * 2
-    while len(load.accepted) < KILL_AT_ACCEPTED * TOTAL_JOBS:
+
+    def enough_accepted() -> bool:
         assert not load.unexpected, load.unexpected[:3]
-        assert time.monotonic() < deadline, f"only {len(load.accepted)} jobs accepted"
-        await asyncio.sleep(0.05)
+        return len(load.accepted) >= KILL_AT_ACCEPTED * TOTAL_JOBS
+
+    await wait_until(
+        enough_accepted,
+        timeout=LOAD_S * 2,
+        message=lambda: f"only {len(load.accepted)} jobs accepted",
+    )
     consumer, gateway = cluster.consumers[0], cluster.gateways[0]
     pid = consumer.pid
-    deadline = time.monotonic() + 15.0
-    while not _busy_with_slow_run(cluster.record, pid):
-        assert time.monotonic() < deadline, "consumer 0 never ran a slow handler"
-        await asyncio.sleep(0.02)
+    await wait_until(
+        lambda: _busy_with_slow_run(cluster.record, pid),
+        timeout=15.0,
+        interval=0.02,
+        message="consumer 0 never ran a slow handler",
+    )
     await asyncio.to_thread(consumer.kill)
     # The gateway dies with submissions in flight when the pacing allows (3 s at most).
     deadline = time.monotonic() + 3.0
@@ -403,16 +417,21 @@ async def test_two_gateways_two_consumers_sigkill(
     load_tenant, limited, scheduled = await asyncio.gather(
         *(asyncio.to_thread(create_tenant, env, f"multi-{name}") for name in ("load", "rl", "cron"))
     )
-    # The load sends email to example.com: a new tenant may send none until its policy says so.
-    await asyncio.to_thread(
-        run_jobgate,
-        "email-policy",
-        "set",
-        load_tenant["tenant_id"],
-        "--any",
-        "--rate",
-        "1000000/hour",
-        env=env,
+    # The load sends email: a new tenant may send none until its policy allows it (at load rate).
+    await asyncio.gather(
+        *(
+            asyncio.to_thread(
+                run_jobgate,
+                "email-policy",
+                "set",
+                t["tenant_id"],
+                "--any",
+                "--rate",
+                "1000000/hour",
+                env=env,
+            )
+            for t in (load_tenant, limited, scheduled)
+        )
     )
     async with create_sessionmaker(db_engine)() as session:
         await set_plan(

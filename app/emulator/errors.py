@@ -1,8 +1,9 @@
 """Cloudflare API errors, rendered in the v4 envelope.
 
-Documented codes (reference §1.7, §8.3): 10000 auth, 7003 no route, 10104 queue not found,
-10107 malformed queue id, 10202-10208 validation, 10250-10252 throughput / storage / paused,
-971 global rate limit, 15000 internal, 100127 / 100128 consumer / queue settings.
+Documented codes (docs/cloudflare-queues.md, "Error codes"): 10000 auth, 7003 no route,
+10104 queue not found, 10107 malformed queue id, 10202-10208 validation, 10250-10252
+throughput / storage / paused, 971 global rate limit, 15000 internal, 100127 / 100128
+consumer / queue settings.
 Where Cloudflare's code is unknown the emulator picks one and says so below.
 """
 
@@ -86,7 +87,7 @@ class StorageLimitExceeded(CfError):
 
 
 class QueuePaused(CfError):
-    """Code is our choice (reference §8.2)."""
+    """The status and message are documented; the code is our choice."""
 
     status, code = 409, 10252
 
@@ -107,7 +108,7 @@ class QueueSettingsInvalid(CfError):
     status, code = 400, 100128
 
 
-# Not documented by Cloudflare (reference §9): the emulator's choices.
+# Not documented by Cloudflare: the emulator's choices (docs/cloudflare-queues.md).
 
 
 class QueueNameTaken(CfError):
@@ -129,7 +130,8 @@ class NoPullConsumer(CfError):
 
 
 def from_queue_error(exc: QueueError) -> CfError:
-    """The engine's validation errors keep their Cloudflare code; the status is 400 (§8.3)."""
+    """The engine's validation errors keep their Cloudflare code; the status is 400, as for
+    every validation error the emulator answers (Cloudflare documents no status)."""
     status = 400 if exc.status in (400, 413) else exc.status
     return CfError(exc.detail, status=status, code=exc.code, headers=exc.headers)
 

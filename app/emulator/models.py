@@ -42,7 +42,7 @@ class EmulatorConsumer(SQLModel, table=True):
             String(32),
             ForeignKey("emulator_queue.id", ondelete="CASCADE"),
             nullable=False,
-            unique=True,  # one consumer per queue (reference §1.4)
+            unique=True,  # one consumer per queue, as Cloudflare documents
         )
     )
     type: str = Field(max_length=16)

@@ -1,4 +1,5 @@
-"""The Cloudflare v4 REST API for Queues (reference §8.1), as the official SDK calls it."""
+"""The Cloudflare v4 REST API for Queues (docs/cloudflare-queues.md), as the official SDK
+calls it."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from app.emulator.schemas import (
 from app.emulator.service import EmulatorService, QueueRecord
 from app.queues.local import encode_body, make_lease_id
 
-# Pull and ack are exempt from the global API limit (reference §1.7).
+# Pull and ack are exempt from the global API limit, as Cloudflare documents.
 _UNMETERED = ("/messages/pull", "/messages/ack")
 
 

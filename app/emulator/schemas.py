@@ -1,7 +1,7 @@
-"""Request parsing and response shapes of the Cloudflare Queues API (reference §8.1).
+"""Request parsing and response shapes of the Cloudflare Queues API (docs/cloudflare-queues.md).
 
 Bodies are parsed by hand rather than by FastAPI, because Cloudflare answers each kind of
-mistake with its own code (§8.3): not JSON → 10208, wrong shape → 10207, bad content type
+mistake with its own code: not JSON → 10208, wrong shape → 10207, bad content type
 or message delay → 10203, bad batch delay → 10202, bad queue settings → 100128, bad
 consumer settings → 100127. Integral floats (`10.0`) count as integers: the official SDK
 types every number as `float`.

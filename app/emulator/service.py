@@ -6,7 +6,7 @@ Guarantees:
 - the engine always holds the `QueueSettings` of every registered queue, keyed by queue id:
   delivery delay and retention from the queue, max retries, retry delay and dead letter
   queue from its consumer;
-- one consumer per queue (reference §1.4); a dead letter queue that does not exist is
+- one consumer per queue, as Cloudflare documents; a dead letter queue that does not exist is
   created when the consumer is configured and again whenever a pull or ack needs it;
 - pulls need an `http_pull` consumer and an unpaused queue; pushes do not.
 

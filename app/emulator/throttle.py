@@ -1,8 +1,10 @@
 """Rate-limit simulation and fault injection, so clients' backoff is tested for real.
 
-- Global limit (reference §1.7): N requests per fixed window per token, pull and ack exempt;
-  once exceeded, calls are refused for the rest of the window (429, code 971, Retry-After).
-- Per-queue throughput (§2): M messages per second per queue, pushes and pulls (429, 10250).
+- Global limit (Cloudflare's: 1,200 per 5 minutes): N requests per fixed window per token,
+  pull and ack exempt; once exceeded, calls are refused for the rest of the window (429,
+  code 971, Retry-After).
+- Per-queue throughput (Cloudflare's: 5,000 per second): M messages per second per queue,
+  pushes and pulls (429, 10250).
 - Faults: the next N Cloudflare API calls answer 500 (code 15000), 429 (code 971 with
   Retry-After) or lose their connection, before or after the call took effect; plus an
   optional random share of 500s.

@@ -1,10 +1,10 @@
 """Cloudflare Queues over its v4 REST API: the `QueueBackend` for production.
 
-The publish, pull and ack hot paths use one pooled `httpx.AsyncClient` directly (the official
-SDK costs ~4x more per call, see DESIGN.md); provisioning (queues, pull consumers) uses the
-official `cloudflare` SDK, where convenience beats cost.
+The publish, pull and ack hot paths use one pooled `httpx.AsyncClient` directly (measured on
+loopback, the official SDK's async client costs about 4x more per call); provisioning (queues,
+pull consumers) uses the official `cloudflare` SDK, where convenience beats cost.
 
-Client rules (reference/cloudflare-queues.md §8.4): retry 429, 5xx and network errors with
+Client rules (docs/cloudflare-queues.md, "Client rules"): retry 429, 5xx and network errors with
 exponential backoff and full jitter, honouring `Retry-After`; never retry 10xxx validation
 errors (`app.queues.errors.classify` is the table, which the outbox relay follows too);
 decode pulled bodies by `CF-Content-Type` (base64 or plain JSON); accept `warnings` as a

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.admission.service import AdmissionControl
@@ -17,6 +17,8 @@ from app.bootstrap import Runtime, build_admission, build_runtime
 from app.core.clock import ManualClock
 from app.main import create_app
 from app.settings import Settings
+from tests.support.asgi import asgi_client
+from tests.support.statements import WriteRecorder
 
 
 @dataclass
@@ -33,7 +35,7 @@ MakeGateway = Callable[..., Awaitable[Gateway]]
 async def make_gateway(
     settings: Settings, clock: ManualClock, db_engine: AsyncEngine
 ) -> AsyncIterator[MakeGateway]:
-    made: list[Gateway] = []
+    stack = AsyncExitStack()
 
     async def make(*, root: dict[str, Any] | None = None, **admission: Any) -> Gateway:
         """A gateway whose root settings are updated with `root`, admission with the rest."""
@@ -41,35 +43,13 @@ async def make_gateway(
         runtime = build_runtime(root_settings, clock=clock, engine=db_engine)
         app = create_app(runtime=runtime)
         control = build_admission(runtime)
-        app.state.admission = control
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
-        gateway = Gateway(runtime=runtime, admission=control, http=http)
-        made.append(gateway)
-        return gateway
+        app.state.admission = control  # the lifespan starts its sampler and closes it
+        stack.push_async_callback(runtime.queue_engine.close)  # after the gateway stopped
+        http = await stack.enter_async_context(asgi_client(app))
+        return Gateway(runtime=runtime, admission=control, http=http)
 
-    yield make
-    for gateway in made:
-        await gateway.http.aclose()
-        await gateway.admission.close()
-        await gateway.runtime.queue_engine.close()
-
-
-class WriteRecorder:
-    """Records every INSERT/UPDATE/DELETE the engine sends while `recording` is set."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.recording = False
-        self.writes: list[str] = []
-        self._engine = engine
-        event.listen(engine.sync_engine, "before_cursor_execute", self._on_execute)
-
-    def _on_execute(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else ""
-        if self.recording and verb in ("INSERT", "UPDATE", "DELETE"):
-            self.writes.append(statement)
-
-    def close(self) -> None:
-        event.remove(self._engine.sync_engine, "before_cursor_execute", self._on_execute)
+    async with stack:
+        yield make
 
 
 @pytest.fixture

@@ -19,8 +19,10 @@ from app.jobs.models import Job, JobStatus
 from app.outbox.models import OutboxMessage
 from app.queues.base import QueueMetrics
 from app.queues.cloudflare import CloudflareQueues
-from tests.admission.conftest import Gateway, MakeGateway, WriteRecorder
+from tests.admission.conftest import Gateway, MakeGateway
 from tests.factories import TenantFactory, auth
+from tests.support.statements import WriteRecorder
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
 
@@ -47,6 +49,10 @@ async def _post(gateway: Gateway, key: str, job: dict[str, Any] = ORDER) -> Any:
 
 async def _batch(gateway: Gateway, key: str, jobs: list[dict[str, Any]]) -> Any:
     return await gateway.http.post("/v1/jobs/batch", json={"jobs": jobs}, headers=auth(key))
+
+
+def _sampled(gateway: Gateway) -> bool:
+    return all(depth.sampled_ms is not None for depth in gateway.admission.depth.queues.values())
 
 
 def _assert_problem(response: Any, status: int, slug: str) -> None:
@@ -243,9 +249,14 @@ class TestQueueDepth:
         self, make_gateway: MakeGateway, tenants: TenantFactory, clock: ManualClock
     ) -> None:
         key = (await tenants.create(email_any=True)).api_key
-        lenient = await make_gateway()
-        assert (await _post(lenient, key)).status_code == 202  # never sampled: fail-open
-        strict = await make_gateway(on_unknown="closed", retry_after_fallback_seconds=9)
+        # The lifespan samples at start-up, then not again within the test.
+        lenient = await make_gateway(sample_interval_ms=60_000)
+        strict = await make_gateway(
+            on_unknown="closed", retry_after_fallback_seconds=9, sample_interval_ms=60_000
+        )
+        await wait_until(lambda: _sampled(lenient) and _sampled(strict))
+        clock.advance(seconds=11)  # the start-up samples are now older than stale_after_ms
+        assert (await _post(lenient, key)).status_code == 202  # depth unknown: fail-open
         refused = await _post(strict, key)
         _assert_problem(refused, 503, "backpressure-unknown")
         assert refused.headers["Retry-After"] == "9"

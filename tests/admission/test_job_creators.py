@@ -107,6 +107,7 @@ class TestWebhooksChargePerJob:
         assert refused.status_code == 429
 
 
+@pytest.mark.usefixtures("scheduler_by_hand")
 class TestCronFiresAreAdmitted:
     async def test_a_refused_fire_is_recorded_and_retried_not_dropped(
         self, make_gateway: MakeGateway, tenants: TenantFactory, clock: ManualClock

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.bootstrap import Runtime, build_runtime
 from app.consumer.process import Consumer
-from app.consumer.registry import HandlerRegistry, Resources
+from app.consumer.registry import HandlerRegistry
 from app.core.clock import ManualClock
 from app.core.config import REPO_ROOT
 from app.jobs.models import Job, JobAttempt, JobEvent
@@ -24,6 +25,8 @@ from app.main import create_app
 from app.queues.models import QueueMessage
 from app.settings import Settings
 from tests.factories import TenantFactory, auth
+from tests.support.asgi import asgi_client
+from tests.support.resources import resources_from_runtime
 
 QUEUE = "analytics-events"
 DLQ = "analytics-events-dlq"
@@ -96,7 +99,7 @@ MakeHarness = Callable[..., Awaitable[Harness]]
 async def make_harness(
     settings: Settings, clock: ManualClock, db_engine: AsyncEngine, tmp_path: Path
 ) -> AsyncIterator[MakeHarness]:
-    opened: list[tuple[Runtime, httpx.AsyncClient]] = []
+    stack = AsyncExitStack()
 
     async def make(
         registry: HandlerRegistry,
@@ -119,23 +122,15 @@ async def make_harness(
             **update,
         )
         runtime = build_runtime(tuned, clock=clock, engine=db_engine)
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=create_app(runtime=runtime)), base_url="http://test"
-        )
-        opened.append((runtime, client))
+        stack.push_async_callback(runtime.queue_engine.close)  # after the gateway stopped
+        client = await stack.enter_async_context(asgi_client(create_app(runtime=runtime)))
         factory = TenantFactory(runtime)
         keys: dict[str, str] = {}
         ids: dict[str, str] = {}
         for name in tenants:
             created = await factory.create(name)
             keys[name], ids[name] = created.api_key, created.tenant_id
-        resources = Resources(
-            settings=tuned,
-            sessionmaker=runtime.sessionmaker,
-            http=client,
-            box=runtime.box,
-            clock=clock,
-        )
+        resources = resources_from_runtime(runtime, http=client)
         built = Consumer(
             runtime.backend,
             topology=runtime.topology,
@@ -145,7 +140,5 @@ async def make_harness(
         )
         return Harness(runtime, client, built, registry, clock, keys, ids)
 
-    yield make
-    for runtime, client in opened:
-        await client.aclose()
-        await runtime.queue_engine.close()
+    async with stack:
+        yield make

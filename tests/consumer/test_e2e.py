@@ -28,6 +28,7 @@ from tests.support.servers import (
     jobgate_env,
     jobgate_server,
 )
+from tests.support.waiting import wait_until_sync
 
 pytestmark = pytest.mark.slow
 WAIT_S = 60.0
@@ -105,14 +106,17 @@ class Stack:
         return body
 
     def wait(self, what: str, check: Callable[[], bool], timeout: float = WAIT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
+        def done() -> bool:
             proc = self.consumer.proc
             if proc is not None and proc.poll() is not None:
                 raise AssertionError(f"the consumer exited\n{self.consumer.output()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}\n{self.consumer.output()}")
-            time.sleep(0.05)
+            return check()
+
+        wait_until_sync(
+            done,
+            timeout=timeout,
+            message=lambda: f"timed out waiting for {what}\n{self.consumer.output()}",
+        )
 
 
 @pytest.fixture(params=["local", "cloudflare"])

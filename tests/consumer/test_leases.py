@@ -10,7 +10,6 @@ import pytest
 from app.bootstrap import Runtime
 from app.consumer.leases import LEASE_MARGIN_MS
 from app.consumer.process import Consumer
-from app.consumer.registry import Resources
 from app.consumer.service import handler_modules, load_handlers
 from app.core.clock import ManualClock
 from app.queues.base import (
@@ -22,6 +21,7 @@ from app.queues.base import (
     RetryRequest,
 )
 from app.queues.local import LocalQueueEngine
+from tests.support.resources import resources_from_runtime
 
 pytestmark = pytest.mark.asyncio
 
@@ -60,13 +60,7 @@ class WithoutLeaseExtension:
 
 
 def _consumer(runtime: Runtime, backend: QueueBackend, http: httpx.AsyncClient) -> Consumer:
-    resources = Resources(
-        settings=runtime.settings,
-        sessionmaker=runtime.sessionmaker,
-        http=http,
-        box=runtime.box,
-        clock=runtime.clock,
-    )
+    resources = resources_from_runtime(runtime, http=http)
     return Consumer(
         backend,
         topology=runtime.topology,

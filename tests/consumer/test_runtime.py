@@ -14,18 +14,10 @@ from app.jobs.payloads import AnalyticsEventPayload
 from app.queues.base import OutgoingMessage
 from tests.consumer.conftest import DLQ, QUEUE, MakeHarness
 from tests.factories import auth
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
 TYPE = "analytics-event"
-
-
-async def _until(predicate: object, timeout: float = 20.0) -> None:
-    """Poll (never a fixed sleep) until `predicate()` is true."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await predicate():  # type: ignore[operator]
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 class TestOutcomes:
@@ -446,7 +438,7 @@ class TestProgressAndShutdown:
         async def two_running() -> bool:
             return running == 2
 
-        await _until(two_running)
+        await wait_until(two_running)
         stop.set()
         release.set()
         await asyncio.wait_for(task, 30)

@@ -20,18 +20,10 @@ from tests.consumer.test_leases import WithoutLeaseExtension
 from tests.contract.test_queue_backends import CloudflareHarness
 from tests.emulator.conftest import Emulator
 from tests.emulator.conftest import emulator as emulator  # a module-scoped fixture
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
 TYPE = "analytics-event"
-
-
-async def _until(predicate: Callable[[], Any], timeout: float = 30.0) -> None:
-    """Poll (never a fixed sleep) until `await predicate()` is true."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 class Slow:
@@ -96,12 +88,16 @@ async def bridge_factory(
     backend_name: str, request: pytest.FixtureRequest
 ) -> AsyncIterator[Callable[[Harness], Any]]:
     opened: list[CloudflareHarness] = []
+    # Started before any gateway, and reset from a thread: these wait synchronously, and on
+    # SQLite a gateway loop caught holding the write lock by that wait would never let go.
+    running: Emulator | None = None
+    if backend_name != "local":
+        running = request.getfixturevalue("emulator")
 
     async def make(h: Harness) -> Bridge:
-        if backend_name == "local":
+        if running is None:
             return Bridge(h, None)
-        running: Emulator = request.getfixturevalue("emulator")
-        running.reset()
+        await asyncio.to_thread(running.reset)
         cloudflare = CloudflareHarness(running)
         opened.append(cloudflare)
         await cloudflare.declare(DLQ)
@@ -131,7 +127,7 @@ async def test_a_slow_job_does_not_hold_up_its_queue(
         async def fast_done() -> bool:
             return all([(await h.job(j)).status == "succeeded" for j in fast])
 
-        await _until(fast_done)
+        await wait_until(fast_done)
         # All ten went through while the slow one still holds its slot.
         assert (await h.job(slow)).status == "running"
         assert not handlers.release.is_set()
@@ -140,7 +136,7 @@ async def test_a_slow_job_does_not_hold_up_its_queue(
         async def slow_done() -> bool:
             return (await h.job(slow)).status == "succeeded"
 
-        await _until(slow_done)
+        await wait_until(slow_done)
     finally:
         handlers.release.set()
         stop.set()

@@ -3,36 +3,20 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.consumer.registry import HandlerRegistry, JobContext, PermanentFailure
 from app.jobs.payloads import AnalyticsEventPayload
 from tests.consumer.conftest import DLQ, MakeHarness
 from tests.factories import auth
+from tests.support.statements import count_statements
 
 pytestmark = pytest.mark.asyncio
 TYPE = "analytics-event"
 KINDS = ("ok", "flaky", "broken", "bad")  # one of each per group of four jobs
-
-
-@contextmanager
-def count_statements(engine: AsyncEngine) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
 
 
 def _shapes(statements: list[str]) -> Counter[str]:

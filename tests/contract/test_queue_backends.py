@@ -5,7 +5,7 @@ that declares queues and moves time forward. Adding a backend is one branch in t
 fixture: the Cloudflare client against the emulator would declare queues and consumers over
 the REST API and advance the emulator's clock over HTTP.
 
-Reference: shared/reference/cloudflare-queues.md §1.5, §1.6, §3, §8.2, §8.3.
+The contract: docs/cloudflare-queues.md (endpoints, limits, error codes, delivery semantics).
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 import pytest_asyncio
 from sqlalchemy import text
@@ -30,6 +29,7 @@ from app.core.db import create_engine
 from app.core.errors import UPGRADE_HINT, database_problem
 from app.main import create_app
 from app.settings import Settings
+from tests.support.asgi import asgi_client
 from tests.support.databases import postgres_url_from_env
 
 
@@ -148,8 +148,7 @@ async def test_an_unmigrated_database_answers_503_naming_the_command(
     settings: Settings, clock: ManualClock, empty_engine: AsyncEngine
 ) -> None:
     runtime = build_runtime(settings, clock=clock, engine=empty_engine)
-    transport = httpx.ASGITransport(app=create_app(runtime=runtime))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+    async with asgi_client(create_app(runtime=runtime)) as client:
         key = "jg_0123abcd_" + "x" * 43
         response = await client.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"})
     await runtime.queue_engine.close()

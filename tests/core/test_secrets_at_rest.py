@@ -14,7 +14,6 @@ import re
 import shlex
 import stat
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from tests.support.servers import (
     jobgate_argv,
     jobgate_env,
 )
+from tests.support.waiting import wait_until_sync
 
 REFUSAL_TIMEOUT_S = 60.0
 
@@ -132,13 +132,16 @@ def test_jobgate_dev_runs_gateway_and_consumer_on_the_development_key(tmp_path: 
             job = {"type": "analytics-event", "name": "signup", "properties": {}}
             made = http.post("/v1/jobs", json=job, headers=headers)
             assert made.status_code == 202, made.text
+
             # The consumer child (`consume --dev`) must be running to finish the job.
-            deadline = time.monotonic() + 90
-            status = made.json()["status"]
-            while status != "succeeded" and time.monotonic() < deadline:
-                time.sleep(0.2)
-                status = http.get(f"/v1/jobs/{made.json()['id']}", headers=headers).json()["status"]
-            assert status == "succeeded", dev.output()
+            def status() -> str:
+                job = http.get(f"/v1/jobs/{made.json()['id']}", headers=headers).json()
+                return str(job["status"])
+
+            wait_until_sync(
+                lambda: status() == "succeeded", timeout=90, interval=0.2, message=dev.output
+            )
+            assert status() == "succeeded", dev.output()
 
 
 @pytest.fixture

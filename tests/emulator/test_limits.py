@@ -1,4 +1,5 @@
-"""Every limit of reference §8.3, auth, routing, rate limits and faults, over raw HTTP."""
+"""Every limit of docs/cloudflare-queues.md, auth, routing, rate limits and faults, over raw
+HTTP."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ message (`HandlerSpec.parse`), so an invalid payload raises `InvalidPayload` rig
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -17,11 +17,11 @@ from pydantic import BaseModel
 import app.handlers  # noqa: F401  (registers the handlers)
 from app.bootstrap import Runtime
 from app.consumer.registry import JobContext, Resources, registry
-from app.core.clock import ManualClock
 from app.core.ids import uuid7
 from app.settings import Settings
 from tests.factories import TenantFactory
 from tests.support.fake_prestashop import FakePrestaShop, ThreadedServer
+from tests.support.resources import resources_from_runtime
 
 SHOP_KEY = "ABCDEFGHIJKLMNOPQRSTUVWXYZ123456"
 
@@ -65,17 +65,9 @@ def handler_settings(settings: Settings, tmp_path: Any) -> Settings:
 
 
 @pytest_asyncio.fixture
-async def resources(
-    handler_settings: Settings, runtime: Runtime, clock: ManualClock
-) -> AsyncIterator[Resources]:
+async def resources(handler_settings: Settings, runtime: Runtime) -> AsyncIterator[Resources]:
     async with httpx.AsyncClient() as http:
-        yield Resources(
-            settings=handler_settings,
-            sessionmaker=runtime.sessionmaker,
-            http=http,
-            box=runtime.box,
-            clock=clock,
-        )
+        yield resources_from_runtime(runtime, http=http, settings=handler_settings)
 
 
 @pytest.fixture
@@ -92,14 +84,7 @@ def make_run(resources: Resources) -> MakeRun:
         progress = ProgressLog()
         res = resources
         if settings is not None:
-            res = Resources(
-                settings=settings,
-                sessionmaker=resources.sessionmaker,
-                http=resources.http,
-                box=resources.box,
-                clock=resources.clock,
-                state=resources.state,
-            )
+            res = replace(resources, settings=settings)
         spec = registry.get(job_type)
         assert spec is not None, f"no handler registered for {job_type}"
         ctx = JobContext(

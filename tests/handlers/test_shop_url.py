@@ -34,6 +34,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.factories import auth
 from tests.handlers.conftest import SHOP_KEY, MakeRun
+from tests.support.asgi import asgi_client
 from tests.support.fake_prestashop import FakePrestaShop, ThreadedServer
 from tests.support.servers import free_port
 
@@ -101,8 +102,7 @@ async def admin_http(
     runtime = build_runtime(
         settings.updated(security={"admin_token": ADMIN_TOKEN}), clock=clock, engine=db_engine
     )
-    transport = httpx.ASGITransport(app=create_app(runtime=runtime))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+    async with asgi_client(create_app(runtime=runtime)) as http:
         yield http
     await runtime.queue_engine.close()
 

@@ -19,6 +19,7 @@ from app.queues.cloudflare import CloudflareQueues
 from app.queues.topology import load_topology
 from tests.emulator.conftest import ACCOUNT, TOKEN, Emulator, emulator_env, start_emulator
 from tests.support.servers import ServerProcess, create_tenant, jobgate_env, jobgate_server
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -74,16 +75,22 @@ async def _wait_all_queued(
 ) -> float:
     started = time.monotonic()
     pending = set(ids)
-    while pending:
-        assert time.monotonic() - started < timeout, f"{len(pending)} jobs still not queued"
+
+    async def all_queued() -> bool:
         for job_id in list(pending)[:50]:
             response = await client.get(
                 f"/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}
             )
             if response.json()["status"] == "queued":
                 pending.discard(job_id)
-        if pending:
-            await asyncio.sleep(0.2)
+        return not pending
+
+    await wait_until(
+        all_queued,
+        timeout=timeout,
+        interval=0.2,
+        message=lambda: f"{len(pending)} jobs still not queued",
+    )
     return time.monotonic() - started
 
 

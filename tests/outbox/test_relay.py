@@ -24,6 +24,7 @@ from app.settings import Settings
 from app.tenants.schemas import Principal
 from tests.factories import TenantFactory, auth
 from tests.outbox.conftest import job_and_events, make_relay, pad_outbox_row, statuses, submit
+from tests.support.asgi import asgi_client
 
 
 class FlakyBackend:
@@ -192,10 +193,7 @@ async def test_gateway_answers_202_accepted_while_cloudflare_is_unreachable(
     runtime = build_runtime(unreachable, clock=clock, engine=db_engine)
     assert isinstance(runtime.dispatcher, OutboxDispatcher)
     tenant = await TenantFactory(runtime).create()
-    app = create_app(runtime=runtime)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://test"
-    ) as client:
+    async with asgi_client(create_app(runtime=runtime)) as client:
         response = await client.post(
             "/v1/jobs",
             json={"type": "sync-single-order", "orderId": 42},

@@ -7,13 +7,12 @@ import asyncio
 import base64
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -26,6 +25,7 @@ from app.queues.local import LocalQueueEngine, make_lease_id, message_id_of
 from app.queues.models import QueueMessage
 from app.queues.topology import DEFAULT_RETENTION_SECONDS, QueueSettings
 from app.settings import Settings
+from tests.support.statements import count_statements
 
 pytestmark = pytest.mark.asyncio
 
@@ -353,20 +353,6 @@ class TestPurge:
         await engine.pull("jobs", batch_size=1)
         assert await engine.purge("jobs") == 4
         assert (await engine.metrics("jobs")).backlog_count == 0
-
-
-@contextmanager
-def count_statements(db_engine: AsyncEngine) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(db_engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(db_engine.sync_engine, "before_cursor_execute", record)
 
 
 class TestBulkStatements:

@@ -48,3 +48,11 @@ async def make_schedule(client: httpx.AsyncClient, key: str, **fields: Any) -> d
     assert response.status_code == 201, response.text
     created: dict[str, Any] = response.json()
     return created
+
+
+@pytest.fixture(autouse=True)
+def _start_before_the_gateway(request: pytest.FixtureRequest) -> None:
+    """Tests on START set the clock before their gateway's scheduler loop first reads it: a
+    clock moved back afterwards would make that loop fire schedules created later."""
+    if "start" in request.fixturenames:
+        request.getfixturevalue("start")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +25,7 @@ from app.scheduler.models import Schedule, ScheduleFire
 from app.scheduler.runner import SchedulerRunner
 from tests.factories import TenantFactory, auth
 from tests.scheduler.conftest import at, make_schedule, ms
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio
 
@@ -54,6 +54,7 @@ def _metric(name: str) -> float:
     return REGISTRY.get_sample_value(name) or 0.0
 
 
+@pytest.mark.usefixtures("scheduler_by_hand")
 class TestFiresOnTime:
     async def test_fires_at_the_occurrence_not_before(
         self,
@@ -152,6 +153,7 @@ class TestFiresOnTime:
         assert await _count(runtime, Job) == 7
 
 
+@pytest.mark.usefixtures("scheduler_by_hand")
 class TestNotFiring:
     async def test_disabled_schedule_does_not_fire(
         self,
@@ -192,6 +194,7 @@ class TestNotFiring:
         assert await SchedulerRunner(runtime.sessionmaker, runtime.submitter).run_once() == 0
 
 
+@pytest.mark.usefixtures("scheduler_by_hand")
 class TestMissedOccurrences:
     async def test_after_downtime_only_the_latest_fires(
         self,
@@ -215,6 +218,7 @@ class TestMissedOccurrences:
         assert _metric("jobgate_schedule_missed_occurrences_total") == missed_before + 1
 
 
+@pytest.mark.usefixtures("scheduler_by_hand")
 class TestFailures:
     async def test_a_job_that_no_longer_validates_is_recorded_and_skipped(
         self,
@@ -248,6 +252,7 @@ class TestFailures:
         assert "siteId" in manual.json()["detail"]
 
 
+@pytest.mark.usefixtures("scheduler_by_hand")
 class TestNoDoubleFire:
     async def test_two_runners_at_once_fire_each_occurrence_once(
         self,
@@ -346,9 +351,14 @@ class TestWiring:
         async with app.router.lifespan_context(app):
             runner = app.state.scheduler
             assert isinstance(runner, SchedulerRunner)
-            await _wait_for(lambda: _count(runtime, ScheduleFire), 1)
+
+            async def fired_once() -> bool:
+                return await _count(runtime, ScheduleFire) == 1
+
+            await wait_until(fired_once)
         assert runner._stopping  # stopped with the gateway
 
+    @pytest.mark.usefixtures("scheduler_by_hand")
     async def test_fire_writes_the_outbox_row_in_the_same_transaction(
         self,
         client: httpx.AsyncClient,
@@ -377,14 +387,6 @@ class TestWiring:
             [row] = (await session.execute(select(OutboxMessage))).scalars().all()
         assert row.job_id == job["id"]
         assert row.queue == "prestashop-sync"
-
-
-async def _wait_for(probe: Callable[[], Any], expected: int, timeout: float = 30) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while (value := await probe()) != expected:
-        assert loop.time() < deadline, f"still {value}, expected {expected}"
-        await asyncio.sleep(0.05)
 
 
 def _diff(connection: Connection) -> list[Any]:

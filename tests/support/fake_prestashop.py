@@ -1,7 +1,7 @@
 """A fake PrestaShop Webservice, faithful to what the real one does on the wire.
 
-Built from `reference/prestashop-webservice.md` (PrestaShop's dispatcher, WebserviceRequest,
-the JSON/XML renderers and SQLUtils): Basic auth with the key as username (`ws_key` query
+Built from PrestaShop's own source (its dispatcher, WebserviceRequest, the JSON/XML
+renderers and SQLUtils): Basic auth with the key as username (`ws_key` query
 fallback), the exact 401 variants, JSON only for an exact `JSON` format, `[]` for empty
 lists, 8.x dropping falsy fields of single objects, `display`, `filter[...]` (with `[a,b]`
 ranges, `|`, `>`, `<`, `!`, `%`, and date fields only with `date=1`), `sort`, PHP-cast

@@ -10,6 +10,7 @@ caller chose, including the PostgreSQL schema of the test run (`JOBGATE_DATABASE
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -105,6 +106,13 @@ def run_jobgate(*args: str, env: Mapping[str, str], timeout: float = 120.0) -> s
             f"stderr:\n{done.stderr[-_OUTPUT_TAIL_CHARS:]}"
         )
     return done.stdout
+
+
+async def run_jobgate_async(*args: str, env: Mapping[str, str], timeout: float = 120.0) -> str:
+    """`run_jobgate` for async tests with a gateway in-process: the command runs in a thread,
+    so the gateway's background loops keep running (on SQLite one of them may hold the write
+    lock the command waits for, which a blocked event loop would never release)."""
+    return await asyncio.to_thread(run_jobgate, *args, env=env, timeout=timeout)
 
 
 def db_upgrade(env: Mapping[str, str]) -> None:

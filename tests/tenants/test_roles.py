@@ -27,7 +27,7 @@ from app.webhooks import r2
 from app.webhooks import service as webhooks_service
 from app.webhooks.schemas import R2RuleCreate
 from tests.factories import TenantFactory, auth
-from tests.support.servers import CommandFailed, jobgate_env, run_jobgate
+from tests.support.servers import CommandFailed, jobgate_env, run_jobgate_async
 from tests.tenants.conftest import ADMIN_TOKEN
 from tests.tenants.test_tokens import claims, hs_key, token
 
@@ -321,19 +321,22 @@ class TestOperatorKeys:
     ) -> None:
         url, schema = database
         env = jobgate_env(url, schema=schema)
-        alice = json.loads(run_jobgate("operators", "create", "alice", "--json", env=env))
+        alice = json.loads(
+            await run_jobgate_async("operators", "create", "alice", "--json", env=env)
+        )
         assert alice["api_key"].startswith(alice["prefix"] + "_")
         assert alice["prefix"].startswith("jgo_")
-        bob = run_jobgate("operators", "create", "bob", env=env).strip()  # the key alone
+        # Without --json the command prints the key alone.
+        bob = (await run_jobgate_async("operators", "create", "bob", env=env)).strip()
         with pytest.raises(CommandFailed, match="alice"):
-            run_jobgate("operators", "create", "alice", env=env)
+            await run_jobgate_async("operators", "create", "alice", env=env)
         ok = await client.get("/v1/admin/tenants", headers=auth(alice["api_key"]))
         assert ok.status_code == 200
         bob_prefix = bob[: len("jgo_") + 8]
-        run_jobgate("operators", "revoke", bob_prefix, env=env)
+        await run_jobgate_async("operators", "revoke", bob_prefix, env=env)
         gone = await client.get("/v1/admin/tenants", headers=auth(bob))
         assert gone.status_code == 401
-        lines = run_jobgate("operators", "list", env=env).splitlines()
+        lines = (await run_jobgate_async("operators", "list", env=env)).splitlines()
         listed = [json.loads(line) for line in lines]
         assert [(k["name"], k["revoked_at"] is not None) for k in listed] == [
             ("alice", False),
@@ -341,4 +344,4 @@ class TestOperatorKeys:
         ]
         assert alice["api_key"] not in str(listed)
         with pytest.raises(CommandFailed, match="does not exist"):
-            run_jobgate("operators", "revoke", "jgo_nothing", env=env)
+            await run_jobgate_async("operators", "revoke", "jgo_nothing", env=env)

@@ -23,7 +23,7 @@ BODY = b'{"test": 2432232314}'
 SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
 WRONG_SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OA="
 OTHER = "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc="
-# Derived PrestaShop-shaped vector (reference §2.6).
+# A PrestaShop-shaped vector, signed with the official vectors' secret.
 PS_ID = "msg_ps_order_42_created"
 PS_BODY = (
     b'{"type":"order.created","timestamp":"2021-02-25T15:02:10Z","data":{"shop_id":1,'

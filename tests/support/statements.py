@@ -1,0 +1,64 @@
+"""Counting the SQL statements an engine sends, for tests that bound database work."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+# Set inside `count_statements`: the list this task (and the tasks it starts) appends to.
+_counting: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "counting", default=None
+)
+
+WRITES = ("INSERT", "UPDATE", "DELETE")
+
+
+@contextmanager
+def count_statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    """Every statement `engine` sends from inside the block, in order.
+
+    Only the code in the block and the tasks it starts count (a context variable marks
+    them; SQLAlchemy runs the driver call in the caller's context): the gateway's background
+    loops (scheduler, depth sampler, relay) run beside the test and would make counts vary.
+    """
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if _counting.get() is statements:
+            statements.append(statement)
+
+    token = _counting.set(statements)
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+        _counting.reset(token)
+
+
+def is_write(statement: str) -> bool:
+    verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else ""
+    return verb in WRITES
+
+
+class WriteRecorder:
+    """Records every INSERT/UPDATE/DELETE the engine sends while `recording` is set, from any
+    task (a write made on the request's behalf in another task counts too)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.recording = False
+        self.writes: list[str] = []
+        self._engine = engine
+        event.listen(engine.sync_engine, "before_cursor_execute", self._on_execute)
+
+    def _on_execute(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if self.recording and is_write(statement):
+            self.writes.append(statement)
+
+    def close(self) -> None:
+        event.remove(self._engine.sync_engine, "before_cursor_execute", self._on_execute)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,9 +47,25 @@ def is_write(statement: str) -> bool:
     return verb in WRITES
 
 
+# The admission depth sampler's loop applies queue retention (a DELETE) on its own schedule,
+# whatever the requests do: its writes are not any request's.
+_MAINTENANCE_LOOPS = frozenset({"DepthMonitor.run"})
+
+
+def _in_maintenance_loop() -> bool:
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return False
+    coro = task.get_coro() if task is not None else None
+    code = getattr(coro, "cr_code", None)
+    return code is not None and code.co_qualname in _MAINTENANCE_LOOPS
+
+
 class WriteRecorder:
     """Records every INSERT/UPDATE/DELETE the engine sends while `recording` is set, from any
-    task (a write made on the request's behalf in another task counts too)."""
+    task (a write made on the request's behalf in another task counts too) except the
+    gateway's depth sampler, whose retention sweep runs on its own clock."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.recording = False
@@ -57,7 +74,7 @@ class WriteRecorder:
         event.listen(engine.sync_engine, "before_cursor_execute", self._on_execute)
 
     def _on_execute(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if self.recording and is_write(statement):
+        if self.recording and is_write(statement) and not _in_maintenance_loop():
             self.writes.append(statement)
 
     def close(self) -> None:

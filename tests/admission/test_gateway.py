@@ -366,9 +366,7 @@ class TestBreaker:
         clock: ManualClock,
         writes: WriteRecorder,
     ) -> None:
-        # The lifespan's depth sampler sweeps the local engine (a DELETE) every interval of
-        # real time; a long one keeps that sweep out of the recorded writes.
-        gateway = await make_gateway(sample_interval_ms=60_000)
+        gateway = await make_gateway()
         cooldown = gateway.runtime.settings.breaker.cooldown_seconds
         tenant = await tenants.create(email_any=True)
         await self._open_breaker(gateway.runtime, tenant.tenant_id, "send-email", clock.now_ms())

@@ -9,8 +9,8 @@ from sqlalchemy.engine import Connection
 
 import app.models  # noqa: F401  (registers every table)
 from alembic import context
-from app.core.config import get_settings
 from app.core.db import create_engine, metadata
+from app.settings import get_settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -29,7 +29,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_engine(get_settings())
+    engine = create_engine(get_settings().db)
     async with engine.connect() as connection:
         await connection.run_sync(_run)
         await connection.commit()
@@ -45,7 +45,7 @@ def run_migrations_online() -> None:
 
 
 if context.is_offline_mode():
-    context.configure(url=get_settings().database_url, target_metadata=metadata, literal_binds=True)
+    context.configure(url=get_settings().db.url, target_metadata=metadata, literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
 else:

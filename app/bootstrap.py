@@ -18,9 +18,9 @@ from app.admission.depth import CloudflareDepth, SampleFn
 from app.admission.service import AdmissionControl
 from app.consumer.breaker import open_breakers
 from app.core.clock import Clock, OffsetFileClock, SystemClock
-from app.core.config import Settings
 from app.core.db import SessionMaker, create_engine, create_sessionmaker
 from app.core.security import SecretBox
+from app.handlers.shop_url import ShopUrlGuard
 from app.jobs import lifecycle
 from app.jobs import service as jobs_service
 from app.jobs.committer import GroupCommitter
@@ -33,6 +33,7 @@ from app.queues.base import QueueBackend
 from app.queues.cloudflare import CloudflareQueues, RetryPolicy
 from app.queues.local import LocalQueueEngine
 from app.queues.topology import Topology, load_topology
+from app.settings import Settings
 from app.tenants.deps import Credentials
 from app.tenants.service import ApiKeyCache
 
@@ -79,8 +80,8 @@ def build_runtime(
 ) -> Runtime:
     """Wire the process; raises TopologyError/ValueError on bad configuration."""
     settings.check_production_secrets()
-    topology = load_topology(settings.wrangler_config, job_types=JOB_TYPES)
-    db_engine = engine or create_engine(settings)
+    topology = load_topology(settings.queues.wrangler_config, job_types=JOB_TYPES)
+    db_engine = engine or create_engine(settings.db)
     sessionmaker = create_sessionmaker(db_engine)
     clock = clock or (
         OffsetFileClock(settings.test_clock_file) if settings.test_clock_file else SystemClock()
@@ -89,15 +90,15 @@ def build_runtime(
     backend: QueueBackend = queue_engine
     dispatcher: Dispatcher = LocalDispatcher(queue_engine)
     relay: OutboxRelay | None = None
-    if settings.queue_backend == "cloudflare":
-        if not settings.cf_api_token:
+    if settings.queues.backend == "cloudflare":
+        if not settings.cloudflare.api_token:
             raise ValueError("JOBGATE_QUEUE_BACKEND=cloudflare needs JOBGATE_CF_API_TOKEN")
         backend = CloudflareQueues(
-            account_id=settings.cf_account_id,
-            api_token=settings.cf_api_token,
-            base_url=settings.cf_api_base_url,
-            timeout_seconds=settings.cf_timeout_seconds,
-            retry=RetryPolicy(max_retries=settings.cf_max_retries),
+            account_id=settings.cloudflare.account_id,
+            api_token=settings.cloudflare.api_token,
+            base_url=settings.cloudflare.api_base_url,
+            timeout_seconds=settings.cloudflare.timeout_seconds,
+            retry=RetryPolicy(max_retries=settings.cloudflare.max_retries),
         )
         relay = OutboxRelay(
             sessionmaker,
@@ -105,10 +106,10 @@ def build_runtime(
             clock,
             on_published=lifecycle.outbox_published,
             on_failed=lifecycle.outbox_failed,
-            linger_ms=settings.outbox_linger_ms,
-            poll_ms=settings.outbox_poll_ms,
-            max_attempts=settings.outbox_max_attempts,
-            max_backoff_ms=settings.outbox_max_backoff_ms,
+            linger_ms=settings.outbox.linger_ms,
+            poll_ms=settings.outbox.poll_ms,
+            max_attempts=settings.outbox.max_attempts,
+            max_backoff_ms=settings.outbox.max_backoff_ms,
             prepare=partial(backend.start, topology),
         )
         dispatcher = OutboxDispatcher(clock, wake=relay.wake)
@@ -117,7 +118,7 @@ def build_runtime(
         dispatcher=dispatcher,
         topology=topology,
         clock=clock,
-        idempotency_window=timedelta(seconds=settings.idempotency_window_seconds),
+        idempotency_window=timedelta(seconds=settings.jobs.idempotency_window_seconds),
         combiner=committer,
     )
     return Runtime(
@@ -129,11 +130,11 @@ def build_runtime(
         queue_engine=queue_engine,
         backend=backend,
         dispatcher=dispatcher,
-        box=SecretBox(settings.secret_key),
+        box=SecretBox(settings.security.secret_key),
         relay=relay,
         committer=committer,
         submitter=submitter,
-        credentials=Credentials(settings, clock, ApiKeyCache()),
+        credentials=Credentials(settings.jwt, settings.security.admin_token, clock, ApiKeyCache()),
     )
 
 
@@ -142,7 +143,7 @@ def build_admission(
 ) -> AdmissionControl:
     """The gateway's admission control over `runtime`: depth is sampled from the backend in
     use (Cloudflare's metrics API, else the local engine) and, with the outbox, its backlog."""
-    settings = settings or AdmissionSettings()
+    settings = settings or runtime.settings.admission
     sample: SampleFn = runtime.queue_engine.metrics
     if isinstance(runtime.backend, CloudflareQueues):
         sample = CloudflareDepth(
@@ -152,8 +153,8 @@ def build_admission(
     if runtime.relay is not None:
         pending = partial(outbox_service.pending_by_queue, runtime.sessionmaker)
     return AdmissionControl.build(
-        runtime.settings,
         settings,
+        breaker_cooldown_seconds=runtime.settings.breaker.cooldown_seconds,
         clock=runtime.clock,
         topology=runtime.topology,
         sample=sample,
@@ -167,7 +168,10 @@ def provide(app: FastAPI, runtime: Runtime, admission: AdmissionControl) -> None
     """Put each component a request may use on `app.state`, once; routes take them through
     their narrow dependencies (`app/core/deps.py`, `app/jobs/deps.py`, ...)."""
     state = app.state
-    state.settings = runtime.settings
+    state.webhook_settings = runtime.settings.webhooks
+    state.shop_url_guard = ShopUrlGuard.from_settings(
+        runtime.settings.prestashop, runtime.settings.environment
+    )
     state.clock = runtime.clock
     state.box = runtime.box
     state.engine = runtime.engine

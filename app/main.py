@@ -15,7 +15,6 @@ from app.admission.admin import router as admission_admin_router
 from app.admission.auth_failures import AuthFailureThrottle, FailedAuthThrottle
 from app.bootstrap import Runtime, build_admission, build_runtime, provide
 from app.consumer.service import check_handlers
-from app.core.config import Settings, get_settings
 from app.core.errors import install_error_handlers
 from app.core.middleware import BodyLimit
 from app.core.openapi import TAG_METADATA, install_openapi, operation_id
@@ -25,6 +24,7 @@ from app.jobs.router import router as jobs_router
 from app.observability.router import router as observability_router
 from app.scheduler.router import router as schedules_router
 from app.scheduler.runner import SchedulerRunner
+from app.settings import Settings, get_settings
 from app.tenants.router import router as admin_router
 from app.webhooks.admin import router as webhooks_admin_router
 from app.webhooks.router import router as webhooks_router
@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     settings = settings or (runtime.settings if runtime else get_settings())
     # Fail at start-up, not on the first request, when the configuration is wrong.
     state = runtime or build_runtime(settings)
-    check_handlers(settings, state.topology)
+    check_handlers(settings.consumer, state.topology)
     admission = build_admission(state)
 
     @asynccontextmanager
@@ -71,12 +71,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     app = build_api(lifespan=lifespan)
     provide(app, state, admission)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.http.max_request_bytes)
     # Outermost: a blocked address is refused before its body or credential is read.
     app.state.auth_failures = AuthFailureThrottle(
         admission.limiter.storage,
-        burst=settings.auth_failure_burst,
-        window_seconds=settings.auth_failure_window_seconds,
+        burst=settings.auth_failures.burst,
+        window_seconds=settings.auth_failures.window_seconds,
         slack=admission.limiter.reset_slack,
     )
     app.add_middleware(FailedAuthThrottle, throttle=app.state.auth_failures)

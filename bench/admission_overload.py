@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO_ROOT))  # for tests.support when run as a script
 import httpx  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from app.core.config import Settings  # noqa: E402
+from app.core.config import DatabaseSettings  # noqa: E402
 from app.core.db import create_engine  # noqa: E402
 from app.jobs.models import Job  # noqa: E402
 from app.queues.models import QueueMessage  # noqa: E402
@@ -87,7 +87,7 @@ class Store:
     """Direct reads of the job store (the bench's ground truth)."""
 
     def __init__(self, url: str, schema: str | None) -> None:
-        self.engine = create_engine(Settings(database_url=url), search_path=schema)
+        self.engine = create_engine(DatabaseSettings(url=url), search_path=schema)
 
     async def backlog(self) -> int:
         async with self.engine.connect() as conn:
@@ -276,7 +276,7 @@ async def set_plans(url: str, schema: str | None, tenant_ids: list[str], limit: 
     from app.core.clock import utcnow
     from app.core.db import create_sessionmaker
 
-    engine = create_engine(Settings(database_url=url), search_path=schema)
+    engine = create_engine(DatabaseSettings(url=url), search_path=schema)
     try:
         async with create_sessionmaker(engine)() as session:
             for tenant_id in tenant_ids:

@@ -40,9 +40,10 @@ from sqlalchemy import func, select  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
-from app.core.config import Settings  # noqa: E402
+from app.core.config import DatabaseSettings  # noqa: E402
 from app.core.db import async_url, create_engine  # noqa: E402
 from app.jobs.models import Job, JobStatus  # noqa: E402
+from app.settings import Settings  # noqa: E402
 from bench.accept_throughput import pg_schema, pg_url  # noqa: E402
 from tests.support.servers import (  # noqa: E402
     ServerProcess,
@@ -58,7 +59,7 @@ POLL_S = 0.1
 STOP_TIMEOUT_S = 30.0
 REDIS_URL = "redis://127.0.0.1:6379/15"  # dedicated to this benchmark: flushed first
 # jobgate's consumer runs this many handlers at once per queue (no `max_concurrency` set).
-JOBGATE_CONCURRENCY = Settings().consumer_default_concurrency
+JOBGATE_CONCURRENCY = Settings().consumer.default_concurrency
 UVICORN_FLAGS = ["--host", "127.0.0.1", "--workers", "1", "--log-level", "warning"]
 
 
@@ -171,7 +172,7 @@ class JobStore:
         if make_url(url).get_backend_name() == "sqlite":
             self.engine = create_async_engine(async_url(url))
         else:
-            self.engine = create_engine(Settings(database_url=url), search_path=schema)
+            self.engine = create_engine(DatabaseSettings(url=url), search_path=schema)
         self._query = (
             select(func.count()).select_from(Job).where(Job.status == JobStatus.succeeded)  # type: ignore[arg-type]
         )

@@ -20,11 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import app.models  # noqa: F401
 from app.bootstrap import Runtime, build_runtime
 from app.core.clock import ManualClock, SystemClock
-from app.core.config import REPO_ROOT, Environment, Settings
+from app.core.config import REPO_ROOT, DatabaseSettings, Environment, SecuritySettings
 from app.core.db import create_engine, metadata
 from app.core.migrations import upgrade
 from app.main import create_app
+from app.queues.config import QueueBackendSettings
 from app.scheduler.runner import SchedulerRunner
+from app.settings import Settings
 from tests.factories import TenantFactory
 from tests.support.asgi import asgi_client
 from tests.support.databases import fresh_pg_schema, postgres_url_from_env
@@ -50,7 +52,7 @@ def database() -> Iterator[tuple[str, str | None]]:
 
 
 async def _migrate(url: str, schema: str | None) -> None:
-    engine = create_engine(Settings(database_url=url), search_path=schema)
+    engine = create_engine(DatabaseSettings(url=url), search_path=schema)
     await upgrade(engine)
     await engine.dispose()
 
@@ -59,13 +61,12 @@ async def _migrate(url: str, schema: str | None) -> None:
 def settings(database: tuple[str, str | None]) -> Settings:
     url, _ = database
     return Settings(
-        database_url=url,
         environment=Environment.test,
-        wrangler_config=REPO_ROOT / "wrangler.jsonc",
-        # The key `jobgate` subprocesses of the test get: they read what the test stored.
-        secret_key=TEST_SECRET_KEY,
         # Tests need speed, not fsync-per-commit durability (the crash test checks that).
-        sqlite_synchronous="NORMAL",
+        db=DatabaseSettings(url=url, sqlite_synchronous="NORMAL"),
+        queues=QueueBackendSettings(wrangler_config=REPO_ROOT / "wrangler.jsonc"),
+        # The key `jobgate` subprocesses of the test get: they read what the test stored.
+        security=SecuritySettings(secret_key=TEST_SECRET_KEY),
     )
 
 
@@ -88,7 +89,7 @@ async def _clean(engine: AsyncEngine) -> None:
 async def db_engine(
     settings: Settings, database: tuple[str, str | None]
 ) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(settings, search_path=database[1])
+    engine = create_engine(settings.db, search_path=database[1])
     await _clean(engine)
     yield engine
     await engine.dispose()

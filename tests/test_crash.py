@@ -19,7 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from app.core.config import Settings
+from app.core.config import DatabaseSettings
 from app.core.db import create_engine
 from app.jobs.models import Job
 from app.queues.local import decode_body
@@ -100,7 +100,7 @@ async def _stored(
 ) -> tuple[dict[str, str], Counter[str]]:
     """(job id → status, job id → queue messages) of one tenant, read from the database."""
     url, schema = database
-    engine = create_engine(Settings(database_url=url), search_path=schema)
+    engine = create_engine(DatabaseSettings(url=url), search_path=schema)
     try:
         job, message = Job.__table__, QueueMessage.__table__  # type: ignore[attr-defined]
         async with engine.connect() as conn:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 APP = Path(__file__).resolve().parent.parent / "app"
 
-ENTRY = {"__main__", "main", "cli", "bootstrap", "models"}
+ENTRY = {"__main__", "main", "cli", "bootstrap", "models", "settings"}
 DOMAINS = {
     "admission",
     "consumer",

@@ -1,5 +1,6 @@
-"""Admission settings: `JOBGATE_ADMISSION_*` (the job rate limit and Redis URL are the fixed
-`JOBGATE_RATE_LIMIT_JOBS` and `JOBGATE_REDIS_URL` of the root settings).
+"""Admission settings: `JOBGATE_ADMISSION_*`, plus the job rate limit and Redis URL under
+their older names `JOBGATE_RATE_LIMIT_JOBS` and `JOBGATE_REDIS_URL`; and the failed-auth
+throttle, `JOBGATE_AUTH_FAILURE_*`.
 
 Watermarks: every queue jobs route to gets the defaults below; `JOBGATE_ADMISSION_WATERMARKS`
 overrides them per queue with JSON, e.g.
@@ -10,11 +11,13 @@ tolerate), not of the queues Cloudflare deploys.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import ClassVar, Literal
 
 from limits import parse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.core.config import SettingsGroup
 
 # Retry-After is always within these bounds (seconds).
 MIN_RETRY_AFTER_SECONDS = 1
@@ -49,9 +52,16 @@ class Watermarks(BaseModel):
         return self
 
 
-class AdmissionSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="JOBGATE_ADMISSION_", extra="ignore")
+class AdmissionSettings(SettingsGroup):
+    env_prefix: ClassVar[str] = "ADMISSION_"
+    env_names: ClassVar[Mapping[str, str]] = {
+        "rate_limit_jobs": "RATE_LIMIT_JOBS",
+        "redis_url": "REDIS_URL",
+    }
 
+    # Shared rate-limit store (unset: in memory, per process).
+    redis_url: str | None = None
+    rate_limit_jobs: str = "600/minute"
     # Per tenant and route class; a tenant's plan (tenant_plan table) overrides each.
     rate_limit_batch: str = "120/minute"  # batch requests (their jobs also count as jobs)
     rate_limit_reads: str = "6000/minute"
@@ -90,7 +100,9 @@ class AdmissionSettings(BaseSettings):
     # else a comma-separated list. Webhooks are never refused for it (stored and delayed).
     breaker_types: str = "*"
 
-    @field_validator("rate_limit_batch", "rate_limit_reads", "rate_limit_webhooks")
+    @field_validator(
+        "rate_limit_jobs", "rate_limit_batch", "rate_limit_reads", "rate_limit_webhooks"
+    )
     @classmethod
     def _valid_limit(cls, value: str) -> str:
         return check_limit(value)
@@ -109,3 +121,13 @@ class AdmissionSettings(BaseSettings):
     def breaker_applies(self, job_type: str) -> bool:
         names = {name.strip() for name in self.breaker_types.split(",") if name.strip()}
         return "*" in names or job_type in names
+
+
+class AuthFailureSettings(SettingsGroup):
+    """Failed authentications (401s) per client address: after `burst` within the window,
+    requests to /v1 from that address answer 429 with Retry-After until the window ends."""
+
+    env_prefix: ClassVar[str] = "AUTH_FAILURE_"
+
+    burst: int = Field(default=30, ge=1, le=1_000_000)
+    window_seconds: int = Field(default=60, ge=1, le=86_400)

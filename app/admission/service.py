@@ -34,7 +34,6 @@ from app.admission.limiter import (
 from app.admission.plans import PlanBook, ResolvedPlan
 from app.admission.quota import CountFn, InFlightQuota
 from app.core.clock import Clock
-from app.core.config import Settings
 from app.observability import metrics
 from app.queues.topology import Topology
 
@@ -76,9 +75,9 @@ class AdmissionControl:
     @classmethod
     def build(
         cls,
-        root: Settings,
         settings: AdmissionSettings,
         *,
+        breaker_cooldown_seconds: int,
         clock: Clock,
         topology: Topology,
         sample: SampleFn,
@@ -91,7 +90,7 @@ class AdmissionControl:
         defaults = ResolvedPlan(
             name="default",
             limits={
-                RouteClass.jobs: parse(root.rate_limit_jobs),
+                RouteClass.jobs: parse(settings.rate_limit_jobs),
                 RouteClass.batch: parse(settings.rate_limit_batch),
                 RouteClass.reads: parse(settings.rate_limit_reads),
                 RouteClass.webhooks: parse(settings.rate_limit_webhooks),
@@ -102,7 +101,7 @@ class AdmissionControl:
             settings=settings,
             topology=topology,
             plans=PlanBook(clock, defaults=defaults, cache_ms=settings.plan_cache_ms),
-            limiter=TenantLimiter(root.redis_url, prefix=settings.redis_prefix),
+            limiter=TenantLimiter(settings.redis_url, prefix=settings.redis_prefix),
             quota=InFlightQuota(
                 clock,
                 count=count_unfinished,
@@ -113,7 +112,7 @@ class AdmissionControl:
             breakers=BreakerGate(
                 clock,
                 read_open=open_breakers,
-                cooldown_ms=root.breaker_cooldown_seconds * 1000,
+                cooldown_ms=breaker_cooldown_seconds * 1000,
                 cache_ms=settings.breaker_cache_ms,
             ),
             depth=DepthMonitor(

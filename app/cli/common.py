@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 import typer
 from rich.console import Console
 
-from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.core.errors import AppError, database_problem, describe_database_error
+from app.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -50,11 +50,15 @@ def load_settings() -> Settings:
     try:
         return get_settings()
     except ValidationError as exc:
+        # Name the variable the operator set (JOBGATE_PORT), not the nested field (http.port).
+        names = {fields: name for name, fields in Settings.env_vars().items()}
+
+        def setting(loc: tuple[int | str, ...]) -> str:
+            root, field = (str(loc[0]), str(loc[1]) if len(loc) > 1 else None)
+            return names.get((root, field)) or names.get((root, None)) or ".".join(map(str, loc))
+
         fail(
-            *(
-                f"invalid setting {'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
-                for error in exc.errors()
-            ),
+            *(f"invalid setting {setting(error['loc'])}: {error['msg']}" for error in exc.errors()),
             code=2,
         )
 
@@ -103,7 +107,7 @@ def run_db(work: Callable[[AsyncEngine], Awaitable[T]], settings: Settings | Non
     settings = settings or load_settings()
 
     async def run() -> T:
-        engine = create_engine(settings)
+        engine = create_engine(settings.db)
         try:
             return await work(engine)
         finally:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import typer
 
 from app.cli.common import err, load_settings, run_db
-from app.core.config import Settings
+from app.settings import Settings
 
 app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 
@@ -14,7 +16,7 @@ def upgrade_database(settings: Settings) -> None:
     """Alembic upgrade head (also the first step of `jobgate dev` and `jobgate emulator`)."""
     from app.core.migrations import upgrade
 
-    run_db(upgrade, settings)
+    run_db(partial(upgrade, ini=settings.db.alembic_ini), settings)
 
 
 @app.command("upgrade")

@@ -12,8 +12,9 @@ import typer
 
 from app.cli.common import err, fail, load_settings, run_admin
 from app.cli.db import upgrade_database
-from app.core.config import DEV_SECRET_KEY, Settings, get_settings
+from app.core.config import DEV_SECRET_KEY
 from app.core.security import SecretBox
+from app.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,13 +24,13 @@ def _serve(settings: Settings) -> None:
     from app.core import server
 
     # Bounded request heads, head deadline, keep-alive and connection cap (app/core/server.py).
-    server.run("app.main:create_app", settings)
+    server.run("app.main:create_app", settings.http)
 
 
 def _require_secret_key(settings: Settings) -> None:
     """Exit 2 with one line unless JOBGATE_SECRET_KEY was set (`jobgate dev` skips this)."""
     try:
-        settings.require_secret_key()
+        settings.security.require_secret_key()
     except ValueError as exc:
         fail(str(exc), code=2)
 
@@ -49,7 +50,7 @@ async def _ensure_dev_tenant(session: AsyncSession, settings: Settings) -> dict[
     if await tenants_service.count_tenants(session):
         return None
     created = await tenants_service.create_tenant(
-        session, name="dev", box=SecretBox(settings.secret_key)
+        session, name="dev", box=SecretBox(settings.security.secret_key)
     )
     # Development mails a local SMTP sink: the dev tenant may write to anyone.
     await email_policy.set_policy(
@@ -75,15 +76,15 @@ def dev() -> None:
         err.print(f"  tenant_id={created['tenant_id']} webhook_secret={created['webhook_secret']}")
     else:
         err.print("tenants exist already; make another key with `jobgate tenants create NAME`")
-    err.print(f"gateway on http://{settings.host}:{settings.port} (docs at /docs)")
-    if settings.secret_key == DEV_SECRET_KEY:
+    err.print(f"gateway on http://{settings.http.host}:{settings.http.port} (docs at /docs)")
+    if settings.security.secret_key == DEV_SECRET_KEY:
         err.print("[yellow]JOBGATE_SECRET_KEY is not set: stored secrets use the dev key[/yellow]")
     # The consumer runs as a child process and stops with the gateway (SIGTERM, then wait).
     consumer = _spawn_consumer()
     try:
         _serve(settings)
     finally:
-        _stop_child(consumer, grace=settings.consumer_shutdown_grace_seconds + 10)
+        _stop_child(consumer, grace=settings.consumer.shutdown_grace_seconds + 10)
 
 
 def emulator(
@@ -92,17 +93,17 @@ def emulator(
 ) -> None:
     """Migrate, then serve the Cloudflare-compatible Queues REST API on the local engine."""
     settings = load_settings()
-    if not settings.cf_api_token:
+    if not settings.cloudflare.api_token:
         fail("set JOBGATE_CF_API_TOKEN (the one token the emulator accepts)", code=2)
     upgrade_database(settings)
-    bind = host or settings.host
+    bind = host or settings.http.host
     err.print(
         f"Cloudflare Queues emulator on http://{bind}:{port}/client/v4 "
-        f"(account {settings.cf_account_id})"
+        f"(account {settings.cloudflare.account_id})"
     )
     from app.core import server
 
-    server.run("app.emulator.app:create_app", settings, host=bind, port=port)
+    server.run("app.emulator.app:create_app", settings.http, host=bind, port=port)
 
 
 def _spawn_consumer() -> subprocess.Popen[bytes]:
@@ -152,7 +153,8 @@ def consume(
     if not dev_mode:
         _require_secret_key(settings)
     logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        level=settings.http.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
 
     async def run() -> None:

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from app.cli.common import err, run_admin
-from app.core.config import Settings
 from app.core.security import SecretBox
+from app.settings import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -67,8 +67,8 @@ def shops_set(
             site_id=site_id,
             base_url=url,
             key=key,
-            box=SecretBox(settings.secret_key),
-            guard=ShopUrlGuard.from_settings(settings),
+            box=SecretBox(settings.security.secret_key),
+            guard=ShopUrlGuard.from_settings(settings.prestashop, settings.environment),
             timezone=timezone,
             make_default=make_default,
         )

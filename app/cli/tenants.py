@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from app.cli.common import err, run_admin
-from app.core.config import Settings
 from app.core.security import SecretBox
+from app.settings import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,7 +27,7 @@ def tenants_create(
 
     async def work(session: AsyncSession, settings: Settings) -> dict[str, str]:
         created = await tenants_service.create_tenant(
-            session, name=name, box=SecretBox(settings.secret_key)
+            session, name=name, box=SecretBox(settings.security.secret_key)
         )
         return created.model_dump()
 

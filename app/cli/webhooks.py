@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from app.cli.common import err, fail, load_settings, run_admin
-from app.core.config import Settings
 from app.core.security import SecretBox
+from app.settings import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,7 +26,7 @@ def webhooks_rotate(tenant_id: Annotated[str, typer.Argument(help="The tenant's 
 
     async def work(session: AsyncSession, settings: Settings) -> dict[str, str]:
         secret, row = await tenants_service.add_webhook_secret(
-            session, tenant_id=tenant_id, box=SecretBox(settings.secret_key)
+            session, tenant_id=tenant_id, box=SecretBox(settings.security.secret_key)
         )
         return {"id": row.id, "webhook_secret": secret}
 
@@ -106,7 +106,7 @@ def webhooks_sign(
 
         async def work(session: AsyncSession, settings: Settings) -> list[str]:
             return await tenants_service.active_webhook_secrets(
-                session, tenant_id=tenant_id, box=SecretBox(settings.secret_key)
+                session, tenant_id=tenant_id, box=SecretBox(settings.security.secret_key)
             )
 
         active = run_admin(work)
@@ -127,7 +127,7 @@ def webhooks_sign(
             print(f"{name}: {value}")
         return
     settings = load_settings()
-    base = (url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    base = (url or f"http://{settings.http.host}:{settings.http.port}").rstrip("/")
     parts = ["curl", "-sS", "-X", "POST", f"{base}/v1/webhooks/prestashop/{tenant_id}"]
     for name, value in headers.items():
         parts += ["-H", f"{name}: {value}"]

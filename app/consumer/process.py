@@ -53,16 +53,16 @@ class Consumer:
         self.resources = resources
         # Longest wait between pulls while the queue stays empty (never below the minimum).
         self.poll_max_ms = max(
-            settings.consumer_poll_min_ms,
-            poll_max_ms or settings.consumer_poll_max_ms or IDLE_POLL_MAX_MS_DEFAULT,
+            settings.consumer.poll_min_ms,
+            poll_max_ms or settings.consumer.poll_max_ms or IDLE_POLL_MAX_MS_DEFAULT,
         )
         self.retry = retry or RetryPolicy(
-            base_seconds=settings.consumer_retry_base_seconds, jitter=settings.consumer_retry_jitter
+            base_seconds=settings.consumer.retry_base_seconds, jitter=settings.consumer.retry_jitter
         )
         self.breaker = breaker or BreakerPolicy(
-            threshold=settings.breaker_threshold,
-            window_ms=settings.breaker_window_seconds * 1000,
-            cooldown_ms=settings.breaker_cooldown_seconds * 1000,
+            threshold=settings.breaker.threshold,
+            window_ms=settings.breaker.window_seconds * 1000,
+            cooldown_ms=settings.breaker.cooldown_seconds * 1000,
         )
         self.workers: dict[str, QueueWorker] = {
             name: QueueWorker(
@@ -99,7 +99,7 @@ class Consumer:
         """
         clock = self.resources.clock
         now = clock.now_ms()
-        cutoff = now - self.settings.consumer_lost_grace_seconds * 1000
+        cutoff = now - self.settings.consumer.lost_grace_seconds * 1000
         async with self.resources.sessionmaker() as session:
             lost = await lifecycle.lost_final_attempts(
                 session, queues=self.queues, expired_before_ms=cutoff
@@ -118,7 +118,7 @@ class Consumer:
                 await self.sweep_lost()
             except Exception:
                 log.exception("sweeping lost attempts failed")
-            await asyncio.sleep(self.settings.consumer_sweep_interval_seconds)
+            await asyncio.sleep(self.settings.consumer.sweep_interval_seconds)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; then finish in-flight runs (interrupting them after
@@ -128,7 +128,7 @@ class Consumer:
             asyncio.create_task(
                 worker.run(
                     stop,
-                    poll_min_ms=settings.consumer_poll_min_ms,
+                    poll_min_ms=settings.consumer.poll_min_ms,
                     poll_max_ms=self.poll_max_ms,
                 )
             )
@@ -137,7 +137,7 @@ class Consumer:
         sweeper = asyncio.create_task(self._sweeper())
         try:
             await stop.wait()
-            _, pending = await asyncio.wait(tasks, timeout=settings.consumer_shutdown_grace_seconds)
+            _, pending = await asyncio.wait(tasks, timeout=settings.consumer.shutdown_grace_seconds)
             if pending:
                 log.warning("shutdown grace over: releasing in-flight messages")
                 for worker in self.workers.values():

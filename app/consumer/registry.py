@@ -23,9 +23,9 @@ if TYPE_CHECKING:
     import httpx
 
     from app.core.clock import Clock
-    from app.core.config import Settings
     from app.core.db import SessionMaker
     from app.core.security import SecretBox
+    from app.settings import Settings
 
 
 class RetryLater(Exception):

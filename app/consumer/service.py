@@ -7,20 +7,23 @@ import importlib
 import logging
 import signal
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import httpx
 
+from app.consumer.config import ConsumerSettings
 from app.consumer.process import Consumer
 from app.consumer.registry import HandlerRegistry, Resources
 from app.consumer.registry import registry as global_registry
 from app.consumer.wiring import check_job_types
 from app.core.clock import Clock
-from app.core.config import Settings
 from app.core.db import SessionMaker
 from app.core.security import SecretBox
 from app.queues.base import QueueBackend
 from app.queues.topology import Topology
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 log = logging.getLogger("jobgate.consumer")
 
@@ -55,11 +58,11 @@ class ConsumerParts(Protocol):
 IDLE_POLL_MAX_MS = {"local": 1_000, "cloudflare": 2_000}
 
 
-def idle_poll_max_ms(settings: Settings) -> int:
-    """JOBGATE_CONSUMER_POLL_MAX_MS when set, else the queue backend's default."""
-    if settings.consumer_poll_max_ms is not None:
-        return settings.consumer_poll_max_ms
-    return IDLE_POLL_MAX_MS[settings.queue_backend]
+def idle_poll_max_ms(settings: ConsumerSettings, backend: str) -> int:
+    """JOBGATE_CONSUMER_POLL_MAX_MS when set, else the queue `backend`'s default."""
+    if settings.poll_max_ms is not None:
+        return settings.poll_max_ms
+    return IDLE_POLL_MAX_MS[backend]
 
 
 def load_handlers(modules: Sequence[str]) -> HandlerRegistry:
@@ -90,7 +93,7 @@ def load_handlers(modules: Sequence[str]) -> HandlerRegistry:
     return fresh
 
 
-def check_handlers(settings: Settings, topology: Topology) -> None:
+def check_handlers(settings: ConsumerSettings, topology: Topology) -> None:
     """The gateway's start-up check: each job type it accepts has a handler in
     JOBGATE_HANDLER_MODULES (bound to its model), and no handler names an unknown type."""
     check_job_types(topology, load_handlers(handler_modules(settings.handler_modules)))
@@ -123,10 +126,10 @@ def build_consumer(
     return Consumer(
         runtime.backend,
         topology=runtime.topology,
-        registry=registry or load_handlers(handler_modules(settings.handler_modules)),
+        registry=registry or load_handlers(handler_modules(settings.consumer.handler_modules)),
         resources=resources,
         queues=queues,
-        poll_max_ms=idle_poll_max_ms(settings),
+        poll_max_ms=idle_poll_max_ms(settings.consumer, settings.queues.backend),
     )
 
 

@@ -224,11 +224,11 @@ class QueueWorker:
         self._breaker = breaker
         self.rules = QueueRules(queue, queue_max_retries + 1, config.dead_letter_queue)
         self.batch_size = config.max_batch_size
-        self.concurrency = config.max_concurrency or settings.consumer_default_concurrency
+        self.concurrency = config.max_concurrency or settings.consumer.default_concurrency
         # Buffered leases are kept alive only by a heartbeat: without one, lease one batch at
         # a time; with one, look a little further ahead so tenants can be interleaved.
         self.prefetch = (
-            min(MAX_PULL_BATCH, max(self.batch_size, settings.consumer_prefetch))
+            min(MAX_PULL_BATCH, max(self.batch_size, settings.consumer.prefetch))
             if isinstance(backend, SupportsLeaseExtension)
             else self.batch_size
         )
@@ -239,7 +239,7 @@ class QueueWorker:
             sessionmaker=self._sessionmaker,
             clock=self._clock,
             visibility_ms=self.visibility_ms,
-            heartbeat_ms=settings.consumer_heartbeat_ms or max(10, self.visibility_ms // 3),
+            heartbeat_ms=settings.consumer.heartbeat_ms or max(10, self.visibility_ms // 3),
             on_lost=self._lost,
         )
         self._groups = SettlementGroups(

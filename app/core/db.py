@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlmodel import SQLModel
 
-from app.core.config import Settings
+from app.core.config import DatabaseSettings
 
 # Stable constraint names, so migrations can drop and alter them on every database.
 SQLModel.metadata.naming_convention = {
@@ -52,16 +52,16 @@ def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def create_engine(settings: Settings, *, search_path: str | None = None) -> AsyncEngine:
-    url = async_url(settings.database_url)
+def create_engine(settings: DatabaseSettings, *, search_path: str | None = None) -> AsyncEngine:
+    url = async_url(settings.url)
     # Error messages must not quote bound values: they are tenants' payloads.
     kwargs: dict[str, Any] = {"pool_pre_ping": False, "hide_parameters": True}
     if url.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": 30}
     else:
-        kwargs["pool_size"] = settings.db_pool_size
-        kwargs["max_overflow"] = settings.db_pool_size
-        search_path = search_path or settings.database_schema
+        kwargs["pool_size"] = settings.pool_size
+        kwargs["max_overflow"] = settings.pool_size
+        search_path = search_path or settings.schema_name
         if search_path:
             kwargs["connect_args"] = {"server_settings": {"search_path": search_path}}
     engine = create_async_engine(url, **kwargs)

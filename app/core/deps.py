@@ -13,7 +13,6 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.core.clock import Clock
-from app.core.config import Settings
 from app.core.db import SessionMaker
 from app.core.errors import UnsupportedMediaType
 from app.core.security import SecretBox
@@ -37,7 +36,6 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-SettingsDep = Annotated[Settings, Depends(component("settings"))]
 ClockDep = Annotated[Clock, Depends(component("clock"))]
 BoxDep = Annotated[SecretBox, Depends(component("box"))]
 EngineDep = Annotated[AsyncEngine, Depends(component("engine"))]

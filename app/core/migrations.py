@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from alembic import command
-from app.core.config import REPO_ROOT
+from app.core.config import DEFAULT_ALEMBIC_INI
 
 
-def alembic_config() -> Config:
-    ini = Path(os.environ.get("JOBGATE_ALEMBIC_INI", REPO_ROOT / "alembic.ini"))
+def alembic_config(ini: Path = DEFAULT_ALEMBIC_INI) -> Config:
     if not ini.is_file():
         raise FileNotFoundError(f"alembic.ini not found at {ini} (set JOBGATE_ALEMBIC_INI)")
     config = Config(str(ini))
@@ -21,9 +19,11 @@ def alembic_config() -> Config:
     return config
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+async def upgrade(
+    engine: AsyncEngine, revision: str = "head", *, ini: Path = DEFAULT_ALEMBIC_INI
+) -> None:
     """Migrate the database behind `engine` to `revision`."""
-    config = alembic_config()
+    config = alembic_config(ini)
 
     def _upgrade(connection: object) -> None:
         config.attributes["connection"] = connection

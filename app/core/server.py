@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from app.core.config import Settings
+from app.core.config import HttpSettings
 from app.core.errors import PROBLEM_JSON, TYPE_BASE, Problem
 
 logger = logging.getLogger(__name__)
@@ -44,12 +44,12 @@ class ServerLimits:
     max_connections: int
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ServerLimits:
+    def from_settings(cls, settings: HttpSettings) -> ServerLimits:
         return cls(
-            max_header_bytes=settings.http_max_header_bytes,
-            header_timeout=settings.http_header_timeout_seconds,
-            keep_alive=settings.http_keep_alive_seconds,
-            max_connections=settings.http_max_connections,
+            max_header_bytes=settings.max_header_bytes,
+            header_timeout=settings.header_timeout_seconds,
+            keep_alive=settings.keep_alive_seconds,
+            max_connections=settings.max_connections,
         )
 
 
@@ -195,7 +195,9 @@ def raise_fd_limit(wanted: int) -> int:
     return soft
 
 
-def run(app: str, settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
+def run(
+    app: str, settings: HttpSettings, *, host: str | None = None, port: int | None = None
+) -> None:
     """Serve the ASGI app factory `app` ("module:function") with the configured limits
     (on `JOBGATE_HOST`/`JOBGATE_PORT` unless given)."""
     limits = ServerLimits.from_settings(settings)

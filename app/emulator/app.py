@@ -18,10 +18,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import __version__
-from app.core.config import Settings, get_settings
 from app.core.db import create_engine, create_sessionmaker
 from app.emulator import controls
-from app.emulator.config import EmulatorConfig, OffsetClock
+from app.emulator.config import EmulatorAppSettings, EmulatorConfig, OffsetClock
 from app.emulator.errors import (
     BodyInvalid,
     CfError,
@@ -121,14 +120,18 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, on_unexpected)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the emulator; refuses to start without a token to accept."""
-    settings = settings or get_settings()
-    if not settings.cf_api_token:
+def create_app(settings: EmulatorAppSettings | None = None) -> FastAPI:
+    """Build the emulator; refuses to start without a token to accept.
+
+    Without `settings` (uvicorn's factory call, in the emulator's own process) they are read
+    from the environment here, the process's entry point.
+    """
+    settings = settings or EmulatorAppSettings()
+    if not settings.cloudflare.api_token:
         raise ValueError("set JOBGATE_CF_API_TOKEN: the emulator accepts exactly that token")
-    config = EmulatorConfig.from_settings(settings)
+    config = EmulatorConfig.from_settings(settings.emulator)
     faults = FaultPlan(config)
-    db_engine = create_engine(settings)
+    db_engine = create_engine(settings.db)
     service = EmulatorService(create_sessionmaker(db_engine), config=config, clock=OffsetClock())
 
     @asynccontextmanager
@@ -143,9 +146,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="jobgate Cloudflare Queues emulator",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/_emulator/docs" if settings.emulator_test_controls else None,
+        docs_url="/_emulator/docs" if settings.emulator.test_controls else None,
         redoc_url=None,
-        openapi_url="/_emulator/openapi.json" if settings.emulator_test_controls else None,
+        openapi_url="/_emulator/openapi.json" if settings.emulator.test_controls else None,
     )
     app.state.settings = settings
     app.state.emulator = service
@@ -154,7 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(StripTrailingSlash)
     _install_error_handlers(app)
     app.include_router(router)
-    if settings.emulator_test_controls:
+    if settings.emulator.test_controls:
         app.include_router(controls.router)
 
     @app.get("/healthz", include_in_schema=False)

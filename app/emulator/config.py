@@ -3,13 +3,47 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
 
 from app.core.clock import SystemClock
-from app.core.config import Settings
+from app.core.config import DatabaseSettings, RootSettings, SettingsGroup
 from app.emulator.errors import BodyInvalid
+from app.queues.config import CloudflareSettings
 
 JsonBodyMode = Literal["base64", "plain"]
+
+
+class EmulatorSettings(SettingsGroup):
+    """`jobgate emulator`: the Cloudflare-compatible Queues API (`JOBGATE_EMULATOR_*`)."""
+
+    env_prefix: ClassVar[str] = "EMULATOR_"
+
+    # How pulled `json` bodies are encoded: base64 (documented) or plain JSON (seen in the wild).
+    json_body: JsonBodyMode = "base64"
+    # Mount `/_emulator/*` (clock, reset, state, faults, config): tests only.
+    test_controls: bool = False
+    # Simulate Cloudflare's rate limits (429 + Retry-After), so client backoff is exercised.
+    rate_limits: bool = False
+    global_limit: int = Field(default=1200, ge=1)
+    global_window_seconds: int = Field(default=300, ge=1)
+    queue_msgs_per_second: int = Field(default=5000, ge=1)
+    max_backlog_bytes: int = Field(default=25_000_000_000, ge=1)
+    max_queues: int = Field(default=10_000, ge=1)
+    # Pulling from a queue without an http_pull consumer (405 was reported by a third party).
+    no_consumer_status: int = Field(default=405, ge=400, le=499)
+    # Share of Cloudflare API calls answered with a 500 (code 15000), for soak tests.
+    fault_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class EmulatorAppSettings(RootSettings):
+    """What `jobgate emulator` reads: its own knobs, the account and token it accepts, and
+    its database. The emulator stands apart from the gateway, so it has its own root."""
+
+    db: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    cloudflare: CloudflareSettings = Field(default_factory=CloudflareSettings)
+    emulator: EmulatorSettings = Field(default_factory=EmulatorSettings)
 
 
 @dataclass(slots=True)
@@ -25,31 +59,21 @@ class EmulatorConfig:
     fault_rate: float
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> EmulatorConfig:
-        return cls(
-            json_body=settings.emulator_json_body,
-            rate_limits=settings.emulator_rate_limits,
-            global_limit=settings.emulator_global_limit,
-            global_window_seconds=settings.emulator_global_window_seconds,
-            queue_msgs_per_second=settings.emulator_queue_msgs_per_second,
-            max_backlog_bytes=settings.emulator_max_backlog_bytes,
-            max_queues=settings.emulator_max_queues,
-            no_consumer_status=settings.emulator_no_consumer_status,
-            fault_rate=settings.emulator_fault_rate,
-        )
+    def from_settings(cls, settings: EmulatorSettings) -> EmulatorConfig:
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def update(self, changes: dict[str, Any]) -> None:
-        """Apply `changes` (validated by `Settings`, so the same bounds hold); all or nothing."""
+        """Apply `changes` (validated by `EmulatorSettings`, same bounds); all or nothing."""
         names = {f.name for f in fields(self)}
         unknown = set(changes) - names
         if unknown:
             raise BodyInvalid(f"unknown emulator settings: {', '.join(sorted(unknown))}")
-        merged = {f"emulator_{key}": value for key, value in {**self.as_dict(), **changes}.items()}
+        merged = {**self.as_dict(), **changes}
         try:
-            checked = Settings.model_validate(merged)
+            checked = EmulatorSettings.model_validate(merged)
         except ValueError as exc:
             raise BodyInvalid(str(exc)) from None
         fresh = EmulatorConfig.from_settings(checked)

@@ -81,7 +81,7 @@ async def reset(request: Request, service: ServiceDep, faults: FaultsDep) -> dic
     await service.reset()
     faults.clear()
     _clock(service).reset()
-    fresh = EmulatorConfig.from_settings(request.app.state.settings)
+    fresh = EmulatorConfig.from_settings(request.app.state.settings.emulator)
     service.config.update(fresh.as_dict())
     return {"ok": True}
 

@@ -10,8 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from app.core.config import Settings
-from app.emulator.config import JsonBodyMode
+from app.emulator.config import EmulatorAppSettings, JsonBodyMode
 from app.emulator.errors import AuthError, BodyInvalid, envelope
 from app.emulator.models import EmulatorConsumer
 from app.emulator.schemas import (
@@ -49,14 +48,14 @@ ServiceDep = Annotated[EmulatorService, Depends(get_service)]
 
 async def authorize(request: Request, account_id: str, response: Response) -> None:
     """Exactly the configured token for exactly the configured account (else code 10000)."""
-    settings: Settings = request.app.state.settings
+    settings: EmulatorAppSettings = request.app.state.settings
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError("Authentication error", status=401)
     token = token.strip()
-    if not hmac.compare_digest(token.encode(), settings.cf_api_token.encode()):
+    if not hmac.compare_digest(token.encode(), settings.cloudflare.api_token.encode()):
         raise AuthError("Authentication error")
-    if account_id != settings.cf_account_id:
+    if account_id != settings.cloudflare.account_id:
         raise AuthError("Authentication error")
     if not request.url.path.endswith(_UNMETERED):
         response.headers.update(get_service(request).limiter.take_request(token))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Depends, Path
 
-from app.core.deps import BoxDep, SessionDep, SettingsDep
+from app.core.deps import BoxDep, SessionDep, component
 from app.core.errors import problem_responses
 from app.core.openapi import Tag
 from app.handlers import service as handlers_service
@@ -14,6 +14,9 @@ from app.handlers.models import ShopConnection
 from app.handlers.schemas import ShopConnectionList, ShopConnectionPublic, ShopConnectionSet
 from app.handlers.shop_url import ShopUrlGuard
 from app.tenants.deps import TenantAdmin, TenantId
+
+# Built once by the composition root from JOBGATE_PRESTASHOP_* and the environment.
+ShopUrlGuardDep = Annotated[ShopUrlGuard, Depends(component("shop_url_guard"))]
 
 router = APIRouter(prefix="/v1/admin", tags=[Tag.admin])
 
@@ -36,7 +39,7 @@ async def set_shop_connection(
     _admin: TenantAdmin,
     session: SessionDep,
     box: BoxDep,
-    settings: SettingsDep,
+    guard: ShopUrlGuardDep,
 ) -> ShopConnectionPublic:
     """Create or replace a PrestaShop connection (URL + Webservice key, stored encrypted)."""
     row = await handlers_service.set_shop_connection(
@@ -46,7 +49,7 @@ async def set_shop_connection(
         base_url=body.base_url,
         key=body.webservice_key,
         box=box,
-        guard=ShopUrlGuard.from_settings(settings),
+        guard=guard,
         timezone=body.timezone,
         make_default=body.make_default,
     )

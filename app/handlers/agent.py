@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 async def run_agent(ctx: JobContext[AgentTaskPayload]) -> None:
     """Ask the executor to run `agentType` for the tenant (optionally as a dry run)."""
     settings = ctx.resources.settings
-    if not settings.agent_executor_url:
+    if not settings.agent.executor_url:
         raise PermanentFailure("JOBGATE_AGENT_EXECUTOR_URL is not set")
     body = {
         "tenant_id": ctx.tenant_id,
@@ -36,10 +36,10 @@ async def run_agent(ctx: JobContext[AgentTaskPayload]) -> None:
     await ctx.progress(1, "sent to the agent executor")
     try:
         response = await ctx.resources.http.post(
-            settings.agent_executor_url,
+            settings.agent.executor_url,
             json=body,
             headers={"Idempotency-Key": ctx.job_id},
-            timeout=settings.agent_timeout_seconds,
+            timeout=settings.agent.timeout_seconds,
         )
     except httpx.TimeoutException as exc:
         raise DownstreamError("the agent executor timed out") from exc

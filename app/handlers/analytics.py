@@ -88,8 +88,8 @@ def batcher(ctx: JobContext[AnalyticsEventPayload]) -> EventBatcher:
         settings = ctx.resources.settings
         current = ctx.resources.state[__name__] = EventBatcher(
             ctx.resources.sessionmaker,
-            max_batch=settings.analytics_batch_size,
-            interval_s=settings.analytics_flush_interval_ms / 1000,
+            max_batch=settings.analytics.batch_size,
+            interval_s=settings.analytics.flush_interval_ms / 1000,
         )
     return current
 

@@ -26,8 +26,8 @@ import jinja2
 
 from app.consumer.registry import JobContext, PermanentFailure, RetryLater, handler
 from app.core.clock import to_datetime
-from app.core.config import Settings
 from app.handlers import service
+from app.handlers.config import SmtpSettings
 from app.handlers.models import EmailDelivery
 from app.jobs.payloads import SendEmailPayload, is_safe_url
 
@@ -111,15 +111,15 @@ def build_message(
     return message
 
 
-def smtp_options(settings: Settings) -> dict[str, Any]:
+def smtp_options(settings: SmtpSettings) -> dict[str, Any]:
     return {
-        "hostname": settings.smtp_host,
-        "port": settings.smtp_port,
-        "username": settings.smtp_username,
-        "password": settings.smtp_password,
-        "use_tls": settings.smtp_tls == "tls",
-        "start_tls": settings.smtp_tls == "starttls",
-        "timeout": settings.smtp_timeout_seconds,
+        "hostname": settings.host,
+        "port": settings.port,
+        "username": settings.username,
+        "password": settings.password,
+        "use_tls": settings.tls == "tls",
+        "start_tls": settings.tls == "starttls",
+        "timeout": settings.timeout_seconds,
     }
 
 
@@ -167,17 +167,17 @@ async def send_email(ctx: JobContext[SendEmailPayload]) -> None:
     if done is not None and done.status == "sent":
         logger.info("email job %s was sent already; not sending again", ctx.job_id)
         return
-    sender = resources.settings.email_default_sender
+    sender = resources.settings.smtp.default_sender
     if sender_row is not None:
         sender = formataddr((sender_row.display_name or "", sender_row.address))
     text, html = _templates(ctx).render(ctx.payload.templateId, ctx.payload.variables)
     message = build_message(ctx, sender=sender, text=text, html=html)
     try:
-        await aiosmtplib.send(message, **smtp_options(resources.settings))
+        await aiosmtplib.send(message, **smtp_options(resources.settings.smtp))
     except aiosmtplib.SMTPException as exc:
         code = _reply_code(exc)
         if code is not None and 400 <= code < 500:
-            delay = resources.settings.smtp_retry_delay_seconds
+            delay = resources.settings.smtp.retry_delay_seconds
             raise RetryLater(delay, f"SMTP {code}: {exc}") from exc
         if code is not None and code >= 500:
             await _record(ctx, message, "failed", f"SMTP {code}: {exc}")

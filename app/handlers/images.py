@@ -36,7 +36,8 @@ def object_store(ctx: JobContext[ProcessImagePayload]) -> ObjectStore:
     """The process's store (created once; tests may put their own in `state`)."""
     store = ctx.resources.state.get(__name__)
     if store is None:
-        store = ctx.resources.state[__name__] = object_store_from_settings(ctx.resources.settings)
+        settings = ctx.resources.settings.object_store
+        store = ctx.resources.state[__name__] = object_store_from_settings(settings)
     return store
 
 
@@ -71,7 +72,7 @@ async def generate_alt_text(
 ) -> str:
     """POST the image to the configured endpoint; it answers `{"alt_text": "..."}`."""
     settings = ctx.resources.settings
-    if not settings.alt_text_url:
+    if not settings.images.alt_text_url:
         raise PermanentFailure("alt-text asked for but JOBGATE_ALT_TEXT_URL is not set")
     body = {
         "key": key,
@@ -81,10 +82,10 @@ async def generate_alt_text(
     }
     try:
         response = await ctx.resources.http.post(
-            settings.alt_text_url,
+            settings.images.alt_text_url,
             json=body,
             headers={"Idempotency-Key": ctx.job_id},
-            timeout=settings.alt_text_timeout_seconds,
+            timeout=settings.images.alt_text_timeout_seconds,
         )
     except httpx.TransportError as exc:
         raise DownstreamError(f"alt-text endpoint unreachable: {type(exc).__name__}") from exc
@@ -132,7 +133,7 @@ async def process_image(ctx: JobContext[ProcessImagePayload]) -> None:
     key = ctx.payload.key
     operations = ctx.payload.operations
     settings = ctx.resources.settings
-    stored = f"{ctx.tenant_id}/{key}" if settings.object_store_per_tenant else key
+    stored = f"{ctx.tenant_id}/{key}" if settings.object_store.per_tenant else key
     store = object_store(ctx)
     try:
         data = await store.get(stored)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from app.core.config import Settings
+from app.handlers.config import ObjectStoreSettings
 from app.jobs.object_keys import InvalidKey, check_key
 
 # File names are at most 255 bytes on common file systems; longer encoded keys are cut
@@ -121,11 +121,9 @@ class S3ObjectStore:
         return await asyncio.to_thread(_head)
 
 
-def object_store_from_settings(settings: Settings) -> ObjectStore:
-    if settings.object_store == "s3":
-        if not settings.object_store_s3_bucket:
+def object_store_from_settings(settings: ObjectStoreSettings) -> ObjectStore:
+    if settings.kind == "s3":
+        if not settings.s3_bucket:
             raise ValueError("JOBGATE_OBJECT_STORE=s3 needs JOBGATE_OBJECT_STORE_S3_BUCKET")
-        return S3ObjectStore(
-            settings.object_store_s3_bucket, endpoint_url=settings.object_store_s3_endpoint_url
-        )
-    return LocalObjectStore(settings.object_store_dir)
+        return S3ObjectStore(settings.s3_bucket, endpoint_url=settings.s3_endpoint_url)
+    return LocalObjectStore(settings.dir)

@@ -25,7 +25,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from app.core.config import Environment, Settings
+from app.core.config import Environment
+from app.handlers.config import PrestaShopSettings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -108,10 +109,12 @@ class ShopUrlGuard:
     resolver: Resolver = field(default=system_resolve)
 
     @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> ShopUrlGuard:
+    def from_settings(
+        cls, settings: PrestaShopSettings, environment: Environment, **overrides: Any
+    ) -> ShopUrlGuard:
         return cls(
-            allow_private=settings.allow_private_shop_urls,
-            require_https=settings.environment is Environment.production,
+            allow_private=settings.allow_private_urls,
+            require_https=environment is Environment.production,
             **overrides,
         )
 

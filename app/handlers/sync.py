@@ -110,14 +110,16 @@ async def open_shop(ctx: JobContext[JobPayload], site_id: str | None) -> AsyncIt
         raise PermanentFailure("the shop key cannot be decrypted with JOBGATE_SECRET_KEY") from exc
     guard = resources.state.get(GUARD_STATE)
     if not isinstance(guard, ShopUrlGuard):
-        guard = resources.state[GUARD_STATE] = ShopUrlGuard.from_settings(resources.settings)
-    timeout = resources.settings.prestashop_timeout_seconds
+        guard = resources.state[GUARD_STATE] = ShopUrlGuard.from_settings(
+            resources.settings.prestashop, resources.settings.environment
+        )
+    timeout = resources.settings.prestashop.timeout_seconds
     async with guard.client(timeout=timeout) as http:
         client = PrestaShopClient(
             http, base_url=connection.base_url, key=key, timeout=timeout, clock=resources.clock
         )
         try:
-            yield Shop(connection, client, resources.settings.prestashop_page_size)
+            yield Shop(connection, client, resources.settings.prestashop.page_size)
         except UnsafeShopUrl as exc:
             # The shop's host now resolves somewhere refused (changed DNS): not retried.
             raise PermanentFailure(str(exc)) from exc

@@ -17,11 +17,11 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from app.core.clock import Clock
-from app.core.config import Settings
 from app.core.deps import SessionDep, component
 from app.core.errors import Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from app.core.security import OPERATOR_KEY_PREFIX, api_key_prefix
 from app.tenants import service as tenants_service
+from app.tenants.config import JwtSettings
 from app.tenants.models import Tenant
 from app.tenants.schemas import OPERATOR, Principal, Scope
 from app.tenants.service import ApiKeyCache
@@ -44,20 +44,19 @@ class Credentials:
     """What authentication needs of the process: the key cache, the operator's token and the
     JWT verifier (built on first use: it holds the JWKS cache)."""
 
-    def __init__(self, settings: Settings, clock: Clock, key_cache: ApiKeyCache) -> None:
+    def __init__(
+        self, jwt: JwtSettings, admin_token: str | None, clock: Clock, key_cache: ApiKeyCache
+    ) -> None:
         self.key_cache = key_cache
-        self._settings = settings
+        self.admin_token = admin_token
+        self._jwt = jwt
         self._clock = clock
         self._verifier: JwtVerifier | None = None
         self._verifier_built = False
 
-    @property
-    def admin_token(self) -> str | None:
-        return self._settings.admin_token
-
     def jwt_verifier(self) -> JwtVerifier | None:
         if not self._verifier_built:
-            self._verifier = JwtVerifier.from_settings(self._settings, self._clock)
+            self._verifier = JwtVerifier.from_settings(self._jwt, self._clock)
             self._verifier_built = True
         return self._verifier
 

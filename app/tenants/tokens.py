@@ -25,8 +25,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import Key, KeySet, OctKey
 
 from app.core.clock import Clock
-from app.core.config import Settings
 from app.core.storable import unstorable
+from app.tenants.config import JwtSettings
 from app.tenants.schemas import TENANT_SCOPES, Principal
 
 logger = logging.getLogger(__name__)
@@ -180,39 +180,39 @@ class JwtVerifier:
     @classmethod
     def from_settings(
         cls,
-        settings: Settings,
+        settings: JwtSettings,
         clock: Clock,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> JwtVerifier | None:
         """None when no JWT keys are configured (API keys only)."""
-        if not settings.jwt_jwks_url and not settings.jwt_hs256_secret:
+        if not settings.jwks_url and not settings.hs256_secret:
             return None
-        if not settings.jwt_issuer or not settings.jwt_audience:
+        if not settings.issuer or not settings.audience:
             raise ValueError("JWT keys are configured: set JOBGATE_JWT_ISSUER and _AUDIENCE too")
         jwks = None
-        if settings.jwt_jwks_url:
+        if settings.jwks_url:
             jwks = JwksCache(
-                settings.jwt_jwks_url,
+                settings.jwks_url,
                 clock=clock,
-                ttl_seconds=settings.jwt_jwks_cache_seconds,
-                timeout_seconds=settings.jwt_jwks_timeout_seconds,
+                ttl_seconds=settings.jwks_cache_seconds,
+                timeout_seconds=settings.jwks_timeout_seconds,
                 transport=transport,
             )
         shared = None
-        if settings.jwt_hs256_secret:
-            shared = OctKey.import_key(settings.jwt_hs256_secret.encode())
+        if settings.hs256_secret:
+            shared = OctKey.import_key(settings.hs256_secret.encode())
         return cls(
             validator=AccessTokenValidator(
-                issuer=settings.jwt_issuer,
-                audience=settings.jwt_audience,
-                leeway=settings.jwt_leeway_seconds,
+                issuer=settings.issuer,
+                audience=settings.audience,
+                leeway=settings.leeway_seconds,
             ),
-            tenant_claim=settings.jwt_tenant_claim,
+            tenant_claim=settings.tenant_claim,
             clock=clock,
             jwks=jwks,
             shared_key=shared,
-            max_lifetime_seconds=settings.jwt_max_lifetime_seconds,
+            max_lifetime_seconds=settings.max_lifetime_seconds,
         )
 
     async def _key_for(self, header: dict[str, Any]) -> tuple[Key, str]:

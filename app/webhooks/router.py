@@ -23,8 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.admission.deps import Gate, WebhooksGate
 from app.core.clock import Clock
-from app.core.config import Settings
-from app.core.deps import BoxDep, ClockDep, SessionDep, SettingsDep
+from app.core.deps import BoxDep, ClockDep, SessionDep, component
 from app.core.errors import (
     AppError,
     NotFound,
@@ -42,6 +41,7 @@ from app.jobs.submitter import JobSubmitter
 from app.tenants.deps import JobsWriter
 from app.webhooks import prestashop, r2
 from app.webhooks import service as webhooks_service
+from app.webhooks.config import WebhookSettings
 from app.webhooks.schemas import (
     PrestaShopEvent,
     R2Notification,
@@ -124,14 +124,17 @@ def _check_storable(raw: bytes, source: str) -> None:
 class Ingress:
     """What the webhook routes use of the process."""
 
-    settings: Settings
+    settings: WebhookSettings
     clock: Clock
     box: SecretBox
     submitter: JobSubmitter
 
 
+WebhookSettingsDep = Annotated[WebhookSettings, Depends(component("webhook_settings"))]
+
+
 async def get_ingress(
-    settings: SettingsDep, clock: ClockDep, box: BoxDep, submitter: SubmitterDep
+    settings: WebhookSettingsDep, clock: ClockDep, box: BoxDep, submitter: SubmitterDep
 ) -> Ingress:
     return Ingress(settings=settings, clock=clock, box=box, submitter=submitter)
 
@@ -167,7 +170,7 @@ async def _accept_prestashop(
             event,
             site_id=site_id,
             now_s=now_s,
-            debounce_seconds=ingress.settings.webhook_product_debounce_seconds,
+            debounce_seconds=ingress.settings.product_debounce_seconds,
             breaker_delay=breaker_delay,
         ),
     )
@@ -201,12 +204,12 @@ async def receive_prestashop_event(
 ) -> WebhookAccepted:
     """Receive a PrestaShop event signed with Standard Webhooks; 202 once its jobs are stored."""
     settings = ingress.settings
-    limit = settings.webhook_max_body_bytes
+    limit = settings.max_body_bytes
     # Everything that needs neither the body nor the database comes first, so a flood of
     # unsigned or stale deliveries is refused before a byte of its body is read or hashed.
     _check_declared_size(request, limit, SIGNED_SOURCE)
     now_s = ingress.clock.now_ms() // 1000
-    tolerance = settings.webhook_tolerance_seconds
+    tolerance = settings.tolerance_seconds
     refused = Unauthorized("missing, invalid or stale webhook signature", scheme=SIGNATURE_SCHEME)
     try:
         check_fresh(request.headers, now=now_s, tolerance=tolerance)
@@ -285,7 +288,7 @@ async def receive_unsigned_prestashop_event(
     """
     settings = ingress.settings
     # The token is checked before the body is read: a wrong one costs no body.
-    _check_declared_size(request, settings.webhook_max_body_bytes, UNSIGNED_SOURCE)
+    _check_declared_size(request, settings.max_body_bytes, UNSIGNED_SOURCE)
     matches = await webhooks_service.check_unsigned_token(session, tenant_id=tenant_id, token=token)
     if matches is None:
         raise _refuse(
@@ -293,7 +296,7 @@ async def receive_unsigned_prestashop_event(
         )
     if not matches:
         raise _refuse(UNSIGNED_SOURCE, "token", Unauthorized("invalid webhook token"))
-    raw = await _read_body(request, settings.webhook_max_body_bytes, UNSIGNED_SOURCE)
+    raw = await _read_body(request, settings.max_body_bytes, UNSIGNED_SOURCE)
     _check_storable(raw, UNSIGNED_SOURCE)
     try:
         event = prestashop.from_unsigned(UnsignedPrestaShopEvent.model_validate_json(raw))
@@ -353,7 +356,7 @@ async def receive_r2_notifications(
     Objects created under a rule's bucket and prefix make one job per object version
     (bucket + key + eTag); redeliveries answer with the same job; other events are ignored.
     """
-    raw = await _read_body(request, ingress.settings.webhook_max_body_bytes, R2_SOURCE)
+    raw = await _read_body(request, ingress.settings.max_body_bytes, R2_SOURCE)
     try:
         parsed = json.loads(raw)
         storable_errors = find_unstorable(parsed, ["body"])

@@ -12,12 +12,11 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.admission.config import AdmissionSettings
 from app.admission.service import AdmissionControl
 from app.bootstrap import Runtime, build_admission, build_runtime
 from app.core.clock import ManualClock
-from app.core.config import Settings
 from app.main import create_app
+from app.settings import Settings
 from tests.support.asgi import asgi_client
 from tests.support.statements import WriteRecorder
 
@@ -40,10 +39,10 @@ async def make_gateway(
 
     async def make(*, root: dict[str, Any] | None = None, **admission: Any) -> Gateway:
         """A gateway whose root settings are updated with `root`, admission with the rest."""
-        root_settings = settings.model_copy(update=root or {})
+        root_settings = settings.updated(**(root or {}), admission=admission)
         runtime = build_runtime(root_settings, clock=clock, engine=db_engine)
         app = create_app(runtime=runtime)
-        control = build_admission(runtime, AdmissionSettings(**admission))
+        control = build_admission(runtime)
         app.state.admission = control  # the lifespan starts its sampler and closes it
         stack.push_async_callback(runtime.queue_engine.close)  # after the gateway stopped
         http = await stack.enter_async_context(asgi_client(app))

@@ -20,9 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.bootstrap import Runtime, build_runtime
 from app.core.clock import ManualClock
-from app.core.config import Settings
 from app.core.ids import uuid7
 from app.main import create_app
+from app.settings import Settings
 from app.webhooks.verifiers import sign_headers
 from tests.factories import TenantFactory, auth
 from tests.support.asgi import asgi_client
@@ -47,7 +47,7 @@ async def gateway(
 def throttled_runtime(
     settings: Settings, clock: ManualClock, engine: AsyncEngine, **update: Any
 ) -> Runtime:
-    return build_runtime(settings.model_copy(update=update), clock=clock, engine=engine)
+    return build_runtime(settings.updated(**update), clock=clock, engine=engine)
 
 
 @pytest_asyncio.fixture
@@ -55,7 +55,7 @@ async def small_burst(
     settings: Settings, clock: ManualClock, db_engine: AsyncEngine
 ) -> AsyncIterator[Runtime]:
     built = throttled_runtime(
-        settings, clock, db_engine, auth_failure_burst=5, auth_failure_window_seconds=60
+        settings, clock, db_engine, auth_failures={"burst": 5, "window_seconds": 60}
     )
     yield built
     await built.queue_engine.close()
@@ -105,7 +105,7 @@ async def test_the_block_ends_with_the_window(
     settings: Settings, clock: ManualClock, db_engine: AsyncEngine
 ) -> None:
     built = throttled_runtime(
-        settings, clock, db_engine, auth_failure_burst=2, auth_failure_window_seconds=1
+        settings, clock, db_engine, auth_failures={"burst": 2, "window_seconds": 1}
     )
     try:
         async with gateway(built) as http:
@@ -125,17 +125,15 @@ async def test_the_block_ends_with_the_window(
 
 @pytest.mark.asyncio
 async def test_gateways_sharing_redis_share_the_budget(
-    settings: Settings, clock: ManualClock, db_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, clock: ManualClock, db_engine: AsyncEngine
 ) -> None:
     prefix = f"jobgate-test-{secrets.token_hex(4)}"
-    monkeypatch.setenv("JOBGATE_ADMISSION_REDIS_PREFIX", prefix)
     built = throttled_runtime(
         settings,
         clock,
         db_engine,
-        redis_url=REDIS_URL,
-        auth_failure_burst=4,
-        auth_failure_window_seconds=60,
+        admission={"redis_url": REDIS_URL, "redis_prefix": prefix},
+        auth_failures={"burst": 4, "window_seconds": 60},
     )
     try:
         async with gateway(built) as first, gateway(built) as second:
@@ -159,7 +157,7 @@ async def test_gateways_sharing_redis_share_the_budget(
 async def test_unknown_tenant_costs_about_what_a_bad_signature_costs(
     settings: Settings, clock: ManualClock, db_engine: AsyncEngine
 ) -> None:
-    built = throttled_runtime(settings, clock, db_engine, auth_failure_burst=10_000)
+    built = throttled_runtime(settings, clock, db_engine, auth_failures={"burst": 10_000})
     try:
         tenant = await TenantFactory(built).create()
         body = b'{"type":"order.created","padding":"' + b"x" * 4000 + b'"}'

@@ -41,7 +41,7 @@ async def _jobs(runtime: Runtime) -> int:
 
 
 async def _gateway(make_gateway: MakeGateway) -> Gateway:
-    return await make_gateway(root={"admin_token": ADMIN_TOKEN})
+    return await make_gateway(root={"security": {"admin_token": ADMIN_TOKEN}})
 
 
 async def _set(gateway: Gateway, tenant_id: str, body: dict[str, Any]) -> Any:

@@ -66,7 +66,7 @@ class TestRateLimit:
     async def test_n_plus_first_job_in_window_is_429_with_retry_after(
         self, make_gateway: MakeGateway, tenants: TenantFactory, writes: WriteRecorder
     ) -> None:
-        gateway = await make_gateway(root={"rate_limit_jobs": "3/minute"})
+        gateway = await make_gateway(rate_limit_jobs="3/minute")
         key = (await tenants.create(email_any=True)).api_key
         for left in (2, 1, 0):
             response = await _post(gateway, key)
@@ -95,7 +95,7 @@ class TestRateLimit:
         self, make_gateway: MakeGateway, tenants: TenantFactory
     ) -> None:
         # `limits` keeps wall-clock windows, so this test waits for real (about a second).
-        gateway = await make_gateway(root={"rate_limit_jobs": "2/second"})
+        gateway = await make_gateway(rate_limit_jobs="2/second")
         key = (await tenants.create(email_any=True)).api_key
         assert (await _post(gateway, key)).status_code == 202
         assert (await _post(gateway, key)).status_code == 202
@@ -109,7 +109,7 @@ class TestRateLimit:
     async def test_batch_counts_per_job_and_refusals_spend_nothing(
         self, make_gateway: MakeGateway, tenants: TenantFactory, writes: WriteRecorder
     ) -> None:
-        gateway = await make_gateway(root={"rate_limit_jobs": "5/minute"})
+        gateway = await make_gateway(rate_limit_jobs="5/minute")
         key = (await tenants.create(email_any=True)).api_key
         accepted = await _batch(gateway, key, [ORDER, EMAIL, ORDER])
         assert accepted.status_code == 202
@@ -270,9 +270,11 @@ class TestQueueDepth:
     ) -> None:
         gateway = await make_gateway(
             root={
-                "queue_backend": "cloudflare",
-                "cf_api_token": "token",
-                "cf_api_base_url": "http://127.0.0.1:9/client/v4",
+                "queues": {"backend": "cloudflare"},
+                "cloudflare": {
+                    "api_token": "token",
+                    "api_base_url": "http://127.0.0.1:9/client/v4",
+                },
             },
             watermarks={"prestashop-sync": {"high_messages": 5, "low_messages": 2}},
         )
@@ -365,7 +367,7 @@ class TestBreaker:
         writes: WriteRecorder,
     ) -> None:
         gateway = await make_gateway()
-        cooldown = gateway.runtime.settings.breaker_cooldown_seconds
+        cooldown = gateway.runtime.settings.breaker.cooldown_seconds
         tenant = await tenants.create(email_any=True)
         await self._open_breaker(gateway.runtime, tenant.tenant_id, "send-email", clock.now_ms())
         clock.advance(seconds=10)

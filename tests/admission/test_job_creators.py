@@ -47,7 +47,7 @@ class TestWebhooksChargePerJob:
     async def test_r2_batch_costs_one_jobs_unit_per_notification(
         self, make_gateway: MakeGateway, tenants: TenantFactory
     ) -> None:
-        gateway = await make_gateway(root={"rate_limit_jobs": "5/minute"})
+        gateway = await make_gateway(rate_limit_jobs="5/minute")
         tenant = await tenants.create()
         async with gateway.runtime.sessionmaker() as session:
             await r2.add_rule(
@@ -96,7 +96,7 @@ class TestWebhooksChargePerJob:
     async def test_prestashop_webhook_admission_spends_the_jobs_budget(
         self, make_gateway: MakeGateway, tenants: TenantFactory
     ) -> None:
-        gateway = await make_gateway(root={"rate_limit_jobs": "2/minute"})
+        gateway = await make_gateway(rate_limit_jobs="2/minute")
         tenant = await tenants.create()
         async with gateway.runtime.sessionmaker() as session:
             admitted = await gateway.admission.admit_webhook(
@@ -113,7 +113,7 @@ class TestCronFiresAreAdmitted:
         self, make_gateway: MakeGateway, tenants: TenantFactory, clock: ManualClock
     ) -> None:
         clock.set(_ms(datetime(2026, 3, 1, 1, 30, tzinfo=UTC)))
-        gateway = await make_gateway(root={"rate_limit_jobs": "1/minute"})
+        gateway = await make_gateway(rate_limit_jobs="1/minute")
         tenant = await tenants.create()
         headers = auth(tenant.api_key)
         created = await gateway.http.post(

@@ -154,7 +154,7 @@ def test_a_wrong_setting_is_one_line_and_exit_2(database: tuple[str, str | None]
     url, schema = database
     env = jobgate_env(url, schema=schema, extra={"JOBGATE_PORT": "eighty"})
     message = (
-        "invalid setting port: Input should be a valid integer,"
+        "invalid setting JOBGATE_PORT: Input should be a valid integer,"
         " unable to parse string as an integer"
     )
     for args in (("keys", "list", "t"), ("db", "upgrade"), ("serve",)):

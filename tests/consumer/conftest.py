@@ -19,10 +19,11 @@ from app.bootstrap import Runtime, build_runtime
 from app.consumer.process import Consumer
 from app.consumer.registry import HandlerRegistry
 from app.core.clock import ManualClock
-from app.core.config import REPO_ROOT, Settings
+from app.core.config import REPO_ROOT
 from app.jobs.models import Job, JobAttempt, JobEvent
 from app.main import create_app
 from app.queues.models import QueueMessage
+from app.settings import Settings
 from tests.factories import TenantFactory, auth
 from tests.support.asgi import asgi_client
 from tests.support.resources import resources_from_runtime
@@ -109,14 +110,16 @@ async def make_harness(
     ) -> Harness:
         config = {"max_batch_size": 10, "max_batch_timeout": 0, "max_retries": 3, **consumer}
         path = write_topology(tmp_path / "wrangler.jsonc", config)
-        tuned = settings.model_copy(
-            update={
-                "wrangler_config": path,
-                "consumer_retry_jitter": 0.0,
-                "consumer_retry_base_seconds": 10,
-                "consumer_heartbeat_ms": 20,
-                **(settings_update or {}),
-            }
+        update = dict(settings_update or {})
+        tuned = settings.updated(
+            queues={"wrangler_config": path},
+            consumer={
+                "retry_jitter": 0.0,
+                "retry_base_seconds": 10,
+                "heartbeat_ms": 20,
+                **update.pop("consumer", {}),
+            },
+            **update,
         )
         runtime = build_runtime(tuned, clock=clock, engine=db_engine)
         stack.push_async_callback(runtime.queue_engine.close)  # after the gateway stopped

@@ -64,7 +64,7 @@ def _consumer(runtime: Runtime, backend: QueueBackend, http: httpx.AsyncClient) 
     return Consumer(
         backend,
         topology=runtime.topology,
-        registry=load_handlers(handler_modules(runtime.settings.handler_modules)),
+        registry=load_handlers(handler_modules(runtime.settings.consumer.handler_modules)),
         resources=resources,
     )
 

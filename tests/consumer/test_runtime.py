@@ -241,7 +241,7 @@ class TestScheduling:
         h = await make_harness(
             registry,
             visibility_timeout_ms=1000,
-            settings_update={"consumer_heartbeat_ms": 3_600_000},
+            settings_update={"consumer": {"heartbeat_ms": 3_600_000}},
         )
         job_id = await h.submit()
         worker = h.consumer.workers[QUEUE]
@@ -283,7 +283,7 @@ class TestScheduling:
         h = await make_harness(
             registry,
             visibility_timeout_ms=1000,
-            settings_update={"consumer_heartbeat_ms": 3_600_000},
+            settings_update={"consumer": {"heartbeat_ms": 3_600_000}},
         )
         job_id = await h.submit()
         worker = h.consumer.workers[QUEUE]
@@ -320,9 +320,7 @@ class TestBreaker:
             tenants=("a", "b"),
             max_retries=0,
             settings_update={
-                "breaker_threshold": 2,
-                "breaker_window_seconds": 60,
-                "breaker_cooldown_seconds": 30,
+                "breaker": {"threshold": 2, "window_seconds": 60, "cooldown_seconds": 30}
             },
         )
         policy = BreakerPolicy(threshold=2, window_ms=60_000, cooldown_ms=30_000)
@@ -374,7 +372,7 @@ class TestBreaker:
         h = await make_harness(
             registry,
             max_retries=0,
-            settings_update={"breaker_threshold": 1, "breaker_cooldown_seconds": 10},
+            settings_update={"breaker": {"threshold": 1, "cooldown_seconds": 10}},
         )
         await h.submit()
         await h.consumer.run_once()
@@ -464,7 +462,9 @@ class TestProgressAndShutdown:
             started.set()
             await asyncio.Event().wait()
 
-        h = await make_harness(registry, settings_update={"consumer_shutdown_grace_seconds": 0.1})
+        h = await make_harness(
+            registry, settings_update={"consumer": {"shutdown_grace_seconds": 0.1}}
+        )
         job_id = await h.submit()
         stop = asyncio.Event()
         task = asyncio.create_task(h.consumer.run(stop))
@@ -490,7 +490,7 @@ class TestProgressAndShutdown:
             registry,
             max_retries=0,
             visibility_timeout_ms=5000,
-            settings_update={"consumer_lost_grace_seconds": 10},
+            settings_update={"consumer": {"lost_grace_seconds": 10}},
         )
         job_id = await h.submit()
         crashed = asyncio.create_task(h.consumer.run_once())

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from app.consumer.service import handler_modules, idle_poll_max_ms, load_handlers
-from app.core.config import Settings
 from app.jobs.payloads import JOB_PAYLOADS, JOB_TYPES
+from app.settings import Settings
 
 
 def test_register_hook_brings_only_its_handlers() -> None:
@@ -28,7 +28,7 @@ def test_module_list_is_comma_separated() -> None:
 
 def test_idle_polling_cap_defaults_by_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("JOBGATE_CONSUMER_POLL_MAX_MS", raising=False)
-    assert idle_poll_max_ms(Settings(queue_backend="local")) == 1_000
-    assert idle_poll_max_ms(Settings(queue_backend="cloudflare")) == 2_000
+    assert idle_poll_max_ms(Settings().consumer, "local") == 1_000
+    assert idle_poll_max_ms(Settings().consumer, "cloudflare") == 2_000
     monkeypatch.setenv("JOBGATE_CONSUMER_POLL_MAX_MS", "300")
-    assert idle_poll_max_ms(Settings(queue_backend="cloudflare")) == 300
+    assert idle_poll_max_ms(Settings().consumer, "cloudflare") == 300

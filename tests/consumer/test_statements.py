@@ -44,7 +44,10 @@ class TestStatementsPerBatch:
             max_retries=1,
             retry_delay=5,
             # No heartbeat inside the measured cycles; the breaker stays out of the way.
-            settings_update={"consumer_heartbeat_ms": 3_600_000, "breaker_threshold": 1000},
+            settings_update={
+                "consumer": {"heartbeat_ms": 3_600_000},
+                "breaker": {"threshold": 1000},
+            },
         )
         jobs = [
             {"type": TYPE, "name": "e", "properties": {"kind": KINDS[i % len(KINDS)]}}

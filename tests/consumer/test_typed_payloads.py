@@ -98,7 +98,7 @@ async def test_invalid_payloads_do_not_open_the_breaker(make_harness: MakeHarnes
         del ctx
 
     h = await make_harness(
-        registry, settings_update={"breaker_threshold": 1, "breaker_cooldown_seconds": 60}
+        registry, settings_update={"breaker": {"threshold": 1, "cooldown_seconds": 60}}
     )
     for _ in range(2):
         await h.submit()

@@ -17,10 +17,11 @@ from app.consumer.process import Consumer
 from app.consumer.registry import HandlerRegistry, JobContext, Resources
 from app.consumer.service import check_handlers, load_handlers
 from app.consumer.wiring import JobTypeMismatch, check_job_types, job_type_problems
-from app.core.config import REPO_ROOT, Settings
+from app.core.config import REPO_ROOT
 from app.jobs.payloads import JOB_PAYLOADS, AnalyticsEventPayload, SyncOrdersPayload
 from app.main import create_app
 from app.queues.topology import Topology, load_topology
+from app.settings import Settings
 
 SHIPPED = REPO_ROOT / "wrangler.jsonc"
 
@@ -179,12 +180,12 @@ def test_the_gateway_refuses_to_start(
         registry.handler("analytics-event", AnalyticsEventPayload)(nothing)
         registry.handler("resize-video", VideoPayload)(nothing)
 
-    partial = settings.model_copy(update={"handler_modules": handler_module(register)})
+    partial = settings.updated(consumer={"handler_modules": handler_module(register)})
     with pytest.raises(JobTypeMismatch) as raised:
         create_app(partial, runtime=runtime)
     message = str(raised.value)
     assert "job type 'sync-orders' (queue 'prestashop-sync') has no handler" in message
     assert "registered for job type 'resize-video', which has no model" in message
     # The same settings with the company's handlers start.
-    check_handlers(settings, runtime.topology)
+    check_handlers(settings.consumer, runtime.topology)
     create_app(settings, runtime=runtime)

@@ -24,10 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.bootstrap import build_runtime
 from app.core.clock import ManualClock
-from app.core.config import Settings
+from app.core.config import DatabaseSettings
 from app.core.db import create_engine
 from app.core.errors import UPGRADE_HINT, database_problem
 from app.main import create_app
+from app.settings import Settings
 from tests.support.asgi import asgi_client
 from tests.support.databases import postgres_url_from_env
 
@@ -124,15 +125,15 @@ async def empty_engine() -> AsyncIterator[AsyncEngine]:
     pg_url = postgres_url_from_env()
     if pg_url is None:
         with tempfile.TemporaryDirectory(prefix="jobgate-empty-") as tmp:
-            engine = create_engine(Settings(database_url=f"sqlite:///{Path(tmp) / 'empty.db'}"))
+            engine = create_engine(DatabaseSettings(url=f"sqlite:///{Path(tmp) / 'empty.db'}"))
             yield engine
             await engine.dispose()
         return
     schema = f"empty_{secrets.token_hex(4)}"
-    admin = create_engine(Settings(database_url=pg_url))
+    admin = create_engine(DatabaseSettings(url=pg_url))
     async with admin.begin() as conn:
         await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine = create_engine(Settings(database_url=pg_url), search_path=schema)
+    engine = create_engine(DatabaseSettings(url=pg_url), search_path=schema)
     try:
         yield engine
     finally:

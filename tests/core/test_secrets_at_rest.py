@@ -21,7 +21,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from app.core.config import DEV_SECRET_KEY, REPO_ROOT, Settings
+from app.core.config import DEV_SECRET_KEY, REPO_ROOT, DatabaseSettings
 from app.core.db import create_engine
 from tests.consumer.conftest import write_topology
 from tests.support.servers import (
@@ -160,7 +160,7 @@ def _mode(path: Path) -> int:
 @pytest.mark.usefixtures("umask_022")
 async def test_sqlite_file_and_its_wal_and_shm_are_created_0600(tmp_path: Path) -> None:
     path = tmp_path / "fresh.db"
-    engine = create_engine(Settings(database_url=f"sqlite:///{path}"))
+    engine = create_engine(DatabaseSettings(url=f"sqlite:///{path}"))
     try:
         async with engine.begin() as conn:
             await conn.execute(text("CREATE TABLE t (x TEXT)"))
@@ -187,7 +187,7 @@ async def test_an_existing_readable_file_is_kept_with_a_warning(
     path = tmp_path / "old.db"
     path.touch(mode=0o644)
     path.chmod(0o644)
-    engine = create_engine(Settings(database_url=f"sqlite:///{path}"))
+    engine = create_engine(DatabaseSettings(url=f"sqlite:///{path}"))
     try:
         with caplog.at_level(logging.WARNING, logger="app.core.db"):
             async with engine.connect() as conn:

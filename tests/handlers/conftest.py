@@ -17,8 +17,8 @@ from pydantic import BaseModel
 import app.handlers  # noqa: F401  (registers the handlers)
 from app.bootstrap import Runtime
 from app.consumer.registry import JobContext, Resources, registry
-from app.core.config import Settings
 from app.core.ids import uuid7
+from app.settings import Settings
 from tests.factories import TenantFactory
 from tests.support.fake_prestashop import FakePrestaShop, ThreadedServer
 from tests.support.resources import resources_from_runtime
@@ -56,15 +56,11 @@ MakeRun = Callable[..., Run]
 
 @pytest.fixture
 def handler_settings(settings: Settings, tmp_path: Any) -> Settings:
-    return settings.model_copy(
-        update={
-            "object_store_dir": tmp_path / "objects",
-            "prestashop_page_size": 10,
-            "prestashop_timeout_seconds": 10.0,
-            "analytics_flush_interval_ms": 20,
-            # The fake shop listens on 127.0.0.1, which the SSRF guard refuses by default.
-            "allow_private_shop_urls": True,
-        }
+    return settings.updated(
+        object_store={"dir": tmp_path / "objects"},
+        # The fake shop listens on 127.0.0.1, which the SSRF guard refuses by default.
+        prestashop={"page_size": 10, "timeout_seconds": 10.0, "allow_private_urls": True},
+        analytics={"flush_interval_ms": 20},
     )
 
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from app.consumer.registry import PermanentFailure, RetryLater
-from app.core.config import Settings
 from app.handlers._http import DownstreamError
+from app.settings import Settings
 from tests.handlers.conftest import MakeRun
 from tests.handlers.endpoint import Reply, ScriptedEndpoint
 from tests.support.fake_prestashop import ThreadedServer, free_port
@@ -27,8 +27,8 @@ def executor() -> Iterator[tuple[ScriptedEndpoint, ThreadedServer]]:
 def agent_settings(
     handler_settings: Settings, executor: tuple[ScriptedEndpoint, ThreadedServer]
 ) -> Settings:
-    return handler_settings.model_copy(
-        update={"agent_executor_url": executor[1].base_url + "/", "agent_timeout_seconds": 5.0}
+    return handler_settings.updated(
+        agent={"executor_url": executor[1].base_url + "/", "timeout_seconds": 5.0}
     )
 
 
@@ -85,9 +85,7 @@ async def test_executor_answers_map_to_retry_decisions(
 async def test_unreachable_executor_is_transient(
     handler_settings: Settings, tenant_id: str, make_run: MakeRun
 ) -> None:
-    settings = handler_settings.model_copy(
-        update={"agent_executor_url": f"http://127.0.0.1:{free_port()}/"}
-    )
+    settings = handler_settings.updated(agent={"executor_url": f"http://127.0.0.1:{free_port()}/"})
     with pytest.raises(DownstreamError, match="unreachable"):
         await make_run("agent-task", PAYLOAD, tenant_id=tenant_id, settings=settings)()
 

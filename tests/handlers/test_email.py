@@ -15,10 +15,10 @@ from aiosmtpd.controller import Controller
 
 from app.bootstrap import Runtime
 from app.consumer.registry import InvalidPayload, PermanentFailure, RetryLater
-from app.core.config import Settings
 from app.handlers import service
 from app.handlers.email import EmailTemplates
 from app.handlers.models import EmailDelivery
+from app.settings import Settings
 from tests.handlers.conftest import MakeRun
 from tests.support.fake_prestashop import free_port
 
@@ -64,7 +64,7 @@ def smtp() -> Iterator[tuple[Mailbox, int]]:
 
 @pytest.fixture
 def smtp_settings(handler_settings: Settings, smtp: tuple[Mailbox, int]) -> Settings:
-    return handler_settings.model_copy(update={"smtp_port": smtp[1], "smtp_timeout_seconds": 10.0})
+    return handler_settings.updated(smtp={"port": smtp[1], "timeout_seconds": 10.0})
 
 
 PAYLOAD = {
@@ -176,9 +176,7 @@ async def test_a_5xx_reply_fails_without_retry_and_is_recorded(
 async def test_an_unreachable_server_is_transient(
     handler_settings: Settings, tenant_id: str, make_run: MakeRun
 ) -> None:
-    closed = handler_settings.model_copy(
-        update={"smtp_port": free_port(), "smtp_timeout_seconds": 5.0}
-    )
+    closed = handler_settings.updated(smtp={"port": free_port(), "timeout_seconds": 5.0})
     run = make_run("send-email", PAYLOAD, tenant_id=tenant_id, settings=closed)
     with pytest.raises(aiosmtplib.SMTPConnectError) as caught:
         await run()

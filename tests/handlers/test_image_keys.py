@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from app.consumer.registry import PermanentFailure
-from app.core.config import Settings
 from app.handlers.objectstore import MAX_FILE_NAME, LocalObjectStore
 from app.jobs.object_keys import MAX_JOB_KEY_BYTES
 from app.jobs.payloads import ProcessImageJob
+from app.settings import Settings
 from tests.handlers.conftest import MakeRun
 
 pytestmark = pytest.mark.asyncio
@@ -42,7 +42,7 @@ async def test_the_longest_accepted_keys_are_processed(
             "operations": [{"type": "thumbnail", "width": 8192, "height": 8192}],
         }
     )
-    store = LocalObjectStore(handler_settings.object_store_dir)
+    store = LocalObjectStore(handler_settings.object_store.dir)
     await store.put(f"{tenant_id}/{key}", png())
     run = make_run("process-image", job.payload(), tenant_id=tenant_id)
     await run()

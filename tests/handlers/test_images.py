@@ -12,11 +12,11 @@ from PIL import Image
 
 from app.bootstrap import Runtime
 from app.consumer.registry import PermanentFailure, RetryLater
-from app.core.config import Settings
 from app.handlers._http import DownstreamError
 from app.handlers.models import ImageResult
 from app.handlers.objectstore import LocalObjectStore
 from app.jobs.object_keys import InvalidKey
+from app.settings import Settings
 from tests.handlers.conftest import MakeRun
 from tests.handlers.endpoint import Reply, ScriptedEndpoint
 from tests.support.fake_prestashop import ThreadedServer
@@ -40,7 +40,7 @@ def jpeg(width: int, height: int) -> bytes:
 
 @pytest.fixture
 def store(handler_settings: Settings) -> LocalObjectStore:
-    return LocalObjectStore(handler_settings.object_store_dir)
+    return LocalObjectStore(handler_settings.object_store.dir)
 
 
 @pytest.fixture
@@ -139,7 +139,7 @@ async def test_alt_text_comes_from_the_configured_endpoint(
     make_run: MakeRun,
 ) -> None:
     endpoint, server = alt_text
-    settings = handler_settings.model_copy(update={"alt_text_url": server.base_url + "/"})
+    settings = handler_settings.updated(images={"alt_text_url": server.base_url + "/"})
     image = png(64, 32)
     await store.put(f"{tenant_id}/mug.png", image)
     payload = {"key": "mug.png", "operations": [{"type": "alt-text"}]}
@@ -184,7 +184,7 @@ async def test_alt_text_endpoint_failures(
 ) -> None:
     endpoint, server = alt_text
     endpoint.replies.append(reply)
-    settings = handler_settings.model_copy(update={"alt_text_url": server.base_url + "/"})
+    settings = handler_settings.updated(images={"alt_text_url": server.base_url + "/"})
     await store.put(f"{tenant_id}/mug.png", png(8, 8))
     payload = {"key": "mug.png", "operations": [{"type": "alt-text"}]}
     with pytest.raises(expected) as caught:
@@ -220,14 +220,14 @@ async def test_local_store_keys(tmp_path: Path) -> None:
 async def test_s3_store_needs_boto3_and_a_bucket(handler_settings: Settings) -> None:
     from app.handlers.objectstore import object_store_from_settings
 
-    no_bucket = handler_settings.model_copy(update={"object_store": "s3"})
+    no_bucket = handler_settings.updated(object_store={"kind": "s3"})
     with pytest.raises(ValueError, match="S3_BUCKET"):
-        object_store_from_settings(no_bucket)
+        object_store_from_settings(no_bucket.object_store)
     try:
         import boto3  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
     except ImportError:
-        configured = no_bucket.model_copy(update={"object_store_s3_bucket": "media"})
+        configured = no_bucket.updated(object_store={"s3_bucket": "media"})
         with pytest.raises(RuntimeError, match="needs boto3"):
-            object_store_from_settings(configured)
+            object_store_from_settings(configured.object_store)
     else:
         pytest.skip("boto3 is installed; the S3 store needs a real endpoint to test")

@@ -25,13 +25,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.bootstrap import Runtime, build_runtime
 from app.consumer.registry import PermanentFailure
 from app.core.clock import ManualClock
-from app.core.config import Settings
 from app.core.errors import ValidationFailed
 from app.handlers import service
 from app.handlers.prestashop import PrestaShopUnavailable
 from app.handlers.shop_url import PinnedTransport, ShopUrlGuard, refusal_reason
 from app.handlers.sync import GUARD_STATE
 from app.main import create_app
+from app.settings import Settings
 from tests.factories import auth
 from tests.handlers.conftest import SHOP_KEY, MakeRun
 from tests.support.asgi import asgi_client
@@ -100,7 +100,7 @@ async def admin_http(
     settings: Settings, clock: ManualClock, db_engine: AsyncEngine
 ) -> AsyncIterator[httpx.AsyncClient]:
     runtime = build_runtime(
-        settings.model_copy(update={"admin_token": ADMIN_TOKEN}), clock=clock, engine=db_engine
+        settings.updated(security={"admin_token": ADMIN_TOKEN}), clock=clock, engine=db_engine
     )
     async with asgi_client(create_app(runtime=runtime)) as http:
         yield http
@@ -185,7 +185,7 @@ class TestSaving:
     async def test_the_allow_flag_admits_loopback(
         self, runtime: Runtime, tenant_id: str, settings: Settings
     ) -> None:
-        allowed = settings.model_copy(update={"allow_private_shop_urls": True})
+        allowed = settings.updated(prestashop={"allow_private_urls": True})
         async with runtime.sessionmaker() as session:
             row = await service.set_shop_connection(
                 session,
@@ -194,7 +194,7 @@ class TestSaving:
                 base_url="http://127.0.0.1:9",
                 key=SHOP_KEY,
                 box=runtime.box,
-                guard=ShopUrlGuard.from_settings(allowed),
+                guard=ShopUrlGuard.from_settings(allowed.prestashop, allowed.environment),
             )
         assert row.base_url == "http://127.0.0.1:9"
 
@@ -257,7 +257,7 @@ class TestConnecting:
             f"http://localhost:{server.port}",
             ShopUrlGuard(allow_private=True),
         )
-        assert settings.allow_private_shop_urls is False
+        assert settings.prestashop.allow_private_urls is False
         run = make_run("sync-orders", {"siteId": "main"}, tenant_id=tenant_id, settings=settings)
         with pytest.raises(PermanentFailure, match="loopback"):
             await run()

@@ -263,7 +263,7 @@ class TestIdempotency:
     ) -> None:
         headers = {**auth(key), "Idempotency-Key": "order-42"}
         first = await client.post("/v1/jobs", json=ORDER, headers=headers)
-        clock.advance(seconds=runtime.settings.idempotency_window_seconds + 1)
+        clock.advance(seconds=runtime.settings.jobs.idempotency_window_seconds + 1)
         second = await client.post("/v1/jobs", json={**ORDER, "orderId": 7}, headers=headers)
         assert second.status_code == 202
         assert second.json()["id"] != first.json()["id"]

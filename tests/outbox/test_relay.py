@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.bootstrap import Runtime, build_runtime
 from app.core.clock import ManualClock
-from app.core.config import Settings
 from app.jobs.dispatchers import OutboxDispatcher
 from app.jobs.models import Job, JobEvent
 from app.main import create_app
@@ -21,6 +20,7 @@ from app.outbox.models import OutboxMessage
 from app.outbox.relay import OutboxRelay, plan_batches
 from app.queues.base import OutgoingMessage, QueueBackend, QueueMetrics
 from app.queues.errors import QueueUnavailable
+from app.settings import Settings
 from app.tenants.schemas import Principal
 from tests.factories import TenantFactory, auth
 from tests.outbox.conftest import job_and_events, make_relay, pad_outbox_row, statuses, submit
@@ -186,12 +186,9 @@ def test_plan_batches_respects_count_and_bytes() -> None:
 async def test_gateway_answers_202_accepted_while_cloudflare_is_unreachable(
     settings: Settings, clock: ManualClock, db_engine: AsyncEngine
 ) -> None:
-    unreachable = settings.model_copy(
-        update={
-            "queue_backend": "cloudflare",
-            "cf_api_token": "token",
-            "cf_api_base_url": "http://127.0.0.1:9/client/v4",
-        }
+    unreachable = settings.updated(
+        queues={"backend": "cloudflare"},
+        cloudflare={"api_token": "token", "api_base_url": "http://127.0.0.1:9/client/v4"},
     )
     runtime = build_runtime(unreachable, clock=clock, engine=db_engine)
     assert isinstance(runtime.dispatcher, OutboxDispatcher)

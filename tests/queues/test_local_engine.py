@@ -18,13 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.bootstrap import Runtime
 from app.core.clock import ManualClock
-from app.core.config import Settings
 from app.core.db import create_engine, create_sessionmaker, is_sqlite
 from app.queues.base import LeasedMessage, OutgoingMessage, RetryRequest
 from app.queues.errors import MessageInvalid, QueueNotFound
 from app.queues.local import LocalQueueEngine, make_lease_id, message_id_of
 from app.queues.models import QueueMessage
 from app.queues.topology import DEFAULT_RETENTION_SECONDS, QueueSettings
+from app.settings import Settings
 from tests.support.statements import count_statements
 
 pytestmark = pytest.mark.asyncio
@@ -55,7 +55,7 @@ async def second_db_engine(
     settings: Settings, database: tuple[str, str | None]
 ) -> AsyncIterator[AsyncEngine]:
     """Another connection pool on the same database: what a second process would have."""
-    other = create_engine(settings, search_path=database[1])
+    other = create_engine(settings.db, search_path=database[1])
     yield other
     await other.dispose()
 

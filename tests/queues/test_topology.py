@@ -13,7 +13,7 @@ import json5
 import pytest
 
 from app.bootstrap import build_runtime
-from app.core.config import REPO_ROOT, Settings
+from app.core.config import REPO_ROOT
 from app.jobs.payloads import JOB_TYPES
 from app.main import create_app
 from app.queues.topology import (
@@ -22,6 +22,7 @@ from app.queues.topology import (
     load_topology,
     parse_topology,
 )
+from app.settings import Settings
 
 SHIPPED = REPO_ROOT / "wrangler.jsonc"
 SEED_QUEUES = {

@@ -370,8 +370,8 @@ class TestWiring:
     ) -> None:
         """With the Cloudflare backend the fire stores the job as accepted plus its outbox row."""
         await make_schedule(client, key)
-        settings = runtime.settings.model_copy(
-            update={"queue_backend": "cloudflare", "cf_api_token": "test-token"}
+        settings = runtime.settings.updated(
+            queues={"backend": "cloudflare"}, cloudflare={"api_token": "test-token"}
         )
         cloudflare = build_runtime(settings, clock=clock, engine=db_engine)
         try:

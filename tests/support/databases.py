@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from app.core.config import Settings
+from app.core.config import DatabaseSettings
 from app.core.db import create_engine
 
 
@@ -24,7 +24,7 @@ def postgres_url_from_env() -> str | None:
 
 
 async def _create_or_drop(url: str, schema: str, *, create: bool) -> None:
-    engine = create_engine(Settings(database_url=url))
+    engine = create_engine(DatabaseSettings(url=url))
     try:
         async with engine.begin() as conn:
             if create:

@@ -6,7 +6,7 @@ import httpx
 
 from app.bootstrap import Runtime
 from app.consumer.registry import Resources
-from app.core.config import Settings
+from app.settings import Settings
 
 
 def resources_from_runtime(

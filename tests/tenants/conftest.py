@@ -11,7 +11,10 @@ from typing import Any
 import pytest
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
-from app.core.config import REPO_ROOT, Environment, Settings
+from app.core.config import REPO_ROOT, DatabaseSettings, Environment, SecuritySettings
+from app.queues.config import QueueBackendSettings
+from app.settings import Settings
+from app.tenants.config import JwtSettings
 from tests.support.servers import TEST_SECRET_KEY
 
 ISSUER = "https://id.example.test/"
@@ -77,16 +80,16 @@ def jwks(rsa_key: RSAKey, ec_key: ECKey) -> Iterator[JwksServer]:
 def settings(database: tuple[str, str | None], jwks: JwksServer) -> Settings:
     url, _ = database
     return Settings(
-        database_url=url,
         environment=Environment.test,
-        wrangler_config=REPO_ROOT / "wrangler.jsonc",
+        db=DatabaseSettings(url=url, sqlite_synchronous="NORMAL"),
+        queues=QueueBackendSettings(wrangler_config=REPO_ROOT / "wrangler.jsonc"),
         # The key `jobgate` subprocesses of the test get: they read what the test stored.
-        secret_key=TEST_SECRET_KEY,
-        sqlite_synchronous="NORMAL",
-        jwt_issuer=ISSUER,
-        jwt_audience=AUDIENCE,
-        jwt_jwks_url=jwks.url,
-        jwt_hs256_secret=HS_SECRET,
-        jwt_leeway_seconds=30,
-        admin_token=ADMIN_TOKEN,
+        security=SecuritySettings(secret_key=TEST_SECRET_KEY, admin_token=ADMIN_TOKEN),
+        jwt=JwtSettings(
+            issuer=ISSUER,
+            audience=AUDIENCE,
+            jwks_url=jwks.url,
+            hs256_secret=HS_SECRET,
+            leeway_seconds=30,
+        ),
     )

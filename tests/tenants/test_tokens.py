@@ -276,9 +276,9 @@ class TestAdminToken:
 async def test_jwt_keys_without_issuer_and_audience_are_refused_at_start_up() -> None:
     from pydantic import ValidationError
 
-    from app.core.config import Settings
+    from app.settings import Settings
 
     with pytest.raises(ValidationError, match="JWT_ISSUER"):
-        Settings(jwt_hs256_secret=HS_SECRET)
+        Settings(jwt={"hs256_secret": HS_SECRET})
     with pytest.raises(ValidationError, match="JWT_ISSUER"):
-        Settings(jwt_jwks_url="http://127.0.0.1:1/jwks", jwt_issuer=ISSUER)
+        Settings(jwt={"jwks_url": "http://127.0.0.1:1/jwks", "issuer": ISSUER})

@@ -272,7 +272,7 @@ class TestRefusals:
         assert await count(runtime, WebhookEvent) == 0
 
     async def test_oversized_body_is_413(self, sender: Sender, runtime: Runtime) -> None:
-        limit = runtime.settings.webhook_max_body_bytes
+        limit = runtime.settings.webhooks.max_body_bytes
         body = body_of({**ORDER_EVENT, "padding": "x" * limit})
         assert (await sender.post(body)).status_code == 413
 
@@ -281,7 +281,7 @@ class TestProductDebounce:
     async def test_a_burst_of_hook_calls_makes_one_delayed_sync(
         self, sender: Sender, runtime: Runtime, clock: ManualClock
     ) -> None:
-        window = runtime.settings.webhook_product_debounce_seconds
+        window = runtime.settings.webhooks.product_debounce_seconds
         clock.set((clock.now_ms() // (window * 1000)) * window * 1000)  # start of a bucket
         ids = set()
         for n in range(12):  # one product save fires about this many hooks
@@ -362,7 +362,7 @@ class TestOpenBreaker:
     async def test_webhook_is_stored_delayed_not_refused_while_the_breaker_is_open(
         self, sender: Sender, runtime: Runtime, tenant: TenantCreated, clock: ManualClock
     ) -> None:
-        cooldown = runtime.settings.breaker_cooldown_seconds
+        cooldown = runtime.settings.breaker.cooldown_seconds
         async with runtime.sessionmaker() as session:
             session.add(
                 CircuitBreaker(

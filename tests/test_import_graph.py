@@ -141,7 +141,7 @@ def test_no_package_cycles() -> None:
 def test_nothing_imports_the_entry_points() -> None:
     graph = import_graph()
     bad = [(a, b) for a in graph for b in graph[a] if b in ENTRY and a not in ENTRY]
-    assert not bad, "only main, cli and bootstrap wire the app:\n" + _explain(graph, bad)
+    assert not bad, "only main, cli, bootstrap and settings wire the app:\n" + _explain(graph, bad)
 
 
 def test_core_queues_and_emulator_import_no_domain() -> None:

@@ -20,6 +20,7 @@ from app.consumer.breaker import open_breakers
 from app.core.clock import Clock, OffsetFileClock, SystemClock
 from app.core.db import SessionMaker, create_engine, create_sessionmaker
 from app.core.security import SecretBox
+from app.dashboard.sessions import SessionCodec
 from app.handlers.shop_url import ShopUrlGuard
 from app.jobs import lifecycle
 from app.jobs import service as jobs_service
@@ -179,3 +180,4 @@ def provide(app: FastAPI, runtime: Runtime, admission: AdmissionControl) -> None
     state.submitter = runtime.submitter
     state.credentials = runtime.credentials
     state.admission = admission
+    state.dashboard_sessions = SessionCodec(runtime.settings.security.secret_key)

@@ -15,10 +15,12 @@ from app.admission.admin import router as admission_admin_router
 from app.admission.auth_failures import AuthFailureThrottle, FailedAuthThrottle
 from app.bootstrap import Runtime, build_admission, build_runtime, provide
 from app.consumer.service import check_handlers
+from app.core.docs import install_docs
 from app.core.errors import install_error_handlers
 from app.core.middleware import BodyLimit
 from app.core.openapi import TAG_METADATA, install_openapi, operation_id
 from app.core.storable import reject_unstorable
+from app.dashboard.router import router as dashboard_router
 from app.handlers.admin import router as handlers_admin_router
 from app.jobs.router import router as jobs_router
 from app.observability.router import router as observability_router
@@ -98,6 +100,9 @@ def build_api(*, lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
         lifespan=lifespan,
         # Strings no database can store are refused on every route, before any handler.
         dependencies=[Depends(reject_unstorable)],
+        # Served from vendored assets (`install_docs`), not FastAPI's CDN pages.
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     install_openapi(app)
@@ -110,4 +115,6 @@ def build_api(*, lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
     app.include_router(webhooks_admin_router)
     app.include_router(admission_admin_router)
     app.include_router(observability_router)
+    app.include_router(dashboard_router)
+    install_docs(app)
     return app

@@ -1,0 +1,383 @@
+"""`/dashboard`: server-rendered pages over the jobs, queues, schedules and breakers.
+
+Thin: each page authorises (`ViewerDep`: operator or a tenant's admin), reads through
+`app.dashboard.service`, renders a template. Forms post back and are answered with a 303 to
+the page that shows the result. Actions call the jobs, queues and scheduler services.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, Response
+
+from app.admission.deps import JobsGate
+from app.admission.email_policy import recipients
+from app.core.clock import to_datetime
+from app.core.deps import ClockDep, SessionDep
+from app.core.errors import Unauthorized, ValidationFailed
+from app.dashboard import service as dashboard_service
+from app.dashboard.deps import (
+    FormDep,
+    SessionCodecDep,
+    Viewer,
+    ViewerDep,
+    check_role,
+    read_form,
+)
+from app.dashboard.pages import (
+    HOME_PATH,
+    LOGIN_PATH,
+    DashboardRoute,
+    back_to,
+    render,
+    safe_next,
+)
+from app.dashboard.service import JobFilters
+from app.dashboard.sessions import (
+    COOKIE_PATH,
+    LOGIN_COOKIE,
+    LOGIN_FORM_SECONDS,
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+)
+from app.jobs.deps import SubmitterDep
+from app.jobs.models import FINISHED_STATUSES, JobStatus
+from app.jobs.payloads import JOB_TYPES
+from app.scheduler import service as scheduler_service
+from app.scheduler.schemas import ScheduleUpdate
+from app.tenants.deps import CredentialsDep, authenticate_token
+
+router = APIRouter(
+    prefix="/dashboard", tags=["dashboard"], include_in_schema=False, route_class=DashboardRoute
+)
+
+JobId = Annotated[str, Path(max_length=64)]
+ScheduleId = Annotated[str, Path(max_length=64)]
+PAGE_SIZE = 50
+# Pages showing unfinished jobs reload themselves: live progress without JavaScript.
+REFRESH_SECONDS = 3
+
+
+def _secure(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+def _set_cookie(response: Response, request: Request, name: str, value: str, max_age: int) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+    )
+
+
+# --- Login ------------------------------------------------------------------------------
+
+
+def _login_page(
+    request: Request,
+    codec: SessionCodecDep,
+    clock: ClockDep,
+    *,
+    next_path: str,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    nonce = codec.new_login_nonce(now_s=clock.now_ms() // 1000)
+    response = render(
+        request,
+        "login.html",
+        None,
+        {"next": next_path, "csrf": codec.csrf_token(nonce), "error": error},
+        status_code=status_code,
+    )
+    _set_cookie(response, request, LOGIN_COOKIE, nonce, LOGIN_FORM_SECONDS)
+    return response
+
+
+@router.get("/login")
+async def login_page(
+    request: Request,
+    codec: SessionCodecDep,
+    clock: ClockDep,
+    next_path: Annotated[str | None, Query(alias="next", max_length=2000)] = None,
+) -> Response:
+    return _login_page(request, codec, clock, next_path=safe_next(next_path))
+
+
+@router.post("/login")
+async def login(
+    request: Request,
+    session: SessionDep,
+    credentials: CredentialsDep,
+    codec: SessionCodecDep,
+    clock: ClockDep,
+) -> Response:
+    """Paste an operator key (or the admin token) or a tenant's admin key."""
+    form = await read_form(request)
+    now_s = clock.now_ms() // 1000
+    next_path = safe_next(form.get("next"))
+    nonce = request.cookies.get(LOGIN_COOKIE, "")
+    if not (
+        codec.login_nonce_valid(nonce, now_s=now_s) and codec.csrf_valid(nonce, form.get("csrf"))
+    ):
+        return _login_page(
+            request,
+            codec,
+            clock,
+            next_path=next_path,
+            error="The login form expired: try again.",
+            status_code=403,
+        )
+    key = (form.get("key") or "").strip()
+    try:
+        if not key:
+            raise Unauthorized("paste a key")
+        principal = await authenticate_token(key, session, credentials)
+    except Unauthorized:
+        return _login_page(
+            request,
+            codec,
+            clock,
+            next_path=next_path,
+            error="This key is not valid.",
+            status_code=401,
+        )
+    await session.commit()
+    check_role(principal)
+    response = back_to(next_path)
+    _set_cookie(response, request, SESSION_COOKIE, codec.seal(key, now_s=now_s), SESSION_SECONDS)
+    response.delete_cookie(LOGIN_COOKIE, path=COOKIE_PATH)
+    return response
+
+
+@router.post("/logout")
+async def logout(_form: FormDep) -> Response:
+    response = back_to(LOGIN_PATH)
+    response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
+    return response
+
+
+# --- Queues -----------------------------------------------------------------------------
+
+
+@router.get("")
+async def home(
+    request: Request,
+    viewer: ViewerDep,
+    session: SessionDep,
+    clock: ClockDep,
+    submitter: SubmitterDep,
+) -> Response:
+    """The operator's queue overview; a tenant's admin starts at its jobs."""
+    if not viewer.operator:
+        return back_to(f"{HOME_PATH}/jobs")
+    return await _queues_page(request, viewer, session, clock, submitter)
+
+
+async def _queues_page(
+    request: Request, viewer: Viewer, session: SessionDep, clock: ClockDep, submitter: SubmitterDep
+) -> Response:
+    now = to_datetime(clock.now_ms())
+    throughput = await dashboard_service.throughput_per_minute(session, now=now)
+    topology = submitter.topology
+    queues = [
+        dashboard_service.QueueRow(
+            name=name,
+            dead_letter_queue=settings.dead_letter_queue,
+            throughput=throughput.get(name, 0.0),
+        )
+        for name, settings in topology.queues.items()
+    ]
+    return render(request, "queues.html", viewer, {"queues": queues})
+
+
+# --- Jobs -------------------------------------------------------------------------------
+
+
+def _filters(
+    viewer: Viewer,
+    status: str | None,
+    job_type: str | None,
+    queue: str | None,
+    tenant: str | None,
+) -> JobFilters:
+    if status and status not in JobStatus.__members__:
+        raise ValidationFailed(f"status must be one of {', '.join(JobStatus)}")
+    if job_type and job_type not in JOB_TYPES:
+        raise ValidationFailed(f"type must be one of {', '.join(sorted(JOB_TYPES))}")
+    return JobFilters(
+        status=JobStatus(status) if status else None,
+        job_type=job_type or None,
+        queue=queue or None,
+        tenant_id=(tenant or None) if viewer.operator else viewer.tenant_id,
+    )
+
+
+Filter = Annotated[str | None, Query(max_length=64)]
+
+
+@router.get("/jobs")
+async def jobs_page(
+    request: Request,
+    viewer: ViewerDep,
+    session: SessionDep,
+    submitter: SubmitterDep,
+    status: Filter = None,
+    job_type: Annotated[str | None, Query(alias="type", max_length=64)] = None,
+    queue: Filter = None,
+    tenant: Filter = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    filters = _filters(viewer, status, job_type, queue, tenant)
+    jobs, next_cursor = await dashboard_service.list_jobs(
+        session, tenant_id=viewer.tenant_id, filters=filters, cursor=cursor, limit=PAGE_SIZE
+    )
+    live = any(JobStatus(job.status) not in FINISHED_STATUSES for job in jobs)
+    return render(
+        request,
+        "jobs.html",
+        viewer,
+        {
+            "jobs": jobs,
+            "filters": filters,
+            "next_cursor": next_cursor,
+            "statuses": list(JobStatus),
+            "job_types": sorted(JOB_TYPES),
+            "queues": list(submitter.topology.queues),
+            "tenants": await dashboard_service.tenant_names(session, tenant_id=viewer.tenant_id),
+            "refresh": REFRESH_SECONDS if live else None,
+        },
+    )
+
+
+@router.get("/jobs/{job_id}")
+async def job_page(
+    request: Request, job_id: JobId, viewer: ViewerDep, session: SessionDep
+) -> Response:
+    detail = await dashboard_service.job_detail(session, tenant_id=viewer.tenant_id, job_id=job_id)
+    status = JobStatus(detail.job.status)
+    return render(
+        request,
+        "job.html",
+        viewer,
+        {
+            "job": detail.job,
+            "attempts": detail.attempts,
+            "events": detail.events,
+            "can_retry": status in (JobStatus.failed, JobStatus.dead, JobStatus.cancelled),
+            "can_cancel": status in (JobStatus.accepted, JobStatus.queued, JobStatus.retrying),
+            "refresh": None if status in FINISHED_STATUSES else REFRESH_SECONDS,
+        },
+    )
+
+
+# --- Dead letter queue ------------------------------------------------------------------
+
+
+@router.get("/dlq")
+async def dlq_page(
+    request: Request,
+    viewer: ViewerDep,
+    session: SessionDep,
+    submitter: SubmitterDep,
+    queue: Filter = None,
+    tenant: Filter = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    filters = _filters(viewer, JobStatus.dead.value, None, queue, tenant)
+    jobs, next_cursor = await dashboard_service.list_jobs(
+        session, tenant_id=viewer.tenant_id, filters=filters, cursor=cursor, limit=PAGE_SIZE
+    )
+    dead_letter_queues = [
+        (name, settings.dead_letter_queue)
+        for name, settings in submitter.topology.queues.items()
+        if settings.dead_letter_queue
+    ]
+    return render(
+        request,
+        "dlq.html",
+        viewer,
+        {
+            "jobs": jobs,
+            "filters": filters,
+            "next_cursor": next_cursor,
+            "queues": list(submitter.topology.queues),
+            "dead_letter_queues": dead_letter_queues,
+            "tenants": await dashboard_service.tenant_names(session, tenant_id=viewer.tenant_id),
+        },
+    )
+
+
+# --- Schedules --------------------------------------------------------------------------
+
+
+@router.get("/schedules")
+async def schedules_page(request: Request, viewer: ViewerDep, session: SessionDep) -> Response:
+    schedules = await scheduler_service.list_schedules(session, tenant_id=viewer.tenant_id)
+    return render(request, "schedules.html", viewer, {"schedules": schedules})
+
+
+async def _set_enabled(
+    schedule_id: str, enabled: bool, viewer: Viewer, session: SessionDep, clock: ClockDep
+) -> Response:
+    schedule = await dashboard_service.get_schedule(
+        session, tenant_id=viewer.tenant_id, schedule_id=schedule_id
+    )
+    await scheduler_service.update_schedule(
+        session,
+        tenant_id=schedule.tenant_id,
+        schedule_id=schedule.id,
+        changes=ScheduleUpdate(enabled=enabled),
+        now=to_datetime(clock.now_ms()),
+    )
+    await session.commit()
+    return back_to(f"{HOME_PATH}/schedules")
+
+
+@router.post("/schedules/{schedule_id}/pause")
+async def pause_schedule(
+    schedule_id: ScheduleId, viewer: ViewerDep, _form: FormDep, session: SessionDep, clock: ClockDep
+) -> Response:
+    return await _set_enabled(schedule_id, False, viewer, session, clock)
+
+
+@router.post("/schedules/{schedule_id}/resume")
+async def resume_schedule(
+    schedule_id: ScheduleId, viewer: ViewerDep, _form: FormDep, session: SessionDep, clock: ClockDep
+) -> Response:
+    return await _set_enabled(schedule_id, True, viewer, session, clock)
+
+
+@router.post("/schedules/{schedule_id}/run")
+async def run_schedule(
+    schedule_id: ScheduleId,
+    viewer: ViewerDep,
+    _form: FormDep,
+    gate: JobsGate,
+    session: SessionDep,
+    submitter: SubmitterDep,
+) -> Response:
+    """Fire the schedule now, through the tenant's admission like the API's run."""
+    schedule = await dashboard_service.get_schedule(
+        session, tenant_id=viewer.tenant_id, schedule_id=schedule_id
+    )
+    await gate.admit_jobs(
+        schedule.tenant_id, [str(schedule.job["type"])], recipients([schedule.job])
+    )
+    job = await scheduler_service.run_now(session, submitter=submitter, schedule=schedule)
+    await session.commit()
+    return back_to(f"{HOME_PATH}/jobs/{job.id}")
+
+
+# --- Breakers ---------------------------------------------------------------------------
+
+
+@router.get("/breakers")
+async def breakers_page(request: Request, viewer: ViewerDep, session: SessionDep) -> Response:
+    breakers = await dashboard_service.list_breakers(session, tenant_id=viewer.tenant_id)
+    return render(request, "breakers.html", viewer, {"breakers": breakers})

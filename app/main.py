@@ -22,6 +22,7 @@ from app.core.openapi import TAG_METADATA, install_openapi, operation_id
 from app.core.storable import reject_unstorable
 from app.dashboard.router import router as dashboard_router
 from app.handlers.admin import router as handlers_admin_router
+from app.jobs.admin import router as jobs_admin_router
 from app.jobs.router import router as jobs_router
 from app.observability.router import router as observability_router
 from app.scheduler.router import router as schedules_router
@@ -114,6 +115,7 @@ def build_api(*, lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
     app.include_router(handlers_admin_router)
     app.include_router(webhooks_admin_router)
     app.include_router(admission_admin_router)
+    app.include_router(jobs_admin_router)
     app.include_router(observability_router)
     app.include_router(dashboard_router)
     install_docs(app)

@@ -41,8 +41,10 @@ from app.dashboard.sessions import (
     SESSION_COOKIE,
     SESSION_SECONDS,
 )
-from app.jobs.deps import SubmitterDep
+from app.jobs import operations
+from app.jobs.deps import JobOperationsDep, SubmitterDep
 from app.jobs.models import FINISHED_STATUSES, JobStatus
+from app.jobs.operations import RetrySelection
 from app.jobs.payloads import JOB_TYPES
 from app.scheduler import service as scheduler_service
 from app.scheduler.schemas import ScheduleUpdate
@@ -57,6 +59,10 @@ ScheduleId = Annotated[str, Path(max_length=64)]
 PAGE_SIZE = 50
 # Pages showing unfinished jobs reload themselves: live progress without JavaScript.
 REFRESH_SECONDS = 3
+MAX_SELECTED = 100
+MAX_BULK_RETRY = 1_000
+RETRYABLE = frozenset({JobStatus.failed, JobStatus.dead, JobStatus.cancelled})
+CANCELLABLE = frozenset({JobStatus.accepted, JobStatus.queued, JobStatus.retrying})
 
 
 def _secure(request: Request) -> bool:
@@ -234,8 +240,14 @@ async def jobs_page(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
     filters = _filters(viewer, status, job_type, queue, tenant)
-    jobs, next_cursor = await dashboard_service.list_jobs(
-        session, tenant_id=viewer.tenant_id, filters=filters, cursor=cursor, limit=PAGE_SIZE
+    jobs, next_cursor = await operations.list_jobs(
+        session,
+        tenant_id=filters.tenant_id,
+        status=filters.status,
+        job_type=filters.job_type,
+        queue=filters.queue,
+        cursor=cursor,
+        limit=PAGE_SIZE,
     )
     live = any(JobStatus(job.status) not in FINISHED_STATUSES for job in jobs)
     return render(
@@ -259,21 +271,53 @@ async def jobs_page(
 async def job_page(
     request: Request, job_id: JobId, viewer: ViewerDep, session: SessionDep
 ) -> Response:
-    detail = await dashboard_service.job_detail(session, tenant_id=viewer.tenant_id, job_id=job_id)
-    status = JobStatus(detail.job.status)
+    job = await operations.get_job(session, job_id=job_id, tenant_id=viewer.tenant_id)
+    status = JobStatus(job.status)
     return render(
         request,
         "job.html",
         viewer,
         {
-            "job": detail.job,
-            "attempts": detail.attempts,
-            "events": detail.events,
-            "can_retry": status in (JobStatus.failed, JobStatus.dead, JobStatus.cancelled),
-            "can_cancel": status in (JobStatus.accepted, JobStatus.queued, JobStatus.retrying),
+            "job": job,
+            "attempts": await operations.list_attempts(
+                session, job_id=job.id, tenant_id=viewer.tenant_id
+            ),
+            "events": await operations.list_events(
+                session, job_id=job.id, tenant_id=viewer.tenant_id
+            ),
+            "next_attempt_at": job.next_attempt_at,
+            "can_retry": status in RETRYABLE,
+            "can_cancel": status in CANCELLABLE,
             "refresh": None if status in FINISHED_STATUSES else REFRESH_SECONDS,
         },
     )
+
+
+@router.post("/jobs/{job_id}/retry")
+async def retry_job(
+    job_id: JobId,
+    viewer: ViewerDep,
+    _form: FormDep,
+    session: SessionDep,
+    ops: JobOperationsDep,
+) -> Response:
+    outcome = await ops.retry(session, job_id=job_id, tenant_id=viewer.tenant_id)
+    await session.commit()
+    await ops.after_commit(outcome)
+    return back_to(f"{HOME_PATH}/jobs/{job_id}")
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel_job(
+    job_id: JobId,
+    viewer: ViewerDep,
+    _form: FormDep,
+    session: SessionDep,
+    ops: JobOperationsDep,
+) -> Response:
+    await ops.cancel(session, job_id=job_id, tenant_id=viewer.tenant_id)
+    await session.commit()
+    return back_to(f"{HOME_PATH}/jobs/{job_id}")
 
 
 # --- Dead letter queue ------------------------------------------------------------------
@@ -290,8 +334,14 @@ async def dlq_page(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
     filters = _filters(viewer, JobStatus.dead.value, None, queue, tenant)
-    jobs, next_cursor = await dashboard_service.list_jobs(
-        session, tenant_id=viewer.tenant_id, filters=filters, cursor=cursor, limit=PAGE_SIZE
+    jobs, next_cursor = await operations.list_jobs(
+        session,
+        tenant_id=filters.tenant_id,
+        status=filters.status,
+        job_type=filters.job_type,
+        queue=filters.queue,
+        cursor=cursor,
+        limit=PAGE_SIZE,
     )
     dead_letter_queues = [
         (name, settings.dead_letter_queue)
@@ -311,6 +361,66 @@ async def dlq_page(
             "tenants": await dashboard_service.tenant_names(session, tenant_id=viewer.tenant_id),
         },
     )
+
+
+@router.post("/dlq/retry")
+async def retry_selected(
+    viewer: ViewerDep, form: FormDep, session: SessionDep, ops: JobOperationsDep
+) -> Response:
+    """Retry the selected dead jobs together: all are queued again, or none (409)."""
+    job_ids = list(dict.fromkeys(form.getall("job_id")))
+    if not job_ids:
+        raise ValidationFailed("select at least one job to retry")
+    if len(job_ids) > MAX_SELECTED:
+        raise ValidationFailed(f"select at most {MAX_SELECTED} jobs at once")
+    outcomes = [
+        await ops.retry(session, job_id=job_id, tenant_id=viewer.tenant_id) for job_id in job_ids
+    ]
+    await session.commit()
+    for outcome in outcomes:
+        await ops.after_commit(outcome)
+    return back_to(f"{HOME_PATH}/dlq")
+
+
+def _dead_selection(viewer: Viewer, queue: str | None, tenant: str | None) -> RetrySelection:
+    filters = _filters(viewer, JobStatus.dead.value, None, queue, tenant)
+    return RetrySelection(
+        status=JobStatus.dead,
+        tenant_id=filters.tenant_id,
+        queue=filters.queue,
+        limit=MAX_BULK_RETRY,
+    )
+
+
+@router.get("/dlq/retry-all")
+async def retry_all_page(
+    request: Request,
+    viewer: ViewerDep,
+    session: SessionDep,
+    ops: JobOperationsDep,
+    queue: Filter = None,
+    tenant: Filter = None,
+) -> Response:
+    """A dry run first: how many dead jobs the filter matches, then a confirmation form."""
+    selection = _dead_selection(viewer, queue, tenant)
+    outcome = await ops.retry_many(session, selection, dry_run=True)
+    return render(
+        request,
+        "retry_all.html",
+        viewer,
+        {"selection": selection, "matched": outcome.matched, "limit": MAX_BULK_RETRY},
+    )
+
+
+@router.post("/dlq/retry-all")
+async def retry_all(
+    viewer: ViewerDep, form: FormDep, session: SessionDep, ops: JobOperationsDep
+) -> Response:
+    selection = _dead_selection(viewer, form.get("queue"), form.get("tenant"))
+    outcome = await ops.retry_many(session, selection, dry_run=False)
+    await session.commit()
+    await ops.after_commit(outcome)
+    return back_to(f"{HOME_PATH}/jobs?status=queued")
 
 
 # --- Schedules --------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from app.outbox.relay import OutboxRelay
 from app.queues.base import QueueBackend
 from app.queues.cloudflare import CloudflareQueues, RetryPolicy
 from app.queues.local import LocalQueueEngine
+from app.queues.service import QueueControls
 from app.queues.topology import Topology, load_topology
 from app.settings import Settings
 from app.tenants.deps import Credentials
@@ -57,6 +58,8 @@ class Runtime:
     submitter: JobSubmitter
     # Authentication's share: API key cache, operator token, JWT verifier.
     credentials: Credentials
+    # The operator's pause, resume, purge and numbers, on the backend in use.
+    queue_controls: QueueControls
     # Set with the Cloudflare backend: publishes the outbox after commit.
     relay: OutboxRelay | None = None
 
@@ -135,6 +138,13 @@ def build_runtime(
         committer=committer,
         submitter=submitter,
         credentials=Credentials(settings.jwt, settings.security.admin_token, clock, ApiKeyCache()),
+        queue_controls=QueueControls(
+            backend,
+            topology,
+            clock,
+            cancel_purged=lifecycle.cancel_purged,
+            running_by_queue=lifecycle.running_by_queue,
+        ),
     )
 
 
@@ -179,3 +189,4 @@ def provide(app: FastAPI, runtime: Runtime, admission: AdmissionControl) -> None
     state.submitter = runtime.submitter
     state.credentials = runtime.credentials
     state.admission = admission
+    state.queue_controls = runtime.queue_controls

@@ -35,6 +35,7 @@ from app.outbox.relay import OutboxRelay
 from app.queues.base import QueueBackend
 from app.queues.cloudflare import CloudflareQueues, RetryPolicy
 from app.queues.local import LocalQueueEngine
+from app.queues.service import QueueControls
 from app.queues.topology import Topology, load_topology
 from app.settings import Settings
 from app.tenants.deps import Credentials
@@ -62,6 +63,8 @@ class Runtime:
     credentials: Credentials
     # Cancel and retry (with dead letter removal) of stored jobs.
     operations: JobOperations
+    # The operator's pause, resume, purge and numbers, on the backend in use.
+    queue_controls: QueueControls
     # Set with the Cloudflare backend: publishes the outbox after commit.
     relay: OutboxRelay | None = None
 
@@ -154,6 +157,13 @@ def build_runtime(
             dead_letters=dead_letters,
             bulk_retry_rate=settings.jobs.bulk_retry_rate,
         ),
+        queue_controls=QueueControls(
+            backend,
+            topology,
+            clock,
+            cancel_purged=lifecycle.cancel_purged,
+            running_by_queue=lifecycle.running_by_queue,
+        ),
     )
 
 
@@ -200,3 +210,4 @@ def provide(app: FastAPI, runtime: Runtime, admission: AdmissionControl) -> None
     state.credentials = runtime.credentials
     state.admission = admission
     state.dashboard_sessions = SessionCodec(runtime.settings.security.secret_key)
+    state.queue_controls = runtime.queue_controls

@@ -19,6 +19,7 @@ from app.core.errors import Unauthorized, ValidationFailed
 from app.dashboard import service as dashboard_service
 from app.dashboard.deps import (
     FormDep,
+    OperatorViewer,
     SessionCodecDep,
     Viewer,
     ViewerDep,
@@ -46,6 +47,7 @@ from app.jobs.deps import JobOperationsDep, SubmitterDep
 from app.jobs.models import FINISHED_STATUSES, JobStatus
 from app.jobs.operations import RetrySelection
 from app.jobs.payloads import JOB_TYPES
+from app.queues.deps import QueueControlsDep
 from app.scheduler import service as scheduler_service
 from app.scheduler.schemas import ScheduleUpdate
 from app.tenants.deps import CredentialsDep, authenticate_token
@@ -177,29 +179,88 @@ async def home(
     viewer: ViewerDep,
     session: SessionDep,
     clock: ClockDep,
-    submitter: SubmitterDep,
+    controls: QueueControlsDep,
 ) -> Response:
     """The operator's queue overview; a tenant's admin starts at its jobs."""
     if not viewer.operator:
         return back_to(f"{HOME_PATH}/jobs")
-    return await _queues_page(request, viewer, session, clock, submitter)
-
-
-async def _queues_page(
-    request: Request, viewer: Viewer, session: SessionDep, clock: ClockDep, submitter: SubmitterDep
-) -> Response:
-    now = to_datetime(clock.now_ms())
-    throughput = await dashboard_service.throughput_per_minute(session, now=now)
-    topology = submitter.topology
+    statuses = await controls.list_queues(session)
+    await session.commit()  # the local engine expires messages while counting
+    throughput = await dashboard_service.throughput_per_minute(
+        session, now=to_datetime(clock.now_ms())
+    )
     queues = [
         dashboard_service.QueueRow(
-            name=name,
-            dead_letter_queue=settings.dead_letter_queue,
-            throughput=throughput.get(name, 0.0),
+            name=status.name,
+            dead_letter_queue=status.dead_letter_queue,
+            throughput=throughput.get(status.name, 0.0),
+            backlog=status.backlog,
+            in_flight=status.in_flight,
+            oldest_age_seconds=status.oldest_age_seconds,
+            dead_letter_backlog=status.dead_letter_backlog,
+            paused=status.paused,
+            controls=True,
         )
-        for name, settings in topology.queues.items()
+        for status in statuses
     ]
     return render(request, "queues.html", viewer, {"queues": queues})
+
+
+QueueName = Annotated[str, Path(max_length=63)]
+
+
+@router.post("/queues/{name}/pause")
+async def pause_queue(
+    name: QueueName,
+    _viewer: OperatorViewer,
+    _form: FormDep,
+    session: SessionDep,
+    controls: QueueControlsDep,
+) -> Response:
+    """Pulls get nothing until resumed; the queue still accepts messages."""
+    await controls.pause(session, name)
+    await session.commit()
+    return back_to(HOME_PATH)
+
+
+@router.post("/queues/{name}/resume")
+async def resume_queue(
+    name: QueueName,
+    _viewer: OperatorViewer,
+    _form: FormDep,
+    session: SessionDep,
+    controls: QueueControlsDep,
+) -> Response:
+    await controls.resume(session, name)
+    await session.commit()
+    return back_to(HOME_PATH)
+
+
+@router.get("/queues/{name}/purge")
+async def purge_page(
+    request: Request,
+    name: QueueName,
+    viewer: OperatorViewer,
+    session: SessionDep,
+    controls: QueueControlsDep,
+) -> Response:
+    """The confirmation: the operator types the queue's name."""
+    status = await controls.get_queue(session, name)
+    await session.commit()
+    return render(request, "purge.html", viewer, {"queue": status.name, "status": status})
+
+
+@router.post("/queues/{name}/purge")
+async def purge_queue(
+    name: QueueName,
+    _viewer: OperatorViewer,
+    form: FormDep,
+    session: SessionDep,
+    controls: QueueControlsDep,
+) -> Response:
+    await controls.purge(session, name, confirm=form.get("confirm"))
+    await session.commit()
+    return back_to(HOME_PATH)
 
 
 # --- Jobs -------------------------------------------------------------------------------

@@ -33,6 +33,12 @@ from app.tenants.deps import require_operator
 from app.tenants.router import router as admin_router
 from app.webhooks.admin import router as webhooks_admin_router
 from app.webhooks.router import router as webhooks_router
+from app.webhooks.schemas import (
+    PrestaShopEvent,
+    R2Notification,
+    R2NotificationBatch,
+    UnsignedPrestaShopEvent,
+)
 
 DESCRIPTION = """\
 Run background jobs on Cloudflare Queues. Authenticate with `Authorization: Bearer <api key>`.
@@ -108,7 +114,11 @@ def build_api(*, lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
-    install_openapi(app)
+    # Webhook bodies are read raw (signatures first), so their models are added by hand.
+    install_openapi(
+        app,
+        schemas=(PrestaShopEvent, UnsignedPrestaShopEvent, R2Notification, R2NotificationBatch),
+    )
     app.include_router(jobs_router)
     app.include_router(webhooks_router)
     app.include_router(schedules_router)

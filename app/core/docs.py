@@ -36,6 +36,8 @@ async def swagger_ui() -> HTMLResponse:
         swagger_css_url=f"{SWAGGER_UI}/swagger-ui.css",
         swagger_favicon_url=f"{SWAGGER_UI}/favicon-32x32.png",
         oauth2_redirect_url=OAUTH2_REDIRECT_PATH,
+        # No badge from the public validator service.
+        swagger_ui_parameters={"validatorUrl": None},
     )
 
 

@@ -58,3 +58,24 @@ async def test_the_oauth2_redirect_page_is_local(client: httpx.AsyncClient) -> N
     response = await client.get("/docs/oauth2-redirect")
     assert response.status_code == 200
     assert _references(response.text) == []  # inline script only: nothing is loaded
+
+
+def _refs(node: object) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [ref for value in node.values() for ref in _refs(value)]
+    if isinstance(node, list):
+        return [ref for value in node for ref in _refs(value)]
+    return []
+
+
+async def test_every_ref_of_the_document_resolves(client: httpx.AsyncClient) -> None:
+    """A dangling `$ref` makes ReDoc render nothing but an error."""
+    document = (await client.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    refs = set(_refs(document))
+    assert "#/components/schemas/PrestaShopEvent" in refs
+    for ref in refs:
+        prefix, _, name = ref.rpartition("/")
+        assert prefix == "#/components/schemas", ref
+        assert name in schemas, f"{ref} does not resolve"

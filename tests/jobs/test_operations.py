@@ -222,15 +222,28 @@ class TestBulkRetry:
         )
         assert response.json() == {"matched": 3, "retried": 3}
         assert await _dlq_jobs(h) == [other]
-        messages = [m for m in await h.messages() if m.delay_seconds is not None]
         # Two per second: the third waits a second.
-        assert sorted(m.delay_seconds for m in messages) == [0, 0, 1]
+        assert sorted(m.delay_seconds for m in await h.messages()) == [0, 0, 1]
         flaky.failing = False
         await h.consumer.run_once()
         h.clock.advance(seconds=1)
         await h.consumer.run_once()
         assert [(await h.job(j)).status for j in dead] == ["succeeded"] * 3
         assert (await h.job(other)).status == "dead"
+
+    async def test_a_second_bulk_retry_queues_behind_the_first(
+        self, make_harness: MakeHarness
+    ) -> None:
+        h = await _harness(make_harness, Flaky(), jobs={"bulk_retry_rate": 1})
+        key = auth(h.keys["a"])
+        for _ in range(4):
+            await _dead(h, "a")
+        body = {"status": "dead", "limit": 2, "dry_run": False}
+        for _ in range(2):
+            response = await h.client.post("/v1/jobs/retry", json=body, headers=key)
+            assert response.json()["retried"] == 2
+        # One a second across both calls, not two bursts starting at once.
+        assert sorted(m.delay_seconds for m in await h.messages()) == [0, 1, 2, 3]
 
     async def test_filters_and_limit(self, make_harness: MakeHarness) -> None:
         flaky = Flaky()

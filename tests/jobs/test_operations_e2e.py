@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ class Ops:
     operator_key: str
     fail_file: Path
     database: tuple[str, str | None]
+    tenant_id: str
 
     @property
     def http(self) -> httpx.Client:
@@ -80,17 +82,14 @@ async def _local_backlog(database: tuple[str, str | None], queue: str) -> int:
         await engine.dispose()
 
 
-@pytest.fixture(params=["local", "cloudflare"])
-def ops(
-    request: pytest.FixtureRequest,
-    database: tuple[str, str | None],
-    db_engine: object,
-    tmp_path: Path,
-) -> Iterator[Ops]:
+@contextmanager
+def running_ops(backend: str, database: tuple[str, str | None], tmp_path: Path) -> Iterator[Ops]:
+    """A gateway and a consumer of `analytics-events` (2 attempts a job) on `backend`, a
+    tenant and an operator key; analytics jobs fail while `Ops.fail_file` exists."""
     url, schema = database
     emulator: Emulator | None = None
     backend_env: dict[str, str] = {}
-    if request.param == "cloudflare":
+    if backend == "cloudflare":
         emulator = Emulator(start_emulator(emulator_env(database)))
         backend_env = {
             "JOBGATE_QUEUE_BACKEND": "cloudflare",
@@ -131,7 +130,7 @@ def ops(
         },
     )
     try:
-        key = create_tenant(env, "ops")["api_key"]
+        tenant = create_tenant(env, "ops")
         operator_key = json.loads(run_jobgate("operators", "create", "ops", "--json", env=env))[
             "api_key"
         ]
@@ -141,18 +140,30 @@ def ops(
             with httpx.Client(base_url=gateway.base_url, timeout=30) as http:
                 try:
                     yield Ops(
-                        Stack(http, consumer, clock_file, key, emulator),
+                        Stack(http, consumer, clock_file, tenant["api_key"], emulator),
                         env,
                         gateway.base_url,
                         operator_key,
                         fail_file,
                         database,
+                        tenant["tenant_id"],
                     )
                 finally:
                     consumer.terminate()
     finally:
         if emulator is not None:
             emulator.close()
+
+
+@pytest.fixture(params=["local", "cloudflare"])
+def ops(
+    request: pytest.FixtureRequest,
+    database: tuple[str, str | None],
+    db_engine: object,
+    tmp_path: Path,
+) -> Iterator[Ops]:
+    with running_ops(request.param, database, tmp_path) as running:
+        yield running
 
 
 def test_dead_jobs_are_listed_read_retried_alone_and_in_bulk_then_succeed(ops: Ops) -> None:

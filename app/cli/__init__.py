@@ -11,7 +11,9 @@ import typer
 
 from app.cli import (
     db,
+    dlq,
     email_policy,
+    jobs,
     keys,
     openapi,
     operators,
@@ -37,6 +39,8 @@ cli.add_typer(keys.app, name="keys")
 cli.add_typer(webhooks.app, name="webhooks")
 cli.add_typer(operators.app, name="operators")
 cli.add_typer(schedules.app, name="schedules")
+cli.add_typer(jobs.app, name="jobs")
+cli.add_typer(dlq.app, name="dlq")
 
 
 def main() -> None:

@@ -12,8 +12,9 @@ another tenant's job answers 404 like a missing one.
   new message goes through the dispatcher (the outbox with Cloudflare: durable). A dead
   job's copy leaves its dead letter queue: inside the transaction on the local engine, after
   the commit on Cloudflare (`JobOperations.after_commit`).
-- Bulk retry is paced: per queue, the n-th job re-published waits `n // bulk_retry_rate`
-  seconds, so redriving a dead letter queue cannot flood its queue.
+- Bulk retry is paced: per queue, re-published jobs are spread `bulk_retry_rate` a second
+  by their delivery delays, and the next bulk retry on this gateway queues behind the last
+  one's, so redriving a dead letter queue (in one call or many) cannot flood its queue.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from app.jobs.schemas import MAX_BATCH_JOBS, AttemptPublic, BulkRetryRequest
 from app.jobs.service import decode_cursor, encode_cursor
 from app.outbox.models import OutboxMessage
 from app.queues.base import OutgoingMessage
-from app.queues.topology import Topology
+from app.queues.topology import MAX_DELAY_SECONDS, Topology
 
 log = logging.getLogger("jobgate.jobs")
 
@@ -225,6 +226,8 @@ class JobOperations:
         self._clock = clock
         self._dead_letters = dead_letters
         self.bulk_retry_rate = bulk_retry_rate
+        # Per queue: when (ms) the jobs of the bulk retries so far will all have been delivered.
+        self._paced_until_ms: dict[str, float] = {}
 
     async def cancel(self, session: AsyncSession, *, job_id: str, tenant_id: str | None) -> Job:
         """`cancelled` for an accepted, queued or retrying job; 409 once it runs or ended."""
@@ -321,6 +324,12 @@ class JobOperations:
                 "retried jobs: their dead letter copies could not be removed", exc_info=True
             )
 
+    def _paced_delay(self, queue: str, now_ms: int) -> int:
+        """The next free delivery slot of `queue` at `bulk_retry_rate` jobs a second."""
+        start = max(float(now_ms), self._paced_until_ms.get(queue, 0.0))
+        self._paced_until_ms[queue] = start + 1000 / self.bulk_retry_rate
+        return min(int((start - now_ms) // 1000), MAX_DELAY_SECONDS)
+
     async def _requeue(
         self, session: AsyncSession, jobs: list[Job], *, detail: str, paced: bool = False
     ) -> RetryOutcome:
@@ -355,11 +364,12 @@ class JobOperations:
         outcome = RetryOutcome(matched=len(jobs))
         events: list[dict[str, Any]] = []
         messages: dict[str, list[OutgoingMessage]] = {}
+        now_ms = self._clock.now_ms()
         for job in jobs:
             if job.id not in moved:
                 continue
             queued = messages.setdefault(job.queue, [])
-            delay = len(queued) // self.bulk_retry_rate if paced else 0
+            delay = self._paced_delay(job.queue, now_ms) if paced else 0
             queued.append(OutgoingMessage(body=_envelope(job), delay_seconds=delay))
             note = f"{detail}: attempts budget renewed"
             events.append(

@@ -151,15 +151,17 @@ async def list_jobs(
     job_type: Annotated[str | None, Query(alias="type", max_length=64)] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    queue: Annotated[str | None, Query(max_length=63)] = None,
 ) -> JobPage:
-    """The caller's jobs, newest first, filtered by status and type, cursor-paged."""
+    """The caller's jobs, newest first, filtered by status, type and queue, cursor-paged."""
     if job_type is not None and job_type not in JOB_TYPES:
         raise ValidationFailed(f"type must be one of {', '.join(sorted(JOB_TYPES))}")
-    jobs, next_cursor = await jobs_service.list_jobs(
+    jobs, next_cursor = await operations.list_jobs(
         session,
         tenant_id=principal.tenant_id,
         status=status_filter,
         job_type=job_type,
+        queue=queue,
         cursor=cursor,
         limit=limit,
     )

@@ -7,12 +7,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from app.consumer.registry import HandlerRegistry, JobContext
+from app.core.clock import to_datetime
 from app.core.db import table_of
+from app.jobs import lifecycle
 from app.jobs.models import Job
 from app.jobs.payloads import AnalyticsEventPayload
+from app.outbox import service as outbox_service
+from app.outbox.models import OutboxMessage
+from app.queues.base import OutgoingMessage
 from app.tenants import service as tenants_service
 from app.tenants.schemas import Scope
 from tests.consumer.conftest import DLQ, QUEUE, Harness, MakeHarness
@@ -222,15 +227,28 @@ class TestBulkRetry:
         )
         assert response.json() == {"matched": 3, "retried": 3}
         assert await _dlq_jobs(h) == [other]
-        messages = [m for m in await h.messages() if m.delay_seconds is not None]
         # Two per second: the third waits a second.
-        assert sorted(m.delay_seconds for m in messages) == [0, 0, 1]
+        assert sorted(m.delay_seconds for m in await h.messages()) == [0, 0, 1]
         flaky.failing = False
         await h.consumer.run_once()
         h.clock.advance(seconds=1)
         await h.consumer.run_once()
         assert [(await h.job(j)).status for j in dead] == ["succeeded"] * 3
         assert (await h.job(other)).status == "dead"
+
+    async def test_a_second_bulk_retry_queues_behind_the_first(
+        self, make_harness: MakeHarness
+    ) -> None:
+        h = await _harness(make_harness, Flaky(), jobs={"bulk_retry_rate": 1})
+        key = auth(h.keys["a"])
+        for _ in range(4):
+            await _dead(h, "a")
+        body = {"status": "dead", "limit": 2, "dry_run": False}
+        for _ in range(2):
+            response = await h.client.post("/v1/jobs/retry", json=body, headers=key)
+            assert response.json()["retried"] == 2
+        # One a second across both calls, not two bursts starting at once.
+        assert sorted(m.delay_seconds for m in await h.messages()) == [0, 1, 2, 3]
 
     async def test_filters_and_limit(self, make_harness: MakeHarness) -> None:
         flaky = Flaky()
@@ -385,3 +403,39 @@ class TestWhoMayCall:
         flaky.failing = False
         await h.consumer.run_once()
         assert (await h.job(dead_a)).status == (await h.job(dead_b)).status == "succeeded"
+
+
+class TestOutboxPath:
+    """With Cloudflare a job waits in the outbox until the relay publishes it."""
+
+    async def test_cancel_drops_the_unpublished_outbox_row(self, make_harness: MakeHarness) -> None:
+        h = await _harness(make_harness, Flaky())
+        job_id = await h.submit("a")
+        await _set_status(h, job_id, "accepted")
+        async with h.runtime.sessionmaker() as session:
+            await outbox_service.stage(
+                session, QUEUE, [OutgoingMessage(body={"job_id": job_id})], now_ms=0
+            )
+            await session.commit()
+        response = await h.client.post(f"/v1/jobs/{job_id}/cancel", headers=auth(h.keys["a"]))
+        assert (response.status_code, response.json()["status"]) == (200, "cancelled")
+        async with h.runtime.sessionmaker() as session:
+            rows = (await session.execute(select(OutboxMessage))).scalars().all()
+        assert rows == []
+
+    async def test_a_retried_job_the_relay_gives_up_on_is_failed(
+        self, make_harness: MakeHarness
+    ) -> None:
+        h = await _harness(make_harness, Flaky())
+        job_id = await _dead(h, "a")
+        assert (
+            await h.client.post(f"/v1/jobs/{job_id}/retry", headers=auth(h.keys["a"]))
+        ).status_code == 202
+        async with h.runtime.sessionmaker() as session:
+            moved = await lifecycle.outbox_failed(
+                session, [job_id], "refused by Cloudflare", to_datetime(h.clock.now_ms())
+            )
+            await session.commit()
+        assert moved == [job_id]
+        job = await h.job(job_id)
+        assert (job.status, job.last_error) == ("failed", "refused by Cloudflare")

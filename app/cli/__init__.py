@@ -15,6 +15,7 @@ from app.cli import (
     keys,
     openapi,
     operators,
+    queues,
     schedules,
     server,
     shops,
@@ -37,6 +38,7 @@ cli.add_typer(keys.app, name="keys")
 cli.add_typer(webhooks.app, name="webhooks")
 cli.add_typer(operators.app, name="operators")
 cli.add_typer(schedules.app, name="schedules")
+cli.add_typer(queues.app, name="queues")
 
 
 def main() -> None:

@@ -163,6 +163,11 @@ def build_runtime(
             clock,
             cancel_purged=lifecycle.cancel_purged,
             running_by_queue=lifecycle.running_by_queue,
+            prepare=(
+                partial(backend.start, topology)
+                if isinstance(backend, CloudflareQueues)
+                else None
+            ),
         ),
     )
 

@@ -17,6 +17,7 @@ from app.cli import (
     keys,
     openapi,
     operators,
+    queues,
     schedules,
     server,
     shops,
@@ -41,6 +42,7 @@ cli.add_typer(operators.app, name="operators")
 cli.add_typer(schedules.app, name="schedules")
 cli.add_typer(jobs.app, name="jobs")
 cli.add_typer(dlq.app, name="dlq")
+cli.add_typer(queues.app, name="queues")
 
 
 def main() -> None:

@@ -11,7 +11,9 @@ a purge and the cancellation of its jobs one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -66,7 +68,10 @@ class QueueControls:
         *,
         cancel_purged: CancelPurged,
         running_by_queue: RunningByQueue,
+        prepare: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """`prepare`: provisions the topology's queues on the backend (Cloudflare), run once
+        before the first control, since an operator may come before any publish or pull."""
         if not isinstance(backend, SupportsQueueControl):
             raise TypeError(f"{type(backend).__name__} has no queue controls")
         self._backend: SupportsQueueControl = backend
@@ -74,6 +79,8 @@ class QueueControls:
         self._clock = clock
         self._cancel_purged = cancel_purged
         self._running_by_queue = running_by_queue
+        self._prepare = prepare
+        self._prepared = asyncio.Lock()
 
     @property
     def queue_names(self) -> list[str]:
@@ -84,15 +91,27 @@ class QueueControls:
             raise NotFound(f"queue {name!r} is not in the topology")
         return name
 
-    async def _stats(self, session: AsyncSession, name: str) -> QueueStats:
+    async def _ready(self) -> None:
+        async with self._prepared:
+            if self._prepare is not None:
+                await self._prepare()
+                self._prepare = None
+
+    @asynccontextmanager
+    async def _on_backend(self, name: str) -> AsyncIterator[None]:
+        await self._ready()
         try:
-            return await self._backend.stats(name, session=session)
+            yield
         except QueueNotFound:
-            # A topology queue the backend does not have yet (Cloudflare before provisioning).
+            # A topology queue the backend lost (deleted behind our back since provisioning).
             raise ServiceUnavailable(
-                f"queue {name!r} is not provisioned on the queue backend yet",
+                f"queue {name!r} is not provisioned on the queue backend",
                 headers={"Retry-After": "5"},
             ) from None
+
+    async def _stats(self, session: AsyncSession, name: str) -> QueueStats:
+        async with self._on_backend(name):
+            return await self._backend.stats(name, session=session)
 
     async def list_queues(self, session: AsyncSession) -> list[QueueStatus]:
         """Every queue of the topology (dead letter queues included), in topology order."""
@@ -144,13 +163,15 @@ class QueueControls:
     async def pause(self, session: AsyncSession, name: str) -> QueueStatus:
         """Stop deliveries of `name` (idempotent); it still accepts jobs."""
         self._check(name)
-        await self._backend.pause(name, session=session)
+        async with self._on_backend(name):
+            await self._backend.pause(name, session=session)
         return await self.get_queue(session, name)
 
     async def resume(self, session: AsyncSession, name: str) -> QueueStatus:
         """Deliver `name` again (idempotent)."""
         self._check(name)
-        await self._backend.resume(name, session=session)
+        async with self._on_backend(name):
+            await self._backend.resume(name, session=session)
         return await self.get_queue(session, name)
 
     async def purge(
@@ -167,7 +188,8 @@ class QueueControls:
                 f'purging deletes every message of {name!r}: send {{"confirm": "{name}"}}'
             )
         before = to_datetime(self._clock.now_ms())
-        purged = await self._backend.purge(name, session=session)
+        async with self._on_backend(name):
+            purged = await self._backend.purge(name, session=session)
         reason = f"cancelled: its message was purged from queue {name!r} by the operator"
         cancelled = await self._cancel_purged(
             session, queue=name, before=before, reason=reason, at=to_datetime(self._clock.now_ms())

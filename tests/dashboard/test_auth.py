@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.bootstrap import Runtime
+from app.bootstrap import Runtime, build_runtime
 from app.core.clock import ManualClock
 from app.dashboard.sessions import SESSION_COOKIE, SESSION_SECONDS
 from app.main import create_app
+from app.settings import Settings
 from app.tenants import service as tenants_service
-from tests.dashboard.conftest import BROWSER, TenantKeys, csrf_of, login, submit
+from tests.dashboard.conftest import (
+    BROWSER,
+    TenantKeys,
+    csrf_of,
+    login,
+    operator_key_for,
+    submit,
+)
 from tests.factories import auth
 from tests.support.asgi import asgi_client
 
@@ -254,3 +263,26 @@ class TestTenantIsolation:
             assert response.status_code == 404, action
         page = await client.get("/dashboard/schedules", headers=auth(tenant_a.admin))
         assert schedule_id not in page.text
+
+
+async def test_failed_logins_spend_the_addresss_auth_failure_budget(
+    settings: Settings, clock: ManualClock, db_engine: AsyncEngine
+) -> None:
+    runtime = build_runtime(
+        settings.updated(auth_failures={"burst": 3, "window_seconds": 60}),
+        clock=clock,
+        engine=db_engine,
+    )
+    try:
+        operator_key = await operator_key_for(runtime)
+        async with asgi_client(create_app(runtime=runtime)) as http:
+            for _ in range(3):
+                assert (await login(http, "jgo_deadbeef_" + "y" * 43)).status_code == 401
+            blocked = await http.get("/dashboard/login", headers=BROWSER)
+            assert blocked.status_code == 429
+            assert "retry-after" in blocked.headers
+            # Even the right key waits for the window to end.
+            refused = await http.get("/dashboard", headers=auth(operator_key))
+            assert refused.status_code == 429
+    finally:
+        await runtime.queue_engine.close()

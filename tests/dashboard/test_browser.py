@@ -1,6 +1,7 @@
 """The dashboard and the API docs in real headless Chromium, over real processes.
 
-`jobgate serve` + `jobgate consume` on the local engine: a job whose handler fails goes
+`jobgate serve` + `jobgate consume` on the local engine, and on the Cloudflare backend
+(`jobgate emulator` beside them): a job whose handler fails goes
 dead; the operator logs in through the login page, sees every queue of the topology, opens
 the dead job from the dead letters page, clicks Retry, and the page follows the job until it
 succeeds. Every request the pages make must stay on the gateway's origin. Screenshots are
@@ -9,6 +10,7 @@ saved under the test's temporary directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ from app.jobs.payloads import JOB_TYPES
 from app.queues.topology import load_topology
 from tests.consumer.conftest import write_topology
 from tests.dashboard.browser_handlers import FIX_FILE_ENV
+from tests.emulator.conftest import ACCOUNT, TOKEN, Emulator, emulator_env, start_emulator
 from tests.support.browser import chromium, new_page, require_chromium
 from tests.support.servers import (
     ServerProcess,
@@ -73,8 +76,13 @@ class Stack:
         )
 
 
-@pytest.fixture
-def stack(database: tuple[str, str | None], db_engine: object, tmp_path: Path) -> Iterator[Stack]:
+@pytest.fixture(params=["local", "cloudflare"])
+def stack(
+    request: pytest.FixtureRequest,
+    database: tuple[str, str | None],
+    db_engine: object,
+    tmp_path: Path,
+) -> Iterator[Stack]:
     require_chromium()  # before starting processes for nothing
     url, schema = database
     # One attempt: a failure is final, so the job is dead at once.
@@ -83,34 +91,50 @@ def stack(database: tuple[str, str | None], db_engine: object, tmp_path: Path) -
         {"max_batch_size": 10, "max_batch_timeout": 0, "max_retries": 0},
     )
     fix_file = tmp_path / "fixed"
-    env = jobgate_env(
-        url,
-        schema=schema,
-        extra={
-            "JOBGATE_WRANGLER_CONFIG": str(topology),
-            "JOBGATE_HANDLER_MODULES": "tests.dashboard.browser_handlers",
-            FIX_FILE_ENV: str(fix_file),
-            "JOBGATE_CONSUMER_POLL_MIN_MS": "50",
-            "JOBGATE_CONSUMER_POLL_MAX_MS": "200",
-            "JOBGATE_SQLITE_SYNCHRONOUS": "NORMAL",
-            # The console script does not put the working directory on sys.path.
-            "PYTHONPATH": str(REPO_ROOT),
-        },
-    )
-    tenant_key = create_tenant(env, "browser")["api_key"]
-    operator_key = json.loads(
-        run_jobgate("operators", "create", "browser-test", "--json", env=env)
-    )["api_key"]
-    with (
-        jobgate_server("serve", env=env) as gateway,
-        jobgate_process("consume", "--queue", "analytics-events", env=env) as consumer,
-        httpx.Client(base_url=gateway.base_url, timeout=30) as http,
-    ):
-        yield Stack(gateway, consumer, http, tenant_key, operator_key, topology, fix_file)
-
-
-def _settle(page: Any) -> None:
-    page.wait_for_load_state("load")
+    with contextlib.ExitStack() as resources:
+        backend_env: dict[str, str] = {}
+        if request.param == "cloudflare":
+            emulator = Emulator(start_emulator(emulator_env(database)))
+            resources.callback(emulator.close)
+            backend_env = {
+                "JOBGATE_QUEUE_BACKEND": "cloudflare",
+                "JOBGATE_CF_API_TOKEN": TOKEN,
+                "JOBGATE_CF_ACCOUNT_ID": ACCOUNT,
+                "JOBGATE_CF_API_BASE_URL": emulator.api_url,
+                "JOBGATE_OUTBOX_LINGER_MS": "0",
+                "JOBGATE_OUTBOX_POLL_MS": "50",
+            }
+        env = jobgate_env(
+            url,
+            schema=schema,
+            extra={
+                "JOBGATE_WRANGLER_CONFIG": str(topology),
+                "JOBGATE_HANDLER_MODULES": "tests.dashboard.browser_handlers",
+                FIX_FILE_ENV: str(fix_file),
+                "JOBGATE_CONSUMER_POLL_MIN_MS": "50",
+                "JOBGATE_CONSUMER_POLL_MAX_MS": "200",
+                "JOBGATE_SQLITE_SYNCHRONOUS": "NORMAL",
+                # The console script does not put the working directory on sys.path.
+                "PYTHONPATH": str(REPO_ROOT),
+                **backend_env,
+            },
+        )
+        tenant_key = create_tenant(env, "browser")["api_key"]
+        created = run_jobgate("operators", "create", "browser-test", "--json", env=env)
+        gateway = resources.enter_context(jobgate_server("serve", env=env))
+        consumer = resources.enter_context(
+            jobgate_process("consume", "--queue", "analytics-events", env=env)
+        )
+        http = resources.enter_context(httpx.Client(base_url=gateway.base_url, timeout=30))
+        yield Stack(
+            gateway,
+            consumer,
+            http,
+            tenant_key,
+            json.loads(created)["api_key"],
+            topology,
+            fix_file,
+        )
 
 
 def test_operator_retries_a_dead_job_from_the_dashboard(stack: Stack, tmp_path: Path) -> None:

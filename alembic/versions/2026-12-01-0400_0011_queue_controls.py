@@ -1,7 +1,7 @@
 """paused queues in queue_pause, shared by the local engine and the emulator
 
 Revision ID: 0011_queue_controls
-Revises: 0011_jobops (re-chained on the dashboard branch, which merges both 0011 revisions)
+Revises: 0010_email_policy
 Create Date: 2026-12-01 04:00:00
 
 The emulator's `emulator_queue.delivery_paused` moves to `queue_pause` (keyed by queue id
@@ -15,7 +15,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = "0011_queue_controls"
-down_revision: str | None = "0011_jobops"
+down_revision: str | None = "0010_email_policy"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

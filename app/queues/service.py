@@ -12,6 +12,7 @@ a purge and the cancellation of its jobs one transaction.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,8 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.clock import Clock, to_datetime
 from app.core.errors import NotFound, ServiceUnavailable, ValidationFailed
 from app.queues.base import QueueBackend, QueueStats, SupportsQueueControl
-from app.queues.errors import QueueNotFound
+from app.queues.errors import QueueError, QueueNotFound
 from app.queues.topology import Topology
+
+logger = logging.getLogger(__name__)
 
 
 class CancelPurged(Protocol):
@@ -34,6 +37,7 @@ class CancelPurged(Protocol):
     async def __call__(
         self, session: AsyncSession, *, queue: str, before: datetime, reason: str, at: datetime
     ) -> int: ...
+
 
 # session -> running jobs per queue: the in-flight count where the backend cannot tell.
 RunningByQueue = Callable[[AsyncSession], Awaitable[Mapping[str, int]]]
@@ -94,7 +98,14 @@ class QueueControls:
     async def _ready(self) -> None:
         async with self._prepared:
             if self._prepare is not None:
-                await self._prepare()
+                try:
+                    await self._prepare()
+                except Exception as exc:  # the SDK's own errors as well as ours
+                    logger.warning("queue controls: provisioning failed: %s", type(exc).__name__)
+                    raise ServiceUnavailable(
+                        "the queue backend cannot be reached to provision the queues",
+                        headers={"Retry-After": "5"},
+                    ) from None
                 self._prepare = None
 
     @asynccontextmanager
@@ -107,6 +118,12 @@ class QueueControls:
             raise ServiceUnavailable(
                 f"queue {name!r} is not provisioned on the queue backend",
                 headers={"Retry-After": "5"},
+            ) from None
+        except QueueError as exc:
+            if exc.status < 500:
+                raise  # a specific 4xx (429 overloaded...) as the backend meant it
+            raise ServiceUnavailable(
+                f"the queue backend failed: {exc.detail}", headers={"Retry-After": "5"}
             ) from None
 
     async def _stats(self, session: AsyncSession, name: str) -> QueueStats:
@@ -174,9 +191,7 @@ class QueueControls:
             await self._backend.resume(name, session=session)
         return await self.get_queue(session, name)
 
-    async def purge(
-        self, session: AsyncSession, name: str, *, confirm: str | None
-    ) -> PurgeResult:
+    async def purge(self, session: AsyncSession, name: str, *, confirm: str | None) -> PurgeResult:
         """Delete every message of `name` (`confirm` must repeat the name) and cancel the
         jobs that waited in it, in the caller's transaction.
 

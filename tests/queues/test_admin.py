@@ -5,6 +5,7 @@ and what it does to the waiting jobs. Callers other than the operator are refuse
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -12,9 +13,14 @@ import pytest
 
 from app.bootstrap import Runtime
 from app.core.clock import ManualClock
+from app.core.errors import ServiceUnavailable
+from app.jobs import lifecycle
 from app.queues.base import OutgoingMessage
+from app.queues.cloudflare import CloudflareQueues, RetryPolicy
+from app.queues.service import QueueControls
 from app.tenants import service as tenants_service
 from tests.factories import TenantFactory, auth
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.asyncio
 
@@ -134,9 +140,7 @@ async def test_a_dead_letter_queue_can_be_purged(
 ) -> None:
     ops = await operator(runtime)
     await runtime.queue_engine.send(DLQ, OutgoingMessage(body={"job_id": "x"}))
-    purged = await client.post(
-        f"/v1/admin/queues/{DLQ}/purge", json={"confirm": DLQ}, headers=ops
-    )
+    purged = await client.post(f"/v1/admin/queues/{DLQ}/purge", json={"confirm": DLQ}, headers=ops)
     assert purged.json() == {"queue": DLQ, "purged": 1, "cancelled_jobs": 0}
     assert (await queues(client, ops))[QUEUE]["dead_letter_backlog"] == 0
 
@@ -173,3 +177,35 @@ async def test_only_the_operator(
     assert refused.status_code == 403
     assert refused.headers["content-type"] == "application/problem+json"
     assert (await runtime.queue_engine.stats(QUEUE)).paused is False
+
+
+async def test_an_unreachable_cloudflare_is_a_503(runtime: Runtime) -> None:
+    backend = CloudflareQueues(
+        account_id="acc",
+        api_token="token",
+        base_url=f"http://127.0.0.1:{free_port()}/client/v4",
+        retry=RetryPolicy(max_retries=0),
+    )
+
+    async def provisioning_fails() -> None:
+        raise RuntimeError("the SDK's own error")
+
+    def controls(prepare: Callable[[], Awaitable[None]] | None) -> QueueControls:
+        return QueueControls(
+            backend,
+            runtime.topology,
+            runtime.clock,
+            cancel_purged=lifecycle.cancel_purged,
+            running_by_queue=lifecycle.running_by_queue,
+            prepare=prepare,
+        )
+
+    try:
+        async with runtime.sessionmaker() as session:
+            for prepare in (provisioning_fails, None):
+                with pytest.raises(ServiceUnavailable):
+                    await controls(prepare).list_queues(session)
+                with pytest.raises(ServiceUnavailable):
+                    await controls(prepare).pause(session, QUEUE)
+    finally:
+        await backend.close()

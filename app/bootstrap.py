@@ -34,6 +34,7 @@ from app.outbox.relay import OutboxRelay
 from app.queues.base import QueueBackend
 from app.queues.cloudflare import CloudflareQueues, RetryPolicy
 from app.queues.local import LocalQueueEngine
+from app.queues.service import QueueControls
 from app.queues.topology import Topology, load_topology
 from app.settings import Settings
 from app.tenants.deps import Credentials
@@ -61,6 +62,8 @@ class Runtime:
     credentials: Credentials
     # Cancel and retry (with dead letter removal) of stored jobs.
     operations: JobOperations
+    # The operator's pause, resume, purge and numbers, on the backend in use.
+    queue_controls: QueueControls
     # Set with the Cloudflare backend: publishes the outbox after commit.
     relay: OutboxRelay | None = None
 
@@ -153,6 +156,18 @@ def build_runtime(
             dead_letters=dead_letters,
             bulk_retry_rate=settings.jobs.bulk_retry_rate,
         ),
+        queue_controls=QueueControls(
+            backend,
+            topology,
+            clock,
+            cancel_purged=lifecycle.cancel_purged,
+            running_by_queue=lifecycle.running_by_queue,
+            prepare=(
+                partial(backend.start, topology)
+                if isinstance(backend, CloudflareQueues)
+                else None
+            ),
+        ),
     )
 
 
@@ -198,3 +213,4 @@ def provide(app: FastAPI, runtime: Runtime, admission: AdmissionControl) -> None
     state.job_operations = runtime.operations
     state.credentials = runtime.credentials
     state.admission = admission
+    state.queue_controls = runtime.queue_controls

@@ -23,9 +23,11 @@ from app.handlers.admin import router as handlers_admin_router
 from app.jobs.admin import router as jobs_admin_router
 from app.jobs.router import router as jobs_router
 from app.observability.router import router as observability_router
+from app.queues.admin import router as queues_admin_router
 from app.scheduler.router import router as schedules_router
 from app.scheduler.runner import SchedulerRunner
 from app.settings import Settings, get_settings
+from app.tenants.deps import require_operator
 from app.tenants.router import router as admin_router
 from app.webhooks.admin import router as webhooks_admin_router
 from app.webhooks.router import router as webhooks_router
@@ -111,5 +113,7 @@ def build_api(*, lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
     app.include_router(webhooks_admin_router)
     app.include_router(admission_admin_router)
     app.include_router(jobs_admin_router)
+    # Operator only; the queues package knows no tenants, so the check is attached here.
+    app.include_router(queues_admin_router, dependencies=[Depends(require_operator)])
     app.include_router(observability_router)
     return app

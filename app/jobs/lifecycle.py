@@ -479,3 +479,54 @@ async def outbox_failed(
         values={"last_error": reason, "finished_at": at},
         waiting=(JobStatus.accepted, JobStatus.queued),
     )
+
+
+# -- an operator's purge: the jobs whose messages it deleted ----------------------------------
+
+
+async def cancel_purged(
+    session: AsyncSession, *, queue: str, before: datetime, reason: str, at: datetime
+) -> int:
+    """Cancel the jobs that waited in `queue` (`queued` or `retrying`) since before `before`,
+    whose messages a purge deleted; returns how many.
+
+    Jobs that moved on meanwhile (running, finished, queued again after `before`) keep their
+    status: a running attempt ends as it would have. A cancelled job never runs, even if a
+    copy of its message survived the purge (the consumer acks finished jobs unrun).
+    """
+    waiting = (JobStatus.queued.value, JobStatus.retrying.value)
+    moved = list(
+        (
+            await session.execute(
+                update(_jobs)
+                .where(
+                    _jobs.c.queue == queue,
+                    _jobs.c.status.in_(waiting),
+                    _jobs.c.updated_at <= before,
+                )
+                .values(
+                    status=JobStatus.cancelled.value,
+                    updated_at=at,
+                    finished_at=at,
+                    last_error=reason,
+                    next_attempt_at=None,
+                )
+                .returning(_jobs.c.id, _jobs.c.attempts)
+            )
+        ).all()
+    )
+    await _insert_events(
+        session,
+        [_event(row.id, JobStatus.cancelled.value, row.attempts, reason, at) for row in moved],
+    )
+    return len(moved)
+
+
+async def running_by_queue(session: AsyncSession) -> dict[str, int]:
+    """How many jobs are `running`, per queue (in flight, where the queue cannot say)."""
+    stmt = (
+        select(_jobs.c.queue, func.count())
+        .where(_jobs.c.status == JobStatus.running.value)
+        .group_by(_jobs.c.queue)
+    )
+    return {queue: int(count) for queue, count in (await session.execute(stmt)).all()}

@@ -1,7 +1,7 @@
 """job operations: renewable attempts budget and the next attempt of a retrying job
 
 Revision ID: 0011_jobops
-Revises: 0010_email_policy
+Revises: 0011_queue_controls
 Create Date: 2026-12-01 04:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011_jobops"
-down_revision: str | None = "0010_email_policy"
+down_revision: str | None = "0011_queue_controls"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

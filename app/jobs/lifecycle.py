@@ -509,6 +509,7 @@ async def cancel_purged(
                     updated_at=at,
                     finished_at=at,
                     last_error=reason,
+                    next_attempt_at=None,
                 )
                 .returning(_jobs.c.id, _jobs.c.attempts)
             )

@@ -94,6 +94,19 @@ def test_jobs_and_dlq_commands_drive_a_dead_job_back_to_success(ops: Ops) -> Non
 
 
 def test_cancel_errors_and_the_operator_view(ops: Ops) -> None:
+    # Purge: the operator's, confirmed by name; a dead job stays dead, its copy is gone.
+    [dead] = _lines(_cli(ops, "jobs", "submit", "analytics-event", "-f", "name=gone", "--json"))
+    ops.until_dead([dead["id"]])
+    assert ops.queue_backlog("analytics-events-dlq") == 1
+    refused = _cli(ops, "dlq", "purge", "analytics-events-dlq", "--yes")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: 403 Forbidden: ")
+    purged = _lines(
+        _cli(ops, "dlq", "purge", "analytics-events-dlq", "--yes", "--json", key=ops.operator_key)
+    )
+    assert purged[0]["purged"] == 1
+    assert ops.queue_backlog("analytics-events-dlq") == 0
+    assert _lines(_cli(ops, "jobs", "get", dead["id"], "--json"))[0]["status"] == "dead"
     ops.fail_file.unlink()
     [job] = _lines(
         _cli(
@@ -131,7 +144,8 @@ def test_cancel_errors_and_the_operator_view(ops: Ops) -> None:
         _cli(ops, "jobs", "list", "--tenant", ops.tenant_id, "--json", key=ops.operator_key)
     )
     assert [(j["id"], j["tenant_id"], j["status"]) for j in listed] == [
-        (job["id"], ops.tenant_id, "cancelled")
+        (job["id"], ops.tenant_id, "cancelled"),
+        (dead["id"], ops.tenant_id, "dead"),
     ]
     assert (
         _lines(

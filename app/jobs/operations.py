@@ -31,7 +31,7 @@ from sqlmodel import col, select
 
 from app.core.clock import Clock, to_datetime
 from app.core.db import table_of
-from app.core.errors import Conflict, NotFound, ValidationFailed
+from app.core.errors import Conflict, FieldError, NotFound, ValidationFailed
 from app.jobs.dispatchers import Dispatcher
 from app.jobs.models import Job, JobAttempt, JobEvent, JobStatus
 from app.jobs.schemas import MAX_BATCH_JOBS, AttemptPublic, BulkRetryRequest
@@ -291,11 +291,10 @@ class JobOperations:
     ) -> RetryOutcome:
         """Queue again up to `selection.limit` matching jobs, oldest first, paced per queue."""
         if selection.status not in (JobStatus.failed, JobStatus.dead):
-            raise ValidationFailed("status must be dead or failed")
+            raise _invalid("status", "status must be dead or failed")
         if selection.queue is not None and selection.queue not in self._topology.consumers:
-            raise ValidationFailed(
-                f"queue must be one of {', '.join(sorted(self._topology.consumers))}"
-            )
+            queues = ", ".join(sorted(self._topology.consumers))
+            raise _invalid("queue", f"queue must be one of {queues}")
         where = _selection(selection)
         matched = int(
             (
@@ -395,6 +394,12 @@ class JobOperations:
         if outcome.dead_letters:
             await self._dead_letters.remove_in_transaction(session, outcome.dead_letters)
         return outcome
+
+
+def _invalid(name: str, message: str) -> ValidationFailed:
+    """A 422 naming the field, like the request validation's own."""
+    error = FieldError(loc=["body", name], msg=message, type="value_error")
+    return ValidationFailed(f"invalid fields: {name}", errors=[error])
 
 
 def _selection(selection: RetrySelection) -> list[ColumnElement[bool]]:

@@ -20,11 +20,14 @@ from app.consumer.breaker import open_breakers
 from app.core.clock import Clock, OffsetFileClock, SystemClock
 from app.core.db import SessionMaker, create_engine, create_sessionmaker
 from app.core.security import SecretBox
+from app.dashboard.sessions import SessionCodec
 from app.handlers.shop_url import ShopUrlGuard
 from app.jobs import lifecycle
 from app.jobs import service as jobs_service
 from app.jobs.committer import GroupCommitter
+from app.jobs.dead_letters import CloudflareDeadLetters, LocalDeadLetters
 from app.jobs.dispatchers import Dispatcher, LocalDispatcher, OutboxDispatcher
+from app.jobs.operations import DeadLetters, JobOperations
 from app.jobs.payloads import JOB_TYPES
 from app.jobs.submitter import JobSubmitter
 from app.outbox import service as outbox_service
@@ -32,6 +35,7 @@ from app.outbox.relay import OutboxRelay
 from app.queues.base import QueueBackend
 from app.queues.cloudflare import CloudflareQueues, RetryPolicy
 from app.queues.local import LocalQueueEngine
+from app.queues.service import QueueControls
 from app.queues.topology import Topology, load_topology
 from app.settings import Settings
 from app.tenants.deps import Credentials
@@ -57,6 +61,10 @@ class Runtime:
     submitter: JobSubmitter
     # Authentication's share: API key cache, operator token, JWT verifier.
     credentials: Credentials
+    # Cancel and retry (with dead letter removal) of stored jobs.
+    operations: JobOperations
+    # The operator's pause, resume, purge and numbers, on the backend in use.
+    queue_controls: QueueControls
     # Set with the Cloudflare backend: publishes the outbox after commit.
     relay: OutboxRelay | None = None
 
@@ -90,6 +98,7 @@ def build_runtime(
     backend: QueueBackend = queue_engine
     dispatcher: Dispatcher = LocalDispatcher(queue_engine)
     relay: OutboxRelay | None = None
+    dead_letters: DeadLetters = LocalDeadLetters()
     if settings.queues.backend == "cloudflare":
         if not settings.cloudflare.api_token:
             raise ValueError("JOBGATE_QUEUE_BACKEND=cloudflare needs JOBGATE_CF_API_TOKEN")
@@ -113,6 +122,12 @@ def build_runtime(
             prepare=partial(backend.start, topology),
         )
         dispatcher = OutboxDispatcher(clock, wake=relay.wake)
+        dead_letters = CloudflareDeadLetters(
+            backend,
+            account_id=settings.cloudflare.account_id,
+            api_token=settings.cloudflare.api_token,
+            base_url=settings.cloudflare.api_base_url,
+        )
     committer = GroupCommitter(sessionmaker, dispatcher)
     submitter = JobSubmitter(
         dispatcher=dispatcher,
@@ -135,6 +150,25 @@ def build_runtime(
         committer=committer,
         submitter=submitter,
         credentials=Credentials(settings.jwt, settings.security.admin_token, clock, ApiKeyCache()),
+        operations=JobOperations(
+            dispatcher=dispatcher,
+            topology=topology,
+            clock=clock,
+            dead_letters=dead_letters,
+            bulk_retry_rate=settings.jobs.bulk_retry_rate,
+        ),
+        queue_controls=QueueControls(
+            backend,
+            topology,
+            clock,
+            cancel_purged=lifecycle.cancel_purged,
+            running_by_queue=lifecycle.running_by_queue,
+            prepare=(
+                partial(backend.start, topology)
+                if isinstance(backend, CloudflareQueues)
+                else None
+            ),
+        ),
     )
 
 
@@ -177,5 +211,8 @@ def provide(app: FastAPI, runtime: Runtime, admission: AdmissionControl) -> None
     state.engine = runtime.engine
     state.sessionmaker = runtime.sessionmaker
     state.submitter = runtime.submitter
+    state.job_operations = runtime.operations
     state.credentials = runtime.credentials
     state.admission = admission
+    state.dashboard_sessions = SessionCodec(runtime.settings.security.secret_key)
+    state.queue_controls = runtime.queue_controls

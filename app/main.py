@@ -15,19 +15,30 @@ from app.admission.admin import router as admission_admin_router
 from app.admission.auth_failures import AuthFailureThrottle, FailedAuthThrottle
 from app.bootstrap import Runtime, build_admission, build_runtime, provide
 from app.consumer.service import check_handlers
+from app.core.docs import install_docs
 from app.core.errors import install_error_handlers
 from app.core.middleware import BodyLimit
 from app.core.openapi import TAG_METADATA, install_openapi, operation_id
 from app.core.storable import reject_unstorable
+from app.dashboard.router import router as dashboard_router
 from app.handlers.admin import router as handlers_admin_router
+from app.jobs.admin import router as jobs_admin_router
 from app.jobs.router import router as jobs_router
 from app.observability.router import router as observability_router
+from app.queues.admin import router as queues_admin_router
 from app.scheduler.router import router as schedules_router
 from app.scheduler.runner import SchedulerRunner
 from app.settings import Settings, get_settings
+from app.tenants.deps import require_operator
 from app.tenants.router import router as admin_router
 from app.webhooks.admin import router as webhooks_admin_router
 from app.webhooks.router import router as webhooks_router
+from app.webhooks.schemas import (
+    PrestaShopEvent,
+    R2Notification,
+    R2NotificationBatch,
+    UnsignedPrestaShopEvent,
+)
 
 DESCRIPTION = """\
 Run background jobs on Cloudflare Queues. Authenticate with `Authorization: Bearer <api key>`.
@@ -98,9 +109,16 @@ def build_api(*, lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
         lifespan=lifespan,
         # Strings no database can store are refused on every route, before any handler.
         dependencies=[Depends(reject_unstorable)],
+        # Served from vendored assets (`install_docs`), not FastAPI's CDN pages.
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
-    install_openapi(app)
+    # Webhook bodies are read raw (signatures first), so their models are added by hand.
+    install_openapi(
+        app,
+        schemas=(PrestaShopEvent, UnsignedPrestaShopEvent, R2Notification, R2NotificationBatch),
+    )
     app.include_router(jobs_router)
     app.include_router(webhooks_router)
     app.include_router(schedules_router)
@@ -109,5 +127,10 @@ def build_api(*, lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
     app.include_router(handlers_admin_router)
     app.include_router(webhooks_admin_router)
     app.include_router(admission_admin_router)
+    app.include_router(jobs_admin_router)
+    # Operator only; the queues package knows no tenants, so the check is attached here.
+    app.include_router(queues_admin_router, dependencies=[Depends(require_operator)])
     app.include_router(observability_router)
+    app.include_router(dashboard_router)
+    install_docs(app)
     return app

@@ -17,6 +17,7 @@ ENTRY = {"__main__", "main", "cli", "bootstrap", "models", "settings"}
 DOMAINS = {
     "admission",
     "consumer",
+    "dashboard",
     "handlers",
     "jobs",
     "observability",

@@ -67,6 +67,7 @@ VARIABLES: list[tuple[str, str, str, Any]] = [
     ("JOBGATE_AUTH_FAILURE_BURST", "auth_failures.burst", "31", 31),
     ("JOBGATE_AUTH_FAILURE_WINDOW_SECONDS", "auth_failures.window_seconds", "61", 61),
     ("JOBGATE_IDEMPOTENCY_WINDOW_SECONDS", "jobs.idempotency_window_seconds", "86401", 86401),
+    ("JOBGATE_BULK_RETRY_RATE", "jobs.bulk_retry_rate", "7", 7),
     ("JOBGATE_MAX_REQUEST_BYTES", "http.max_request_bytes", "1048577", 1048577),
     ("JOBGATE_HANDLER_MODULES", "consumer.handler_modules", "custom", "custom"),
     ("JOBGATE_CONSUMER_RETRY_BASE_SECONDS", "consumer.retry_base_seconds", "31", 31),

@@ -38,7 +38,8 @@ from app.observability import metrics
 
 logger = logging.getLogger(__name__)
 NAMESPACE = "auth-failures"
-PROTECTED_PREFIX = "/v1/"
+# The dashboard's login and session checks count as well: a pasted key is guessed the same way.
+PROTECTED_PREFIXES = ("/v1/", "/dashboard")
 # Blocked addresses kept in memory; beyond this, expired entries are swept first.
 _MAX_REMEMBERED = 100_000
 
@@ -107,7 +108,7 @@ class FailedAuthThrottle:
         self.throttle = throttle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIX):
+        if scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIXES):
             await self.app(scope, receive, send)
             return
         client = scope.get("client")

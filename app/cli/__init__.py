@@ -11,10 +11,13 @@ import typer
 
 from app.cli import (
     db,
+    dlq,
     email_policy,
+    jobs,
     keys,
     openapi,
     operators,
+    queues,
     schedules,
     server,
     shops,
@@ -37,6 +40,9 @@ cli.add_typer(keys.app, name="keys")
 cli.add_typer(webhooks.app, name="webhooks")
 cli.add_typer(operators.app, name="operators")
 cli.add_typer(schedules.app, name="schedules")
+cli.add_typer(jobs.app, name="jobs")
+cli.add_typer(dlq.app, name="dlq")
+cli.add_typer(queues.app, name="queues")
 
 
 def main() -> None:

@@ -409,6 +409,8 @@ class QueueWorker:
                         disposition="redelayed",
                     )
                     continue
+                # A manual retry renewed the budget: count attempts from its base.
+                work.max_attempts += job.attempts_base
                 if job.attempts >= work.max_attempts:
                     # Its last attempt was lost with its consumer; no attempt is left.
                     reason = f"no attempt left after {job.attempts} (the last one was lost)"

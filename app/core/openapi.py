@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -9,6 +10,7 @@ import yaml
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 
 class Tag(StrEnum):
@@ -64,18 +66,28 @@ def _problem_content(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def install_openapi(app: FastAPI) -> None:
+def _add_schemas(document: dict[str, Any], models: Sequence[type[BaseModel]]) -> dict[str, Any]:
+    """Put models that routes reference by hand (`openapi_extra` bodies read raw, to verify
+    a signature first) into `components.schemas`, so every `$ref` resolves."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for model in models:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    return document
+
+
+def install_openapi(app: FastAPI, *, schemas: Sequence[type[BaseModel]] = ()) -> None:
     def build() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = _problem_content(
-                get_openapi(
-                    title=app.title,
-                    version=app.version,
-                    description=app.description,
-                    routes=app.routes,
-                    tags=app.openapi_tags,
-                )
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+                tags=app.openapi_tags,
             )
+            app.openapi_schema = _problem_content(_add_schemas(document, schemas))
         return app.openapi_schema
 
     app.openapi = build  # type: ignore[method-assign]

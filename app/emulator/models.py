@@ -25,7 +25,6 @@ class EmulatorQueue(SQLModel, table=True):
     name: str = Field(max_length=63, unique=True)
     delivery_delay: int = 0
     message_retention_period: int
-    delivery_paused: bool = False
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     modified_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     purge_started_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))

@@ -100,7 +100,7 @@ def queue_out(record: QueueRecord) -> dict[str, Any]:
         consumers_total_count=len(consumers),
         settings=QueueSettingsOut(
             delivery_delay=queue.delivery_delay,
-            delivery_paused=queue.delivery_paused,
+            delivery_paused=record.paused,
             message_retention_period=queue.message_retention_period,
         ),
     ).model_dump()

@@ -8,7 +8,9 @@ Guarantees:
   queue from its consumer;
 - one consumer per queue, as Cloudflare documents; a dead letter queue that does not exist is
   created when the consumer is configured and again whenever a pull or ack needs it;
-- pulls need an `http_pull` consumer and an unpaused queue; pushes do not.
+- pulls need an `http_pull` consumer and an unpaused queue; pushes do not. The paused flag
+  lives in the local engine's `queue_pause` table (keyed by queue id), so pausing through
+  this API or through the engine is the same state.
 
 The emulator is a single process. It keeps the registry in memory, writes it through to the
 database first, and serialises registry changes with one lock. Like the engine it wraps, it
@@ -60,16 +62,21 @@ from app.queues.base import (
     RetryRequest,
 )
 from app.queues.local import LocalQueueEngine, message_id_of
-from app.queues.models import QueueMessage
+from app.queues.models import QueueMessage, QueuePause
 from app.queues.topology import DEFAULT_RETENTION_SECONDS, QueueSettings
 
 
 @dataclass(frozen=True, slots=True)
 class QueueRecord:
-    """A registered queue and its consumer, as last committed."""
+    """A registered queue, its consumer and whether its delivery is paused, as last committed.
+
+    The paused flag is the local engine's (`queue_pause`), so the engine's pulls and the
+    emulator's API see one state.
+    """
 
     queue: EmulatorQueue
     consumer: EmulatorConsumer | None
+    paused: bool = False
 
     @property
     def id(self) -> str:
@@ -103,7 +110,8 @@ class EmulatorService:
             consumers = (await session.execute(select(EmulatorConsumer))).scalars().all()
             await session.commit()
         by_queue = {consumer.queue_id: consumer for consumer in consumers}
-        self._records = {q.id: QueueRecord(q, by_queue.get(q.id)) for q in queues}
+        paused = await self.engine.paused_queues()
+        self._records = {q.id: QueueRecord(q, by_queue.get(q.id), q.id in paused) for q in queues}
         self._declare_all()
 
     def get(self, queue_id: str) -> QueueRecord:
@@ -139,12 +147,12 @@ class EmulatorService:
             name=given.queue_name,
             delivery_delay=given.delivery_delay or 0,
             message_retention_period=given.message_retention_period or DEFAULT_RETENTION_SECONDS,
-            delivery_paused=bool(given.delivery_paused),
             created_at=now,
             modified_at=now,
         )
-        await self._save(queue)
-        record = QueueRecord(queue, None)
+        paused = bool(given.delivery_paused)
+        await self._save(queue, paused=paused)
+        record = QueueRecord(queue, None, paused)
         self._records[queue.id] = record
         self._declare_all()
         return record
@@ -172,13 +180,13 @@ class EmulatorService:
                     old.message_retention_period,
                     DEFAULT_RETENTION_SECONDS,
                 ),
-                delivery_paused=pick(given.delivery_paused, old.delivery_paused, False),
                 created_at=old.created_at,
                 modified_at=to_datetime(self.clock.now_ms()),
                 purge_started_at=old.purge_started_at,
             )
-            await self._save(queue)
-            record = replace(record, queue=queue)
+            paused = bool(pick(given.delivery_paused, record.paused, False))
+            await self._save(queue, paused=paused)
+            record = replace(record, queue=queue, paused=paused)
             self._records[queue.id] = record
             self._declare_all()
             return record
@@ -193,6 +201,7 @@ class EmulatorService:
                 await session.execute(
                     delete(EmulatorQueue).where(col(EmulatorQueue.id) == record.id)
                 )
+                await self.engine.set_paused(record.id, False, session=session)
                 await session.commit()
             del self._records[record.id]
             await self.engine.purge(record.id)
@@ -249,9 +258,14 @@ class EmulatorService:
             self._records[record.id] = replace(record, consumer=None)
             self._declare_all()
 
-    async def _save(self, row: EmulatorQueue | EmulatorConsumer) -> None:
+    async def _save(
+        self, row: EmulatorQueue | EmulatorConsumer, *, paused: bool | None = None
+    ) -> None:
+        """Write `row` through (and a queue's paused flag, in the same transaction)."""
         async with self._sessionmaker() as session:
             await session.merge(row)
+            if paused is not None:
+                await self.engine.set_paused(row.id, paused, session=session)
             try:
                 await session.commit()
             except IntegrityError:
@@ -321,7 +335,7 @@ class EmulatorService:
                 f"queue {record.queue.name!r} has no http_pull consumer",
                 status=self.config.no_consumer_status,
             )
-        if record.queue.delivery_paused:
+        if record.paused:
             raise QueuePaused("queue_delivery_paused")
         await self._ensure_dead_letter_queue(record)
         # Defaults come from the consumer's settings (themselves defaulting to 5 and 30 s).
@@ -391,8 +405,8 @@ class EmulatorService:
                 await session.execute(delete(EmulatorConsumer))
                 await session.execute(delete(EmulatorQueue))
                 if ids:
-                    table = table_of(QueueMessage)
-                    await session.execute(delete(table).where(table.c.queue.in_(ids)))
+                    for table in (table_of(QueueMessage), table_of(QueuePause)):
+                        await session.execute(delete(table).where(table.c.queue.in_(ids)))
                 await session.commit()
             for queue_id in [*ids, *self._records]:
                 self.engine.forget(queue_id)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -67,6 +67,8 @@ class JobState:
     status: str
     attempts: int
     lease_expires_ms: int | None = None
+    # Attempts before the current budget (renewed by a manual retry).
+    attempts_base: int = 0
 
     def running_until(self, now_ms: int) -> int | None:
         """The end of the lease its running attempt still holds at `now_ms`, else None."""
@@ -92,7 +94,13 @@ async def load_jobs(session: AsyncSession, job_ids: Iterable[str]) -> dict[str, 
         _attempts.c.ended_at.is_(None),
     )
     stmt = (
-        select(_jobs.c.id, _jobs.c.status, _jobs.c.attempts, _attempts.c.lease_expires_ms)
+        select(
+            _jobs.c.id,
+            _jobs.c.status,
+            _jobs.c.attempts,
+            _attempts.c.lease_expires_ms,
+            _jobs.c.attempts_base,
+        )
         .select_from(_jobs.outerjoin(_attempts, current))
         .where(_jobs.c.id.in_(ids))
         .order_by(_jobs.c.id)
@@ -100,7 +108,10 @@ async def load_jobs(session: AsyncSession, job_ids: Iterable[str]) -> dict[str, 
     )
     rows = (await session.execute(stmt)).all()
     return {
-        row.id: JobState(row.id, row.status, row.attempts, row.lease_expires_ms) for row in rows
+        row.id: JobState(
+            row.id, row.status, row.attempts, row.lease_expires_ms, row.attempts_base
+        )
+        for row in rows
     }
 
 
@@ -151,6 +162,7 @@ _START_JOB = (
         attempts=bindparam("b_attempt"),
         started_at=func.coalesce(_jobs.c.started_at, _now),
         updated_at=_now,
+        next_attempt_at=None,
     )
 )
 
@@ -233,11 +245,18 @@ _MOVE_JOB = (
         finished_at=func.coalesce(
             bindparam("b_finished", type_=UTCDateTime()), _jobs.c.finished_at
         ),
+        next_attempt_at=bindparam("b_next", type_=UTCDateTime()),
     )
 )
 
 
-def _move(job_id: str, status: JobStatus, error: str | None, now: datetime) -> dict[str, Any]:
+def _move(
+    job_id: str,
+    status: JobStatus,
+    error: str | None,
+    now: datetime,
+    next_attempt_at: datetime | None = None,
+) -> dict[str, Any]:
     return {
         "b_id": job_id,
         "b_status": status.value,
@@ -245,6 +264,7 @@ def _move(job_id: str, status: JobStatus, error: str | None, now: datetime) -> d
         "b_error": error,
         "b_progress": 100 if status is JobStatus.succeeded else None,
         "b_finished": now if status in FINISHED_STATUSES else None,
+        "b_next": next_attempt_at,
     }
 
 
@@ -299,10 +319,11 @@ async def settle(
             continue
         status = _STATUS_AFTER[end.outcome]
         error = _clip(end.error)
-        moves.append(_move(job.id, status, error, now))
-        detail = error
+        detail, next_attempt_at = error, None
         if end.outcome is AttemptOutcome.retry:
             detail = f"retry in {end.retry_delay_seconds}s: {error}"
+            next_attempt_at = now + timedelta(seconds=end.retry_delay_seconds or 0)
+        moves.append(_move(job.id, status, error, now, next_attempt_at))
         events.append(_event(job.id, status.value, end.attempt, detail, now))
     dying = [job_id for job_id in dead if job_id in jobs and not is_finished(jobs[job_id])]
     await _close_open_attempts(session, dying, now)
@@ -411,8 +432,10 @@ async def _move_accepted(
     detail: str,
     at: datetime,
     values: dict[str, Any] | None = None,
+    waiting: tuple[JobStatus, ...] = (JobStatus.accepted,),
 ) -> list[str]:
-    """Move still-`accepted` jobs to `to`, with one event each; returns the moved ids.
+    """Move jobs still `waiting` (`accepted`) to `to`, with one event each; returns the
+    moved ids.
 
     Jobs that moved on meanwhile (cancelled, or already run from an earlier copy) keep
     their status.
@@ -421,7 +444,9 @@ async def _move_accepted(
         (
             await session.execute(
                 update(_jobs)
-                .where(_jobs.c.id.in_(job_ids), _jobs.c.status == JobStatus.accepted.value)
+                .where(
+                    _jobs.c.id.in_(job_ids), _jobs.c.status.in_([s.value for s in waiting])
+                )
                 .values(status=to.value, updated_at=at, **(values or {}))
                 .returning(_jobs.c.id)
             )
@@ -443,7 +468,8 @@ async def outbox_published(
 async def outbox_failed(
     session: AsyncSession, job_ids: list[str], reason: str, at: datetime
 ) -> list[str]:
-    """The relay gave up on the jobs' messages: `accepted` -> `failed` with the reason."""
+    """The relay gave up on the jobs' messages: `accepted` -> `failed` with the reason
+    (also a retried job, `queued` again before its message was published)."""
     return await _move_accepted(
         session,
         job_ids,
@@ -451,4 +477,56 @@ async def outbox_failed(
         detail=reason,
         at=at,
         values={"last_error": reason, "finished_at": at},
+        waiting=(JobStatus.accepted, JobStatus.queued),
     )
+
+
+# -- an operator's purge: the jobs whose messages it deleted ----------------------------------
+
+
+async def cancel_purged(
+    session: AsyncSession, *, queue: str, before: datetime, reason: str, at: datetime
+) -> int:
+    """Cancel the jobs that waited in `queue` (`queued` or `retrying`) since before `before`,
+    whose messages a purge deleted; returns how many.
+
+    Jobs that moved on meanwhile (running, finished, queued again after `before`) keep their
+    status: a running attempt ends as it would have. A cancelled job never runs, even if a
+    copy of its message survived the purge (the consumer acks finished jobs unrun).
+    """
+    waiting = (JobStatus.queued.value, JobStatus.retrying.value)
+    moved = list(
+        (
+            await session.execute(
+                update(_jobs)
+                .where(
+                    _jobs.c.queue == queue,
+                    _jobs.c.status.in_(waiting),
+                    _jobs.c.updated_at <= before,
+                )
+                .values(
+                    status=JobStatus.cancelled.value,
+                    updated_at=at,
+                    finished_at=at,
+                    last_error=reason,
+                    next_attempt_at=None,
+                )
+                .returning(_jobs.c.id, _jobs.c.attempts)
+            )
+        ).all()
+    )
+    await _insert_events(
+        session,
+        [_event(row.id, JobStatus.cancelled.value, row.attempts, reason, at) for row in moved],
+    )
+    return len(moved)
+
+
+async def running_by_queue(session: AsyncSession) -> dict[str, int]:
+    """How many jobs are `running`, per queue (in flight, where the queue cannot say)."""
+    stmt = (
+        select(_jobs.c.queue, func.count())
+        .where(_jobs.c.status == JobStatus.running.value)
+        .group_by(_jobs.c.queue)
+    )
+    return {queue: int(count) for queue, count in (await session.execute(stmt)).all()}

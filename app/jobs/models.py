@@ -54,6 +54,9 @@ class Job(SQLModel, table=True):
     payload: dict[str, Any] = Field(sa_column=Column(JSONType, nullable=False))
     status: str = Field(max_length=16)
     attempts: int = 0
+    # Attempts used before the current budget: a manual retry renews the budget, so the
+    # consumer counts the queue's max_retries from here (the attempt numbers go on).
+    attempts_base: int = 0
     progress: int = 0
     progress_message: str | None = Field(default=None, max_length=500)
     idempotency_key: str | None = Field(default=None, max_length=255)
@@ -65,6 +68,8 @@ class Job(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     started_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
     finished_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    # When a `retrying` job is due again; NULL in every other status.
+    next_attempt_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
 
 
 class JobEvent(SQLModel, table=True):

@@ -11,11 +11,20 @@ from app.admission.email_policy import recipients
 from app.core.deps import SessionDep, require_json
 from app.core.errors import ValidationFailed, problem_responses
 from app.core.openapi import Tag
+from app.jobs import operations
 from app.jobs import service as jobs_service
-from app.jobs.deps import SubmitterDep
+from app.jobs.deps import JobOperationsDep, SubmitterDep
 from app.jobs.models import Job, JobStatus
 from app.jobs.payloads import JOB_TYPES, JobRequest
-from app.jobs.schemas import JobBatchRequest, JobBatchResponse, JobPage, JobPublic
+from app.jobs.schemas import (
+    AttemptList,
+    BulkRetryRequest,
+    BulkRetryResult,
+    JobBatchRequest,
+    JobBatchResponse,
+    JobPage,
+    JobPublic,
+)
 from app.jobs.submitter import count_accepted
 from app.tenants.deps import JobsReader, JobsWriter
 
@@ -142,16 +151,83 @@ async def list_jobs(
     job_type: Annotated[str | None, Query(alias="type", max_length=64)] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    queue: Annotated[str | None, Query(max_length=63)] = None,
 ) -> JobPage:
-    """The caller's jobs, newest first, filtered by status and type, cursor-paged."""
+    """The caller's jobs, newest first, filtered by status, type and queue, cursor-paged."""
     if job_type is not None and job_type not in JOB_TYPES:
         raise ValidationFailed(f"type must be one of {', '.join(sorted(JOB_TYPES))}")
-    jobs, next_cursor = await jobs_service.list_jobs(
+    jobs, next_cursor = await operations.list_jobs(
         session,
         tenant_id=principal.tenant_id,
         status=status_filter,
         job_type=job_type,
+        queue=queue,
         cursor=cursor,
         limit=limit,
     )
     return JobPage(data=[_public(job) for job in jobs], next_cursor=next_cursor)
+
+
+@router.get(
+    "/{job_id}/attempts",
+    response_model=AttemptList,
+    dependencies=[Depends(admit_read)],
+    responses=problem_responses(401, 403, 404, 429, 503),
+)
+async def list_job_attempts(
+    job_id: JobId, principal: JobsReader, session: SessionDep
+) -> AttemptList:
+    """The job's attempts, oldest first: when each ran, how it ended and why."""
+    attempts = await operations.list_attempts(
+        session, job_id=job_id, tenant_id=principal.tenant_id
+    )
+    return AttemptList(data=[operations.attempt_public(a) for a in attempts])
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobPublic,
+    responses=problem_responses(401, 403, 404, 409, 503),
+)
+async def cancel_job(
+    job_id: JobId, principal: JobsWriter, session: SessionDep, ops: JobOperationsDep
+) -> JobPublic:
+    """Cancel an accepted, queued or retrying job: it will not run. 409 once it runs."""
+    job = await ops.cancel(session, job_id=job_id, tenant_id=principal.tenant_id)
+    await session.commit()
+    return _public(job)
+
+
+@router.post(
+    "/{job_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobPublic,
+    responses=problem_responses(401, 403, 404, 409, 503),
+)
+async def retry_job(
+    job_id: JobId, principal: JobsWriter, session: SessionDep, ops: JobOperationsDep
+) -> JobPublic:
+    """Queue a failed, dead or cancelled job again: same id, history kept, fresh attempts."""
+    outcome = await ops.retry(session, job_id=job_id, tenant_id=principal.tenant_id)
+    await session.commit()
+    await ops.after_commit(outcome)
+    assert outcome.job is not None
+    return _public(outcome.job)
+
+
+@router.post(
+    "/retry",
+    response_model=BulkRetryResult,
+    dependencies=[Depends(require_json)],
+    responses=problem_responses(400, 401, 403, 415, 422, 503),
+)
+async def retry_jobs(
+    body: BulkRetryRequest, principal: JobsWriter, session: SessionDep, ops: JobOperationsDep
+) -> BulkRetryResult:
+    """Queue again the caller's dead or failed jobs matching the filters (paced per queue);
+    `dry_run` only counts them."""
+    selection = operations.selection_of(body, tenant_id=principal.tenant_id)
+    outcome = await ops.retry_many(session, selection, dry_run=body.dry_run)
+    await session.commit()
+    await ops.after_commit(outcome)
+    return BulkRetryResult(matched=outcome.matched, retried=outcome.retried)

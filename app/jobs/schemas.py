@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from app.jobs.models import JobStatus
-from app.jobs.payloads import JobRequest
+from app.jobs.payloads import JOB_TYPES, JobRequest
 
 MAX_BATCH_JOBS = 100
 
@@ -33,6 +33,9 @@ class JobPublic(BaseModel):
     updated_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    next_attempt_at: datetime | None = Field(
+        default=None, description="When a `retrying` job runs again; null in other statuses."
+    )
 
 
 class JobBatchRequest(BaseModel):
@@ -67,3 +70,75 @@ class JobPage(BaseModel):
     next_cursor: str | None = Field(
         description="Pass as `cursor` to get the next (older) page; null on the last page."
     )
+
+
+class AdminJobPublic(JobPublic):
+    """A job as the operator sees it: with its tenant."""
+
+    tenant_id: str
+
+
+class AdminJobPage(BaseModel):
+    data: list[AdminJobPublic]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next (older) page; null on the last page."
+    )
+
+
+class AttemptPublic(BaseModel):
+    """One run of the job's handler."""
+
+    attempt: int = Field(description="1 for the first run; a retried job keeps counting.")
+    started_at: datetime
+    finished_at: datetime | None = Field(description="Null while the attempt runs.")
+    outcome: str | None = Field(
+        description="succeeded, retry, failed, dead, released or lost; null while it runs."
+    )
+    error: str | None = None
+    duration_ms: int | None = Field(description="Null while the attempt runs.")
+
+
+class AttemptList(BaseModel):
+    data: list[AttemptPublic]
+
+
+MAX_BULK_RETRY = 1000
+
+
+class BulkRetryRequest(BaseModel):
+    """Which finished jobs to queue again (all filters combine)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"status": "dead", "type": "sync-orders", "dry_run": True}]
+        },
+    )
+
+    status: Literal["dead", "failed"]
+    type: str | None = Field(default=None, max_length=64)
+    queue: str | None = Field(default=None, max_length=63)
+    created_after: AwareDatetime | None = None
+    created_before: AwareDatetime | None = None
+    error_contains: str | None = Field(default=None, min_length=1, max_length=200)
+    limit: int = Field(default=100, ge=1, le=MAX_BULK_RETRY, description="At most this many.")
+    dry_run: bool = Field(description="true: only count the matching jobs.")
+
+    @model_validator(mode="after")
+    def _check(self) -> BulkRetryRequest:
+        if self.type is not None and self.type not in JOB_TYPES:
+            raise ValueError(f"type must be one of {', '.join(sorted(JOB_TYPES))}")
+        if self.created_after and self.created_before and self.created_after >= self.created_before:
+            raise ValueError("created_after must be before created_before")
+        return self
+
+
+class AdminBulkRetryRequest(BulkRetryRequest):
+    tenant_id: str | None = Field(
+        default=None, max_length=36, description="Every tenant if absent."
+    )
+
+
+class BulkRetryResult(BaseModel):
+    matched: int = Field(description="Jobs matching the filters (all of them, not only `limit`).")
+    retried: int = Field(description="Jobs queued again (0 on a dry run).")

@@ -132,3 +132,35 @@ class SupportsLeaseExtension(Protocol):
         *,
         session: Any = None,
     ) -> set[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """One queue as an operator sees it."""
+
+    backlog: int  # every stored message: visible, delayed and in flight
+    in_flight: int | None  # leased and not acked; None when the backend cannot tell
+    oldest_message_timestamp_ms: int  # 0 when the queue is empty
+    paused: bool
+
+
+@runtime_checkable
+class SupportsQueueControl(Protocol):
+    """Optional capability: the operator's controls, with Cloudflare's semantics.
+
+    - a paused queue still accepts messages (and still applies retention); pulls get none;
+    - `purge` deletes every stored message, delayed and leased ones included, and returns how
+      many when the backend can tell (None otherwise);
+    - `stats` reads the backlog, in-flight count, oldest message and paused flag.
+
+    `session`: a transaction on the backend's own database to join (the caller commits), when
+    it has one; on SQLite a second transaction beside the caller's would wait for its lock.
+    """
+
+    async def pause(self, queue: str, *, session: Any = None) -> None: ...
+
+    async def resume(self, queue: str, *, session: Any = None) -> None: ...
+
+    async def purge(self, queue: str, *, session: Any = None) -> int | None: ...
+
+    async def stats(self, queue: str, *, session: Any = None) -> QueueStats: ...

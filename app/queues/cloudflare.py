@@ -37,6 +37,7 @@ from app.queues.base import (
     OutgoingMessage,
     PullResult,
     QueueMetrics,
+    QueueStats,
     RetryRequest,
 )
 from app.queues.errors import (
@@ -44,6 +45,7 @@ from app.queues.errors import (
     QueueError,
     QueueNotFound,
     QueueOverloaded,
+    QueuePaused,
     QueueUnavailable,
 )
 from app.queues.topology import Topology
@@ -51,6 +53,9 @@ from app.queues.topology import Topology
 logger = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER_SECONDS = 60.0
+# How long a read of every queue's paused flag (one list call) serves `stats`: an operator's
+# page of a dozen queues must not cost a dozen calls against the account's API limit.
+PAUSED_TTL_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +134,8 @@ class CloudflareQueues:
         self._queue_ids: dict[str, str] = {}
         # Backlog reported by the last publish or pull, for admission control.
         self.last_metrics: dict[str, QueueMetrics] = {}
+        self._paused: dict[str, bool] = {}
+        self._paused_read_at = float("-inf")
 
     # -- provisioning (official SDK) -------------------------------------------------------
 
@@ -221,7 +228,9 @@ class CloudflareQueues:
                 if response.status_code < 400:
                     return self._result(response)
                 failure = self._error(response)
-                if response.status_code != 429 and response.status_code < 500:
+                # A paused queue stays paused until an operator resumes it: never retried.
+                final = response.status_code != 429 and response.status_code < 500
+                if final or isinstance(failure, QueuePaused):
                     raise failure
                 retry_after = parse_retry_after(
                     response.headers.get("retry-after"), now_ms=SystemClock().now_ms()
@@ -257,6 +266,8 @@ class CloudflareQueues:
         if retry_after := response.headers.get("retry-after"):
             headers["Retry-After"] = retry_after
         cls = ERRORS_BY_CODE.get(code)
+        if cls is None and message == "queue_delivery_paused":
+            cls = QueuePaused  # the documented message; the code is not documented
         if cls is None:
             if response.status_code == 429:
                 cls = QueueOverloaded
@@ -310,11 +321,18 @@ class CloudflareQueues:
         batch_size: int = DEFAULT_PULL_BATCH,
         visibility_timeout_ms: int = DEFAULT_VISIBILITY_TIMEOUT_MS,
     ) -> PullResult:
-        result = await self._call(
-            "POST",
-            f"/{self.queue_id(queue)}/messages/pull",
-            {"batch_size": batch_size, "visibility_timeout_ms": visibility_timeout_ms},
-        )
+        try:
+            result = await self._call(
+                "POST",
+                f"/{self.queue_id(queue)}/messages/pull",
+                {"batch_size": batch_size, "visibility_timeout_ms": visibility_timeout_ms},
+            )
+        except QueuePaused:
+            # Paused by an operator: nothing to deliver, as on the local engine. Not an error.
+            logger.debug("queue %s is paused: pulled nothing", queue)
+            self._paused[queue] = True
+            known = self.last_metrics.get(queue) or QueueMetrics(0, 0, 0)
+            return PullResult(messages=[], metrics=known)
         result = result or {}
         messages = []
         for raw in result.get("messages") or []:
@@ -368,6 +386,58 @@ class CloudflareQueues:
         metrics = _metrics(result) or QueueMetrics(0, 0, 0)
         self.last_metrics[queue] = metrics
         return metrics
+
+    # -- SupportsQueueControl ----------------------------------------------------------------
+
+    async def _resolved_id(self, queue: str) -> str:
+        """The queue's id, re-reading the account's queues once when it is not known yet (a
+        gateway may serve an operator before its relay provisioned the queues)."""
+        if queue not in self._queue_ids:
+            await self.refresh_queue_ids()
+        return self.queue_id(queue)
+
+    async def _set_paused(self, queue: str, paused: bool) -> None:
+        # Wrangler's pause-delivery / resume-delivery: a partial update of the settings.
+        body = {"queue_name": queue, "settings": {"delivery_paused": paused}}
+        await self._call("PATCH", f"/{await self._resolved_id(queue)}", body)
+        self._paused[queue] = paused
+
+    async def pause(self, queue: str, *, session: Any = None) -> None:
+        await self._set_paused(queue, True)
+
+    async def resume(self, queue: str, *, session: Any = None) -> None:
+        await self._set_paused(queue, False)
+
+    async def purge(self, queue: str, *, session: Any = None) -> None:
+        """Cloudflare's purge: every stored message, delayed ones included; it does not say
+        how many (None). Messages leased at that moment may still be acked by their holder."""
+        queue_id = await self._resolved_id(queue)
+        await self._call("POST", f"/{queue_id}/purge", {"delete_messages_permanently": True})
+        self.last_metrics[queue] = QueueMetrics(0, 0, 0)
+
+    async def _is_paused(self, queue: str) -> bool:
+        loop = asyncio.get_running_loop()
+        if queue not in self._paused or loop.time() - self._paused_read_at > PAUSED_TTL_SECONDS:
+            for raw in await self._call("GET", "") or []:
+                name, settings = raw.get("queue_name"), raw.get("settings") or {}
+                if name:
+                    self._paused[name] = bool(settings.get("delivery_paused"))
+                    if raw.get("queue_id"):
+                        self._queue_ids[name] = raw["queue_id"]
+            self._paused_read_at = loop.time()
+        return self._paused.get(queue, False)
+
+    async def stats(self, queue: str, *, session: Any = None) -> QueueStats:
+        """Backlog and oldest message from Cloudflare's metrics; Cloudflare does not report
+        in-flight messages (None)."""
+        await self._resolved_id(queue)
+        metrics = await self.metrics(queue)
+        return QueueStats(
+            backlog=metrics.backlog_count,
+            in_flight=None,
+            oldest_message_timestamp_ms=metrics.oldest_message_timestamp_ms,
+            paused=await self._is_paused(queue),
+        )
 
     async def close(self) -> None:
         await self._http.aclose()

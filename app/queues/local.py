@@ -18,7 +18,18 @@ import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import RowMapping, and_, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import (
+    RowMapping,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
 
@@ -39,6 +50,7 @@ from app.queues.base import (
     OutgoingMessage,
     PullResult,
     QueueMetrics,
+    QueueStats,
     RetryRequest,
 )
 from app.queues.errors import (
@@ -50,7 +62,7 @@ from app.queues.errors import (
     QueueNotFound,
     QueueRequestInvalid,
 )
-from app.queues.models import QueueMessage
+from app.queues.models import QueueMessage, QueuePause
 from app.queues.topology import (
     DEFAULT_RETENTION_SECONDS,
     MAX_DELAY_SECONDS,
@@ -59,6 +71,7 @@ from app.queues.topology import (
 )
 
 _table = table_of(QueueMessage)
+_pauses = table_of(QueuePause)
 
 UNKNOWN_LEASE = "unknown lease"
 ACK_GONE = "message already acknowledged, expired or dead-lettered"
@@ -112,6 +125,11 @@ def message_id_of(lease_id: str) -> str | None:
         return None
     message_id, sep, _ = raw.partition(".")
     return message_id if sep and len(message_id) == 32 else None
+
+
+def _paused(queue: str) -> Any:
+    """True while `queue`'s delivery is paused (a primary-key probe, not a scan)."""
+    return exists().where(_pauses.c.queue == queue)
 
 
 class LocalQueueEngine:
@@ -264,6 +282,7 @@ class LocalQueueEngine:
                     _table.c.visible_at_ms <= now,
                     # Exhausted rows are dead-lettered by `_metrics` below, never redelivered.
                     _table.c.attempts < settings.max_retries + 1,
+                    ~_paused(queue),
                 )
                 # The index order alone: a tie-breaker would sort every same-ms batch.
                 .order_by(_table.c.visible_at_ms)
@@ -508,13 +527,80 @@ class LocalQueueEngine:
             await session.commit()
         return metrics
 
-    async def purge(self, queue: str) -> int:
-        """Delete every message of the queue, delayed and leased ones included."""
+    async def purge(self, queue: str, *, session: AsyncSession | None = None) -> int:
+        """Delete every message of the queue, delayed and leased ones included.
+
+        With `session` (a transaction on this engine's database) the deletion joins it and
+        the caller commits, so it can record what the purge means for its own rows with it.
+        """
         self.settings(queue)
-        async with self._sessionmaker() as session:
-            result = await session.execute(delete(_table).where(_table.c.queue == queue))
-            await session.commit()
+        stmt = delete(_table).where(_table.c.queue == queue)
+        if session is not None:
+            result = await session.execute(stmt)
+        else:
+            async with self._sessionmaker() as own:
+                result = await own.execute(stmt)
+                await own.commit()
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    # -- operator controls -----------------------------------------------------------------
+
+    async def set_paused(
+        self, queue: str, paused: bool, *, session: AsyncSession | None = None
+    ) -> None:
+        """Pause or resume delivery (idempotent). A paused queue still takes messages and
+        still applies retention; its pulls lease nothing. With `session` the change joins
+        the caller's transaction (the emulator saves its registry with it)."""
+        if session is None:
+            async with self._sessionmaker() as own:
+                await self.set_paused(queue, paused, session=own)
+                await own.commit()
+            return
+        await session.execute(delete(_pauses).where(_pauses.c.queue == queue))
+        if paused:
+            await session.execute(
+                insert(_pauses).values(queue=queue, paused_ms=self.clock.now_ms())
+            )
+
+    async def pause(self, queue: str, *, session: AsyncSession | None = None) -> None:
+        self.settings(queue)
+        await self.set_paused(queue, True, session=session)
+
+    async def resume(self, queue: str, *, session: AsyncSession | None = None) -> None:
+        self.settings(queue)
+        await self.set_paused(queue, False, session=session)
+
+    async def paused_queues(self) -> set[str]:
+        """Every paused queue, declared here or not (the emulator loads its flags from it)."""
+        async with self._sessionmaker() as session:
+            names = set((await session.execute(select(_pauses.c.queue))).scalars().all())
+            await session.commit()
+        return names
+
+    async def stats(self, queue: str, *, session: AsyncSession | None = None) -> QueueStats:
+        """Backlog (as `metrics` counts it), messages under an unexpired lease, the oldest
+        message and the paused flag, after applying time like every other call. With
+        `session` it joins the caller's transaction (the caller commits)."""
+        settings = self.settings(queue)
+        if session is None:
+            async with self._sessionmaker() as own:
+                stats = await self.stats(queue, session=own)
+                await own.commit()
+            return stats
+        now = self.clock.now_ms()
+        await self._expire(session, settings, now)
+        metrics = await self._metrics(session, settings, now)
+        leased = and_(_table.c.lease_id.is_not(None), _table.c.visible_at_ms > now)
+        in_flight = (
+            await session.execute(select(func.count()).where(_table.c.queue == queue, leased))
+        ).scalar_one()
+        paused = (await session.execute(select(_paused(queue)))).scalar_one()
+        return QueueStats(
+            backlog=metrics.backlog_count,
+            in_flight=int(in_flight),
+            oldest_message_timestamp_ms=metrics.oldest_message_timestamp_ms,
+            paused=bool(paused),
+        )
 
     async def close(self) -> None:
         """Nothing to release: the engine borrows the application's sessions."""

@@ -25,3 +25,16 @@ class QueueMessage(SQLModel, table=True):
     delay_seconds: int = 0
     attempts: int = 0
     lease_id: str | None = Field(default=None, max_length=128)
+
+
+class QueuePause(SQLModel, table=True):
+    """A queue whose delivery is paused: it still takes messages, pulls get none.
+
+    One row per paused queue (resuming deletes it), shared by every process on the database:
+    the gateway that pauses, the consumers that pull, the emulator that shows it.
+    """
+
+    __tablename__ = "queue_pause"
+
+    queue: str = Field(primary_key=True, max_length=63)
+    paused_ms: int = Field(sa_column=Column(BigInteger, nullable=False))

@@ -140,14 +140,6 @@ async def run_schedule(
     await gate.admit_jobs(
         principal.tenant_id, [str(schedule.job["type"])], recipients([schedule.job])
     )
-    now = to_datetime(submitter.clock.now_ms())
-    job, _ = await scheduler_service.fire(
-        session,
-        submitter=submitter,
-        schedule=schedule,
-        scheduled_for=now,
-        trigger="manual",
-        now=now,
-    )
+    job = await scheduler_service.run_now(session, submitter=submitter, schedule=schedule)
     await session.commit()
     return JobPublic.model_validate(job)

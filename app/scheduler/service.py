@@ -23,6 +23,7 @@ from app.admission import email_policy
 from app.admission.errors import Refusal
 from app.admission.limiter import RouteClass
 from app.admission.service import AdmissionControl
+from app.core.clock import to_datetime
 from app.core.errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
 from app.core.ids import uuid7
 from app.jobs.models import Job
@@ -243,6 +244,20 @@ async def fire(
     if submitted.created:
         metrics.jobs_accepted.labels(type=job.type, queue=job.queue).inc()
     return job, submitted.created
+
+
+async def run_now(session: AsyncSession, *, submitter: JobSubmitter, schedule: Schedule) -> Job:
+    """Fire the schedule now (also when disabled); its cron timetable is unchanged."""
+    now = to_datetime(submitter.clock.now_ms())
+    job, _ = await fire(
+        session,
+        submitter=submitter,
+        schedule=schedule,
+        scheduled_for=now,
+        trigger="manual",
+        now=now,
+    )
+    return job
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import Clock
 from app.core.deps import SessionDep, component
@@ -68,7 +69,13 @@ async def authenticate(
     request: Request, session: SessionDep, credentials: CredentialsDep
 ) -> Principal:
     """Who is calling, from any accepted bearer credential; 401 otherwise."""
-    token = bearer_token(request)
+    return await authenticate_token(bearer_token(request), session, credentials)
+
+
+async def authenticate_token(
+    token: str, session: AsyncSession, credentials: Credentials
+) -> Principal:
+    """The principal of a bearer credential (also the dashboard's login); 401 otherwise."""
     if api_key_prefix(token) is not None:
         principal = await tenants_service.authenticate_api_key(
             session, token, cache=credentials.key_cache

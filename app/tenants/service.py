@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
+from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -192,6 +193,16 @@ async def revoke_operator_key(session: AsyncSession, *, key_id: str) -> Operator
 async def list_tenants(session: AsyncSession) -> list[Tenant]:
     rows = await session.execute(select(Tenant).order_by(col(Tenant.created_at), col(Tenant.id)))
     return list(rows.scalars().all())
+
+
+async def active_key_counts(session: AsyncSession) -> dict[str, int]:
+    """How many unrevoked API keys each tenant has (tenants with none are absent)."""
+    stmt = (
+        select(col(ApiKey.tenant_id), func.count())
+        .where(col(ApiKey.revoked_at).is_(None))
+        .group_by(col(ApiKey.tenant_id))
+    )
+    return {tenant_id: int(count) for tenant_id, count in (await session.execute(stmt)).all()}
 
 
 async def get_tenant(session: AsyncSession, *, tenant_id: str) -> Tenant:

@@ -29,6 +29,7 @@ from app.queues.base import (
     OutgoingMessage,
     QueueBackend,
     RetryRequest,
+    SupportsQueueControl,
 )
 from app.queues.cloudflare import CloudflareQueues, RetryPolicy
 from app.queues.errors import (
@@ -786,3 +787,64 @@ class TestUnknownQueue:
             with pytest.raises(QueueNotFound) as caught:
                 await call()
             assert caught.value.code == 10104
+
+
+def controls(backend: QueueBackend) -> SupportsQueueControl:
+    assert isinstance(backend, SupportsQueueControl)
+    return backend
+
+
+class TestQueueControls:
+    """The operator's capability: pause, resume, purge, stats (same semantics on both)."""
+
+    async def test_a_paused_queue_accepts_and_delivers_nothing_until_resumed(
+        self, backend: QueueBackend
+    ) -> None:
+        queue = controls(backend)
+        await queue.pause(Q)
+        await queue.pause(Q)  # idempotent
+        await backend.send_batch(Q, [msg({"n": n}) for n in range(3)])
+        pulled = await backend.pull(Q, batch_size=10, visibility_timeout_ms=VT)
+        assert pulled.messages == []  # no error either: Cloudflare's 10252 is an empty pull
+        stats = await queue.stats(Q)
+        assert (stats.backlog, stats.paused) == (3, True)
+        assert not (await queue.stats(DLQ)).paused  # only that queue
+        await queue.resume(Q)
+        assert not (await queue.stats(Q)).paused
+        assert len(await pull_all(backend)) == 3
+
+    async def test_stats_count_backlog_in_flight_and_oldest(
+        self, backend: QueueBackend, harness: BackendHarness
+    ) -> None:
+        queue = controls(backend)
+        empty = await queue.stats(Q)
+        assert (empty.backlog, empty.oldest_message_timestamp_ms, empty.paused) == (0, 0, False)
+        assert empty.in_flight in (0, None)  # Cloudflare does not report in-flight messages
+        sent_at = harness.now_ms()
+        await backend.send_batch(Q, [msg(), msg(delay_seconds=60), msg(delay_seconds=60)])
+        await pull_one(backend, vt=5_000)
+        stats = await queue.stats(Q)
+        assert stats.backlog == 3
+        assert stats.in_flight in (1, None)
+        assert abs(stats.oldest_message_timestamp_ms - sent_at) < 5_000
+
+    async def test_purge_deletes_delayed_and_leased_messages(
+        self, backend: QueueBackend, harness: BackendHarness
+    ) -> None:
+        queue = controls(backend)
+        await backend.send_batch(Q, [msg(), msg(delay_seconds=600), msg(delay_seconds=600)])
+        await pull_one(backend)
+        assert await queue.purge(Q) in (3, None)
+        assert (await queue.stats(Q)).backlog == 0
+        await harness.advance(601)
+        assert await pull_all(backend) == []
+        await backend.send(Q, msg())  # the queue still works
+        assert len(await pull_all(backend)) == 1
+
+    async def test_a_paused_queue_still_applies_retention(self, harness: BackendHarness) -> None:
+        await harness.declare("short", retention=60)
+        queue = controls(harness.backend)
+        await queue.pause("short")
+        await harness.backend.send("short", msg())
+        await harness.advance(61)
+        assert (await queue.stats("short")).backlog == 0

@@ -91,6 +91,10 @@ async def _unsigned_on(ctx: Ctx) -> dict[str, str]:
     return {}
 
 
+async def _queue(_ctx: Ctx) -> dict[str, str]:
+    return {"name": "email-sending"}
+
+
 T = "/v1/admin/tenants/{tenant_id}"
 TABLE: dict[tuple[str, str], Call] = {
     ("POST", "/v1/admin/tenants"): Call(
@@ -122,6 +126,12 @@ TABLE: dict[tuple[str, str], Call] = {
         200, operator_only=True, body=lambda _: {"domains": ["example.com"]}
     ),
     ("GET", f"{T}/email-policy"): Call(200),
+    ("GET", "/v1/admin/queues"): Call(200, operator_only=True),
+    ("POST", "/v1/admin/queues/{name}/pause"): Call(200, operator_only=True, prepare=_queue),
+    ("POST", "/v1/admin/queues/{name}/resume"): Call(200, operator_only=True, prepare=_queue),
+    ("POST", "/v1/admin/queues/{name}/purge"): Call(
+        200, operator_only=True, prepare=_queue, body=lambda _: {"confirm": "email-sending"}
+    ),
 }
 
 # The callers, by what they should be allowed: the operator everything, B's admins B only.

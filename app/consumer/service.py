@@ -144,6 +144,8 @@ async def serve(runtime: ConsumerParts, *, queues: Sequence[str] | None = None) 
     settings = runtime.settings
     port = settings.observability.consumer_metrics_port
     metrics_server = serve_metrics(settings.http.host, port) if port else None
+    if metrics_server is None:
+        log.info("metrics are not served: set JOBGATE_CONSUMER_METRICS_PORT to scrape them")
     async with httpx.AsyncClient(timeout=60.0) as http:
         consumer = build_consumer(runtime, http=http, queues=queues)
         monitor = Monitor(

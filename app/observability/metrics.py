@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 jobs_accepted = Counter(
     "jobgate_jobs_accepted_total", "Jobs stored and handed to a queue.", ["type", "queue"]
@@ -64,6 +64,8 @@ outbox_pending = Gauge(
 # Kept on their own registry: the consumer serves it on its own port (`JOBGATE_CONSUMER_METRICS_
 # PORT`), and `jobgate dev`'s gateway appends it to its /metrics, so no family appears twice.
 CONSUMER_REGISTRY = CollectorRegistry(auto_describe=True)
+# CPU, memory, open files of the consumer process, named apart from the gateway's `process_*`.
+ProcessCollector(namespace="jobgate_consumer", registry=CONSUMER_REGISTRY)
 
 jobs_started = Counter(
     "jobgate_jobs_started_total",

@@ -43,6 +43,9 @@ def enable(provider: Any | None = None, *, service_name: str = "jobgate") -> Non
     a new SDK provider configured from the `OTEL_*` environment."""
     global _enabled, _provider
     if provider is None:
+        if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+            log.info("OTEL_SDK_DISABLED=true: tracing stays off")
+            return
         trace.set_tracer_provider(_provider_from_env(service_name))
     _provider = provider
     _enabled = True

@@ -166,3 +166,23 @@ async def test_tracing_off_passes_the_callers_traceparent_on_unchanged(
     await runtime.queue_engine.close()
     # For a tracer further down (the caller's, or a consumer that traces).
     assert [m.body["trace"] for m in pulled.messages] == [{"traceparent": traceparent}]
+
+
+def test_the_provider_follows_the_standard_otel_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    provider = tracing._provider_from_env("jobgate-consumer")
+    assert provider.resource.attributes["service.name"] == "jobgate-consumer"
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "shop-jobs")
+    provider = tracing._provider_from_env("jobgate-consumer")
+    assert provider.resource.attributes["service.name"] == "shop-jobs"
+
+
+def test_otel_sdk_disabled_keeps_tracing_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    tracing.enable(service_name="jobgate-gateway")
+    assert not tracing.enabled()
+    assert tracing.current_carrier() is None

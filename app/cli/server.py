@@ -184,7 +184,11 @@ def consume(
     dev_mode: Annotated[bool, typer.Option("--dev", hidden=True)] = False,
     metrics_port: Annotated[
         int | None,
-        typer.Option(help="Serve Prometheus metrics on this port (JOBGATE_CONSUMER_METRICS_PORT)."),
+        typer.Option(
+            min=1,
+            max=65_535,
+            help="Serve Prometheus metrics on this port (JOBGATE_CONSUMER_METRICS_PORT).",
+        ),
     ] = None,
 ) -> None:
     """Run the consumer: handlers for every job, retries, DLQ, breakers (until SIGTERM).

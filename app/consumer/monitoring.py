@@ -101,7 +101,10 @@ class Monitor:
 
 def serve_metrics(host: str, port: int) -> Any:
     """Serve the consumer's metrics over HTTP on `host:port` (a daemon thread); returns the
-    server (call `shutdown()` to stop it)."""
-    server, _thread = start_http_server(port, addr=host, registry=metrics.CONSUMER_REGISTRY)
+    server (call `shutdown()` to stop it). ValueError when the port cannot be bound."""
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=metrics.CONSUMER_REGISTRY)
+    except OSError as exc:  # taken, or not ours to bind: a setting to fix, not a crash
+        raise ValueError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
     log.info("metrics on http://%s:%d/metrics", host, port)
     return server

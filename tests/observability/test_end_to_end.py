@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -414,3 +415,23 @@ def test_jobgate_dev_gateway_metrics_include_the_consumer_child(tmp_path: Path) 
     assert not access[0].startswith("{")
     # The dev key is shown once, on purpose; no log line repeats it.
     assert log.count(match.group(1)) == 1
+
+
+def test_a_taken_metrics_port_is_one_error_line(tmp_path: Path) -> None:
+    env = jobgate_env(f"sqlite:///{tmp_path / 'jobgate.db'}")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            jobgate_argv("consume", "--metrics-port", str(port)),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: cannot serve metrics on 127.0.0.1:{port}: Address already in use"]
+    assert "Traceback" not in done.stderr

@@ -45,6 +45,8 @@ CONTEXT_FIELDS = (
     "status",
     "client",
 )
+# Free text that may quote anything; the other fields are ids, names and numbers we set.
+FREE_TEXT_FIELDS = frozenset({"reason"})
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Loggers that log every outgoing HTTP request at INFO: off below WARNING.
@@ -116,18 +118,17 @@ def _access_fields(record: logging.LogRecord) -> dict[str, Any]:
     return {"client": client, "method": method, "path": redact(str(path)), "status": status}
 
 
-def _fields(record: logging.LogRecord) -> dict[str, Any]:
+def _fields(record: logging.LogRecord, access: dict[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = dict(current_context())
-    fields.update(_access_fields(record))
+    fields.update(access)
     for name in CONTEXT_FIELDS:
         value = record.__dict__.get(name)
         if value is not None:
-            fields[name] = value
+            fields[name] = redact(value) if name in FREE_TEXT_FIELDS else value
     return {name: fields[name] for name in CONTEXT_FIELDS if name in fields}
 
 
-def _message(record: logging.LogRecord) -> str:
-    access = _access_fields(record)
+def _message(record: logging.LogRecord, access: dict[str, Any]) -> str:
     if access:
         return f"{access['method']} {access['path']} {access['status']}"
     return redact(record.getMessage())
@@ -137,14 +138,14 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message, context, exception."""
 
     def format(self, record: logging.LogRecord) -> str:
+        access = _access_fields(record)
         line: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": _message(record),
+            "message": _message(record, access),
         }
-        for name, value in _fields(record).items():
-            line[name] = redact(value) if isinstance(value, str) else value
+        line.update(_fields(record, access))
         if record.exc_info:
             line["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(line, default=str, ensure_ascii=False)
@@ -154,11 +155,10 @@ class TextFormatter(logging.Formatter):
     """`time LEVEL logger message key=value ...` for a terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
+        access = _access_fields(record)
         stamp = datetime.fromtimestamp(record.created).strftime("%H:%M:%S.%f")[:-3]
-        parts = [stamp, f"{record.levelname:<7}", record.name, _message(record)]
-        parts += [
-            f"{k}={redact(v) if isinstance(v, str) else v}" for k, v in _fields(record).items()
-        ]
+        parts = [stamp, f"{record.levelname:<7}", record.name, _message(record, access)]
+        parts += [f"{k}={v}" for k, v in _fields(record, access).items()]
         text = " ".join(parts)
         if record.exc_info:
             text += "\n" + redact(self.formatException(record.exc_info))

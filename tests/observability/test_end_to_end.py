@@ -353,6 +353,13 @@ def test_alert_rules_pass_promtool() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"SUCCESS: {len(_rules())} rules found" in done.stdout
+    # The example scrape configuration loads the rules too.
+    config = ALERTS.with_name("prometheus.yml")
+    done = subprocess.run(
+        [promtool, "check", "config", str(config)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS: 1 rule files found" in done.stdout
 
 
 def test_each_alert_names_only_metrics_the_processes_exposed(run: Run) -> None:

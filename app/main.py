@@ -24,7 +24,10 @@ from app.dashboard.router import router as dashboard_router
 from app.handlers.admin import router as handlers_admin_router
 from app.jobs.admin import router as jobs_admin_router
 from app.jobs.router import router as jobs_router
+from app.observability import tracing
+from app.observability.logs import RequestContext
 from app.observability.router import router as observability_router
+from app.observability.tracing import ServerSpans
 from app.queues.admin import router as queues_admin_router
 from app.scheduler.router import router as schedules_router
 from app.scheduler.runner import SchedulerRunner
@@ -91,6 +94,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         slack=admission.limiter.reset_slack,
     )
     app.add_middleware(FailedAuthThrottle, throttle=app.state.auth_failures)
+    if settings.observability.otel_enabled and not tracing.enabled():
+        tracing.enable(service_name="jobgate-gateway")
+    app.state.metrics_include_url = settings.observability.metrics_include_url
+    # Outermost of all: every response (a refusal too) has a request id and a span.
+    app.add_middleware(ServerSpans)
+    app.add_middleware(RequestContext)
     return app
 
 

@@ -35,6 +35,7 @@ from app.handlers.config import (
     SmtpSettings,
 )
 from app.jobs.config import JobSettings
+from app.observability.config import ObservabilitySettings
 from app.outbox.config import OutboxSettings
 from app.queues.config import CloudflareSettings, QueueBackendSettings
 from app.tenants.config import JwtSettings
@@ -67,6 +68,7 @@ class Settings(RootSettings):
     agent: AgentSettings = Field(default_factory=AgentSettings)
     analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
     emulator: EmulatorSettings = Field(default_factory=EmulatorSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
 
     def check_production_secrets(self) -> None:
         """Refuse to run outside development with the placeholder secret key."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -19,12 +20,50 @@ from app.settings import Settings, get_settings
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
+    from app.observability.logs import LogFormat
+
+
+def _observe(settings: Settings, *, service: str, default_format: LogFormat = "json") -> None:
+    """Logs in the configured format (else `default_format`) and level; traces if enabled."""
+    from app.observability import tracing
+    from app.observability.logs import configure_logging
+
+    fmt = settings.observability.log_format or default_format
+    configure_logging(settings.http.log_level, fmt)
+    if settings.observability.otel_enabled:
+        tracing.enable(service_name=service)
+
 
 def _serve(settings: Settings) -> None:
     from app.core import server
 
+    _observe(settings, service="jobgate-gateway")
     # Bounded request heads, head deadline, keep-alive and connection cap (app/core/server.py).
     server.run("app.main:create_app", settings.http)
+
+
+def _dev_environment(settings: Settings) -> None:
+    """`jobgate dev` runs two processes for one terminal: text logs unless JOBGATE_LOG_FORMAT
+    says otherwise, and the consumer child's metrics on a loopback port that the gateway's
+    /metrics appends (so `curl localhost:8000/metrics` shows both)."""
+    os.environ.setdefault("JOBGATE_LOG_FORMAT", "text")
+    port = settings.observability.consumer_metrics_port
+    if port is None:
+        port = _free_port()
+        os.environ["JOBGATE_CONSUMER_METRICS_PORT"] = str(port)
+    host = settings.http.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    os.environ.setdefault("JOBGATE_METRICS_INCLUDE_URL", f"http://{host}:{port}/metrics")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _require_secret_key(settings: Settings) -> None:
@@ -79,6 +118,9 @@ def dev() -> None:
     err.print(f"gateway on http://{settings.http.host}:{settings.http.port} (docs at /docs)")
     if settings.security.secret_key == DEV_SECRET_KEY:
         err.print("[yellow]JOBGATE_SECRET_KEY is not set: stored secrets use the dev key[/yellow]")
+    _dev_environment(settings)
+    get_settings.cache_clear()
+    settings = load_settings()
     # The consumer runs as a child process and stops with the gateway (SIGTERM, then wait).
     consumer = _spawn_consumer()
     try:
@@ -103,6 +145,7 @@ def emulator(
     )
     from app.core import server
 
+    _observe(settings, service="jobgate-emulator")
     server.run("app.emulator.app:create_app", settings.http, host=bind, port=port)
 
 
@@ -139,23 +182,28 @@ def consume(
         typer.Option("--queue", help="A queue to consume (repeatable; default: all of them)."),
     ] = None,
     dev_mode: Annotated[bool, typer.Option("--dev", hidden=True)] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65_535,
+            help="Serve Prometheus metrics on this port (JOBGATE_CONSUMER_METRICS_PORT).",
+        ),
+    ] = None,
 ) -> None:
     """Run the consumer: handlers for every job, retries, DLQ, breakers (until SIGTERM).
 
     Needs JOBGATE_SECRET_KEY (it decrypts shop keys), except as the child of `jobgate dev`.
     """
-    import logging
-
     from app.bootstrap import build_runtime
     from app.consumer import service as consumer_service
 
     settings = load_settings()
     if not dev_mode:
         _require_secret_key(settings)
-    logging.basicConfig(
-        level=settings.http.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    if metrics_port is not None:
+        settings = settings.updated(observability={"consumer_metrics_port": metrics_port})
+    _observe(settings, service="jobgate-consumer")
 
     async def run() -> None:
         runtime = build_runtime(settings)

@@ -23,6 +23,7 @@ from app.consumer.registry import HandlerRegistry
 from app.core.clock import Clock
 from app.core.db import SessionMaker
 from app.jobs import lifecycle
+from app.observability import metrics
 from app.queues.base import QueueBackend, SupportsLeaseExtension
 from app.queues.topology import MAX_VISIBILITY_TIMEOUT_MS
 
@@ -122,6 +123,7 @@ class LeaseKeeper:
             )
             self.release(lost)
             self._on_lost(lost)
+        metrics.leases_extended(self.queue, len(extended))
         self.beats += 1
         return len(extended)
 

@@ -110,6 +110,8 @@ class Consumer:
             )
             await lifecycle.settle(session, dead=dict.fromkeys(lost, reason), now_ms=now)
             await session.commit()
+        for job_id in lost:
+            log.warning("job %s is dead: %s", job_id, reason, extra={"job_id": job_id})
         return len(lost)
 
     async def _sweeper(self) -> None:

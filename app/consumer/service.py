@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 import httpx
 
 from app.consumer.config import ConsumerSettings
+from app.consumer.monitoring import Monitor, serve_metrics
 from app.consumer.process import Consumer
 from app.consumer.registry import HandlerRegistry, Resources
 from app.consumer.registry import registry as global_registry
@@ -140,12 +141,30 @@ async def serve(runtime: ConsumerParts, *, queues: Sequence[str] | None = None) 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await runtime.open()
+    settings = runtime.settings
+    port = settings.observability.consumer_metrics_port
+    metrics_server = serve_metrics(settings.http.host, port) if port else None
+    if metrics_server is None:
+        log.info("metrics are not served: set JOBGATE_CONSUMER_METRICS_PORT to scrape them")
     async with httpx.AsyncClient(timeout=60.0) as http:
         consumer = build_consumer(runtime, http=http, queues=queues)
+        monitor = Monitor(
+            runtime.backend,
+            topology=runtime.topology,
+            queues=consumer.queues,
+            sessionmaker=runtime.sessionmaker,
+            clock=runtime.clock,
+            interval_seconds=settings.observability.metrics_sample_seconds,
+        )
+        sampler = asyncio.create_task(monitor.run(stop))
         log.info("consuming %s", ", ".join(consumer.queues))
         try:
             await consumer.run(stop)
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            stop.set()
+            await sampler
+            if metrics_server is not None:
+                metrics_server.shutdown()
     log.info("consumer stopped")

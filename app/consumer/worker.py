@@ -57,6 +57,8 @@ from app.core.clock import Clock
 from app.core.db import SessionMaker
 from app.jobs import lifecycle
 from app.jobs.lifecycle import AttemptOutcome, AttemptStart
+from app.observability import jobs as observe
+from app.observability import metrics
 from app.queues.base import MAX_PULL_BATCH, QueueBackend, SupportsLeaseExtension
 from app.queues.topology import ConsumerConfig
 
@@ -277,6 +279,7 @@ class QueueWorker:
         result = await self._backend.pull(
             self.queue, batch_size=min(room, MAX_PULL_BATCH), visibility_timeout_ms=vis
         )
+        metrics.pulled(self.queue)
         now = self._clock.now_ms()
         for message in result.messages:
             delivery = Delivery(message, Envelope.parse(message.body), now + vis, now)
@@ -415,6 +418,7 @@ class QueueWorker:
                     # Its last attempt was lost with its consumer; no attempt is left.
                     reason = f"no attempt left after {job.attempts} (the last one was lost)"
                     plan.exhausted(work, rules, reason)
+                    observe.ended_unrun(self.queue, work.envelope, job.attempts, "dead", reason)
                     continue
                 key = work.breaker_key
                 admission = breakers.admit(key, now)
@@ -467,7 +471,9 @@ class QueueWorker:
                     work.outcome = AttemptOutcome.released
                     work.error = "released unstarted: the consumer is stopping"
                 else:
-                    await self._invoke(work)
+                    with observe.attempt(self.queue, work.envelope, work.attempt) as run:
+                        await self._invoke(work)
+                        run.ended(work.outcome and work.outcome.value, work.error, delay=work.delay)
         except asyncio.CancelledError:
             if work.dropped:
                 return  # its lease is gone: nothing to settle
@@ -511,7 +517,6 @@ class QueueWorker:
             payload = spec.parse(work.envelope.payload)
         except InvalidPayload as invalid:
             # No attempt could ever succeed: failed now, the handler never sees it.
-            log.warning("job %s attempt %d failed: %s", work.envelope.job_id, work.attempt, invalid)
             work.outcome = AttemptOutcome.failed
             work.error = str(invalid)
             return
@@ -557,7 +562,6 @@ class QueueWorker:
         elif isinstance(exc, TimeoutError):
             self._failed(work, f"timed out after {spec.timeout_seconds}s")
         elif isinstance(exc, Exception):
-            log.warning("job %s attempt %d failed: %s", ctx.job_id, ctx.attempt, _describe(exc))
             self._failed(work, _describe(exc))
         else:
             raise exc

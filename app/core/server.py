@@ -215,7 +215,10 @@ def run(
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level.lower(),
-        access_log=False,
+        # The caller configured logging (JSON or text, one handler); uvicorn's loggers,
+        # its access log included, propagate to it.
+        log_config=None,
+        access_log=True,
         http=bounded_protocol(limits),
         timeout_keep_alive=limits.keep_alive,
         forwarded_allow_ips=settings.forwarded_allow_ips,

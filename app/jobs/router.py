@@ -26,6 +26,7 @@ from app.jobs.schemas import (
     JobPublic,
 )
 from app.jobs.submitter import count_accepted
+from app.observability import tracing
 from app.tenants.deps import JobsReader, JobsWriter
 
 router = APIRouter(prefix="/v1/jobs", tags=[Tag.jobs])
@@ -43,8 +44,8 @@ JobId = Annotated[str, Path(description="The job id returned on submission.", ma
 
 
 def _trace(request: Request) -> dict[str, str] | None:
-    traceparent = request.headers.get("traceparent")
-    return {"traceparent": traceparent} if traceparent else None
+    # While tracing, the gateway's own span (child of the caller's): attempts hang under it.
+    return tracing.job_trace(request.headers.get("traceparent"))
 
 
 def _public(job: Job) -> JobPublic:

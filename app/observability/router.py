@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+import httpx
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from sqlalchemy import text
@@ -12,6 +13,8 @@ from app.core.errors import ServiceUnavailable, problem_responses
 from app.core.openapi import Tag
 
 router = APIRouter(tags=[Tag.health])
+# The included process answers from memory, on loopback.
+INCLUDE_TIMEOUT_S = 2.0
 
 
 class Health(BaseModel):
@@ -38,5 +41,22 @@ async def readiness(engine: EngineDep) -> Health:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def prometheus_metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+async def prometheus_metrics(request: Request) -> Response:
+    body = generate_latest()
+    include = getattr(request.app.state, "metrics_include_url", None)
+    if include:
+        # `jobgate dev`: the consumer child's metrics (other families) follow the gateway's.
+        body += await fetch_included(include)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+async def fetch_included(url: str) -> bytes:
+    """Another process's exposition, or a comment saying why it is missing (never a 5xx:
+    the gateway's own metrics must stay scrapable when the consumer is down)."""
+    try:
+        async with httpx.AsyncClient(timeout=INCLUDE_TIMEOUT_S) as http:
+            response = await http.get(url)
+            response.raise_for_status()
+    except httpx.HTTPError as exc:
+        return f"# consumer metrics unavailable: {type(exc).__name__}\n".encode()
+    return response.content

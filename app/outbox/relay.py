@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import Clock, to_datetime
 from app.core.db import SessionMaker, table_of
-from app.observability import metrics
+from app.observability import metrics, tracing
 from app.outbox.models import OutboxMessage
 from app.queues.base import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, OutgoingMessage, QueueBackend
 from app.queues.errors import QueueError, QueueUnavailable, Retry
@@ -161,18 +162,22 @@ class OutboxRelay:
 
     async def measure_age(self) -> float:
         """Set and return the age (s) of the oldest unpublished row: ready, claimed or backing
-        off; 0 when there is none. It scans every unpublished row, hence its own pace."""
+        off; 0 when there is none (and the pending-rows gauge). It scans every unpublished row,
+        hence its own pace."""
         now = self._clock.now_ms()
         self._age_measured_ms = now
         async with self._sessionmaker() as session:
-            oldest = (
+            count, oldest = (
                 await session.execute(
-                    select(func.min(_outbox.c.created_ms)).where(_outbox.c.published_at.is_(None))
+                    select(func.count(), func.min(_outbox.c.created_ms)).where(
+                        _outbox.c.published_at.is_(None)
+                    )
                 )
-            ).scalar_one()
+            ).one()
             await session.commit()
         age = max(0, now - int(oldest)) / 1000 if oldest is not None else 0.0
         metrics.outbox_oldest_unpublished_age.set(age)
+        metrics.outbox_pending.set(int(count))
         return age
 
     async def backlog(self) -> int:
@@ -261,6 +266,7 @@ class OutboxRelay:
         while parts:
             part = parts.pop()
             self.stats.publish_requests += 1
+            started_ns = time.time_ns()
             try:
                 await self._backend.send_batch(queue, self._messages(part))
             except Exception as raised:
@@ -285,6 +291,8 @@ class OutboxRelay:
                 await self._back_off(part + rest, exc)
                 return published
             await self._mark_published(queue, part)
+            if tracing.enabled():
+                tracing.published(queue, [row.body for row in part], started_ns=started_ns)
             published += len(part)
         return published
 

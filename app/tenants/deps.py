@@ -21,6 +21,7 @@ from app.core.clock import Clock
 from app.core.deps import SessionDep, component
 from app.core.errors import Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from app.core.security import OPERATOR_KEY_PREFIX, api_key_prefix
+from app.observability import logs
 from app.tenants import service as tenants_service
 from app.tenants.config import JwtSettings
 from app.tenants.models import Tenant
@@ -119,6 +120,7 @@ class RequireScope:
         self, request: Request, session: SessionDep, credentials: CredentialsDep
     ) -> Principal:
         principal = await authenticate(request, session, credentials)
+        logs.bind(tenant_id=principal.tenant_id or None)
         if not principal.has(self.scope):
             raise Forbidden(f"this credential lacks the {self.scope.value!r} scope")
         if self.scope is not Scope.admin and principal.operator:

@@ -212,6 +212,11 @@ class ServerProcess:
             parts.append(f"{stream}:\n{text[-_OUTPUT_TAIL_CHARS:]}")
         return "\n".join(parts)
 
+    def log_text(self, stream: str = "stderr") -> str:
+        """The whole stdout or stderr of the latest start (e.g. to parse its log lines)."""
+        path = self._log_path(stream)
+        return path.read_text(errors="replace") if path.exists() else ""
+
     def close(self) -> None:
         self.terminate()
         self._logs.cleanup()

@@ -44,7 +44,7 @@ from app.core.config import DatabaseSettings  # noqa: E402
 from app.core.db import async_url, create_engine  # noqa: E402
 from app.jobs.models import Job, JobStatus  # noqa: E402
 from app.settings import Settings  # noqa: E402
-from bench.accept_throughput import pg_schema, pg_url  # noqa: E402
+from bench.accept_throughput import UNLIMITED_ADMISSION, pg_schema, pg_url  # noqa: E402
 from tests.support.servers import (  # noqa: E402
     ServerProcess,
     create_tenant,
@@ -99,6 +99,7 @@ class Target:
     processes: list[Background]
     kind: str  # "jobgate" or "celery"
     results: dict[int, list[Round]] = field(default_factory=dict)
+    server: ServerProcess | None = None  # the HTTP process (its pid: RSS and CPU in bench/suite.py)
 
     def path(self, batch: int) -> str:
         return self.single_path if batch == 1 else self.batch_path
@@ -215,6 +216,7 @@ def start_jobgate(
                 # Measure the job path, not the per-tenant rate limits.
                 "JOBGATE_RATE_LIMIT_JOBS": "100000000/minute",
                 "JOBGATE_ADMISSION_RATE_LIMIT_BATCH": "100000000/minute",
+                **UNLIMITED_ADMISSION,
             },
         )
     )
@@ -232,6 +234,7 @@ def start_jobgate(
         counter=store,
         processes=[consumer],
         kind="jobgate",
+        server=gateway,
     )
 
 
@@ -298,6 +301,7 @@ def start_celery(stack: ExitStack, durable: bool, pool: str, concurrency: int) -
         counter=RedisCounter(f"{queue}:done"),
         processes=[worker],
         kind="celery",
+        server=api,
     )
 
 

@@ -138,7 +138,7 @@ FULL = Plan(
     e2e_max_backlog=20_000,
     e2e_drain_timeout_s=60.0,
     analytics_jobs=20_000,
-    analytics_timeout_s=300.0,
+    analytics_timeout_s=180.0,
     postgres=True,
 )
 QUICK = Plan(
@@ -152,11 +152,11 @@ QUICK = Plan(
     batch_sizes=[10, 100],
     batch_connections=8,
     batch_s=2.0,
-    e2e_s=5.0,
+    e2e_s=4.0,
     e2e_max_backlog=3_000,
-    e2e_drain_timeout_s=10.0,
+    e2e_drain_timeout_s=8.0,
     analytics_jobs=5_000,
-    analytics_timeout_s=12.0,
+    analytics_timeout_s=8.0,
     postgres=False,
 )
 
@@ -762,7 +762,7 @@ class Runner:
         try:
             for t in targets:
                 self.step(f"e2e warm-up {t.label}")
-                await self.drive(t, seconds=None, jobs=300, max_backlog=10**9, drain=30)
+                await self.drive(t, seconds=None, jobs=200, max_backlog=10**9, drain=30)
             for round_no in range(plan.rounds):
                 for t in self.rotated(targets, round_no):
                     self.step(f"e2e round {round_no + 1} {t.label} ({plan.e2e_s:.0f} s load)")

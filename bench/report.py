@@ -319,10 +319,13 @@ def plot_batch(data: Row, path: Path) -> None:
         (line,) = axes[0].plot(sizes, rate, marker="o", label=label)
         axes[1].plot(sizes, cpu, marker="o", color=line.get_color(), label=label)
     axes[0].axhline(BATCH_GOAL, color="red", ls=":", lw=1, label=f"goal {BATCH_GOAL:,.0f} jobs/s")
-    axes[0].set_title("jobs/s", fontsize=10)
+    axes[0].set_title("jobs/s (log scale)", fontsize=10)
     axes[1].set_title("server CPU per job (µs)", fontsize=10)
-    axes[1].set_yscale("log")
+    sizes = sorted({r["batch"] for r in rows})
     for ax in axes:
+        ax.set_yscale("log")
+        ax.set_xscale("log")
+        ax.set_xticks(sizes, [str(size) for size in sizes])
         ax.set_xlabel("jobs per request (POST /v1/jobs/batch)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -362,7 +365,8 @@ def plot_timeline(data: Row, kind: str, path: Path, title: str, goal: float) -> 
         run = representative(pick(rows, target=label), key)
         t, rate = completion_rate(run["series"])
         ax.plot(t, rate, color="tab:blue", label="jobs done/s")
-        ax.axhline(goal, color="red", ls=":", lw=1, label=f"goal {goal:,.0f} jobs/s")
+        if max(rate, default=0.0) >= goal / 2:  # else the goal line would flatten the curve
+            ax.axhline(goal, color="red", ls=":", lw=1, label=f"goal {goal:,.0f} jobs/s")
         if run.get("load_s"):
             ax.axvline(run["load_s"], color="grey", ls="--", lw=1, label="load stops")
         ax.set_ylabel("jobs done/s")
@@ -372,7 +376,11 @@ def plot_timeline(data: Row, kind: str, path: Path, title: str, goal: float) -> 
         twin.plot(run["series"]["t"], run["series"]["backlog"], color="tab:orange", label="backlog")
         twin.set_ylabel("backlog (jobs)", color="tab:orange")
         value = run[key]
-        ax.set_title(f"{label}, round {run['round']}: {fmt(value)} jobs/s", fontsize=10)
+        drained = "" if run["drained"] else ", not drained in time"
+        ax.set_title(
+            f"{label}, round {run['round']}: {fmt(value)} jobs/s (goal {goal:,.0f}){drained}",
+            fontsize=10,
+        )
         handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
         ax.legend(handles=handles, fontsize=8, loc="upper right")
     fig.suptitle(title)

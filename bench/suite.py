@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -189,12 +189,14 @@ class Results:
             "rss": [],
         }
         self._t0 = time.monotonic()
+        self._lock = threading.Lock()
 
     def elapsed(self) -> float:
         return time.monotonic() - self._t0
 
     def add(self, kind: str, row: dict[str, Any]) -> None:
-        self.data[kind].append(row)
+        with self._lock:  # the RSS sampler adds from its thread
+            self.data[kind].append(row)
 
     def note(self, text: str) -> None:
         console.print(f"[yellow]note:[/yellow] {text}")
@@ -217,7 +219,9 @@ class Results:
         self.data["meta"]["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
         self.data["meta"]["load_end"] = procstat.load_average()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.data, indent=1, allow_nan=True))
+        with self._lock:
+            raw = json.dumps(self.data, indent=1)
+        self.path.write_text(raw)
 
 
 class RssSampler(threading.Thread):
@@ -570,7 +574,6 @@ class Runner:
     use_wrk: bool
     pg_url: str | None
     submitted: int = 0
-    steps_done: int = field(default=0)
 
     def step(self, text: str) -> None:
         self.progress.update(self.task, description=text)

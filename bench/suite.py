@@ -909,6 +909,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds:
         plan = replace(plan, rounds=args.rounds)
 
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        parser.error(f"the Celery baseline needs Redis at {REDIS_URL} ({exc})")
     use_wrk = args.generator == "wrk" or (args.generator == "auto" and bool(shutil.which("wrk")))
     if args.generator == "wrk" and not shutil.which("wrk"):
         parser.error("wrk is not installed (apt-get install -y wrk)")

@@ -467,7 +467,13 @@ async def drive(
                 size = int(min(batch, planned - sent))
                 sent += size
                 body = {"jobs": [event(next(numbers)) for _ in range(size)]}
-                response = await http.post(target.batch_path, json=body)
+                try:
+                    response = await http.post(target.batch_path, json=body)
+                except httpx.TransportError as exc:  # counted; the run goes on
+                    errors += 1
+                    console.print(f"  {target.label}: {type(exc).__name__} {exc}")
+                    await asyncio.sleep(0.1)
+                    continue
                 if response.status_code == 202:
                     accepted += size
                 else:

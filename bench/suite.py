@@ -968,7 +968,7 @@ def main(argv: list[str] | None = None) -> int:
         sampler.stop()
         results.save()
     report = write_report(results.data, args.out)
-    console.print(goals_markdown(results.data))
+    console.print(goals_markdown(results.data), soft_wrap=True, highlight=False)
     console.print(f"[bold green]report:[/bold green] {report}")
     return 1 if failed else 0
 

@@ -375,6 +375,8 @@ def plot_timeline(data: Row, kind: str, path: Path, title: str, goal: float) -> 
         twin = ax.twinx()
         twin.plot(run["series"]["t"], run["series"]["backlog"], color="tab:orange", label="backlog")
         twin.set_ylabel("backlog (jobs)", color="tab:orange")
+        ax.set_ylim(bottom=0)
+        twin.set_ylim(bottom=0)
         value = run[key]
         drained = "" if run["drained"] else ", not drained in time"
         ax.set_title(

@@ -191,12 +191,20 @@ def gateway_env(url: str, schema: str | None, sync: str) -> dict[str, str]:
 
 
 def start_gateway(
-    stack: ExitStack, label: str, env: dict[str, str], *, serve: bool = False
+    stack: ExitStack,
+    label: str,
+    env: dict[str, str],
+    *,
+    serve: bool = False,
+    api_key: str | None = None,
 ) -> Target:
     """The gateway under plain uvicorn, or (`serve`) as `jobgate serve` runs it: the same
-    uvicorn and httptools, plus the request-head and connection limits of app/core/server.py."""
-    db_upgrade(env)
-    key = create_tenant(env, "bench")["api_key"]
+    uvicorn and httptools, plus the request-head and connection limits of app/core/server.py.
+    With `api_key` the database is already migrated and has that tenant."""
+    if api_key is None:
+        db_upgrade(env)
+        api_key = create_tenant(env, "bench")["api_key"]
+    key = api_key
     if serve:
         server = stack.enter_context(ServerProcess(jobgate_argv("serve"), env=env))
     else:

@@ -203,8 +203,16 @@ def write_topology(path: Path) -> Path:
 
 
 def start_jobgate(
-    stack: ExitStack, label: str, url: str, schema: str | None, sync: str, topology: Path
+    stack: ExitStack,
+    label: str,
+    url: str,
+    schema: str | None,
+    sync: str,
+    topology: Path,
+    api_key: str | None = None,
 ) -> Target:
+    """`jobgate serve` + `jobgate consume`; with `api_key`, the database is already migrated
+    and has that tenant (bench/suite.py prepares its databases up front)."""
     env = with_pythonpath(
         jobgate_env(
             url,
@@ -220,8 +228,10 @@ def start_jobgate(
             },
         )
     )
-    db_upgrade(env)
-    key = create_tenant(env, "bench")["api_key"]
+    if api_key is None:
+        db_upgrade(env)
+        api_key = create_tenant(env, "bench")["api_key"]
+    key = api_key
     gateway = stack.enter_context(jobgate_server("serve", env=env))
     consumer = background(stack, jobgate_argv("consume", "--queue", QUEUE), env)
     store = JobStore(url, schema)

@@ -9,8 +9,9 @@ closed-loop generator (wrk, `httpx_load.py`) only sends when an answer came back
 that stalls for a second is asked less during the stall and its slow second shows up as one
 slow request ("coordinated omission"); here every request that should have gone out during
 the stall counts the wait. Prints one JSON line: requests, seconds, rate, achieved_rps,
-p50_ms, p90_ms, p99_ms, max_ms, errors, late (requests sent over 10 ms after they were due:
-a sign the generator itself, not the server, fell behind when the server is fast).
+p50_ms, p90_ms, p99_ms, max_ms, errors, late (requests sent over 10 ms after they were due,
+because their connection still waited for an earlier answer or the generator fell behind;
+the wait counts in their latency either way).
 
 HTTP/1.1 over asyncio streams, not an HTTP library, so one process can offer a few
 thousand requests/s; the answers must carry Content-Length (FastAPI's JSON ones do).

@@ -561,8 +561,10 @@ def write_report(data: Row, out_dir: Path) -> Path:
             f"`bench/fixed_rate.py`: requests due at a fixed rate (half the target's best "
             f"closed-loop req/s above) on {plan['fixed_rate_connections']} connections for "
             f"{plan['fixed_rate_s']:.0f} s; latency counts from when a request was due, so a "
-            "stall is not hidden. 'sent late' > 0 means the generator itself fell behind "
-            "(then the asked rate was not offered: read the row as a lower bound).",
+            "stall is not hidden. 'sent late' counts requests that went out over 10 ms after "
+            "they were due (their connection still waited for an answer, or the generator fell "
+            "behind); achieved well below asked means the server did not keep up with half its "
+            "own best rate during this run.",
             "",
             fixed_rate_table(data),
         ]

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -271,6 +271,21 @@ class RssSampler(threading.Thread):
 # -- targets ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Database:
+    """A migrated database with one tenant, ready before its section starts."""
+
+    url: str
+    schema: str | None
+    api_key: str
+
+
+def prepare_database(url: str, schema: str | None) -> Database:
+    env = jobgate_env(url, schema=schema)
+    db_upgrade(env)
+    return Database(url, schema, create_tenant(env, "bench")["api_key"])
+
+
 @dataclass(slots=True)
 class HttpTarget:
     """A server loaded by the accept and batch benchmarks."""
@@ -352,10 +367,10 @@ def start_celery_api(stack: ExitStack) -> HttpTarget:
     return HttpTarget("FastAPI + Celery", "celery", None, server, "unused", "/jobs", "/jobs/batch")
 
 
-def start_serve(db: str, url: str, schema: str | None) -> Callable[[ExitStack], HttpTarget]:
+def start_serve(db: str, database: Database) -> Callable[[ExitStack], HttpTarget]:
     def build(stack: ExitStack) -> HttpTarget:
-        env = gateway_env(url, schema, "FULL")
-        gateway = start_gateway(stack, f"jobgate {db}", env, serve=True)
+        env = gateway_env(database.url, database.schema, "FULL")
+        gateway = start_gateway(stack, f"jobgate {db}", env, serve=True, api_key=database.api_key)
         return HttpTarget(
             gateway.label,
             "jobgate",
@@ -534,14 +549,18 @@ def sustained_rate(series: dict[str, list[float]], window: float | None) -> floa
 
 
 def start_e2e_jobgate(
-    db: str, url: str, schema: str | None, topology: Path
+    db: str, database: Database, topology: Path
 ) -> Callable[[ExitStack], E2ETarget]:
     """`jobgate serve` + `jobgate consume` with no-op handlers (bench/e2e_throughput.py)."""
-    return lambda stack: start_jobgate(stack, f"jobgate {db}", url, schema, "FULL", topology)
+    return lambda stack: start_jobgate(
+        stack, f"jobgate {db}", database.url, database.schema, "FULL", topology, database.api_key
+    )
 
 
-def start_dev(stack: ExitStack, db: str, url: str, schema: str | None) -> E2ETarget:
-    """`jobgate dev` as shipped (topology, handlers, batch sizes), admission limits raised."""
+def start_dev(stack: ExitStack, db: str, database: Database) -> E2ETarget:
+    """`jobgate dev` as shipped (topology, handlers, batch sizes), admission limits raised.
+    The database has a tenant already, so dev keeps its hands off the tenants."""
+    url, schema = database.url, database.schema
     env = jobgate_env(
         url,
         schema=schema,
@@ -551,8 +570,7 @@ def start_dev(stack: ExitStack, db: str, url: str, schema: str | None) -> E2ETar
             **UNLIMITED_ADMISSION,
         },
     )
-    db_upgrade(env)
-    key = create_tenant(env, "bench")["api_key"]  # dev then keeps its hands off the tenants
+    key = database.api_key
     server = stack.enter_context(ServerProcess(jobgate_argv("dev"), env=env, startup_timeout=60))
     return E2ETarget(
         label=f"jobgate dev {db}",
@@ -580,6 +598,7 @@ class Runner:
     use_wrk: bool
     pg_url: str | None
     submitted: int = 0
+    prepared: dict[str, dict[str, Database]] = field(default_factory=dict)
 
     def step(self, text: str) -> None:
         self.progress.update(self.task, description=text)
@@ -590,22 +609,24 @@ class Runner:
     def log(self, text: str) -> None:
         self.progress.console.print(text, soft_wrap=True, highlight=False)
 
-    @contextmanager
-    def databases(self, stack_name: str) -> Iterator[dict[str, tuple[str, str | None]]]:
-        """Fresh databases for one section: a new SQLite file, a new PostgreSQL schema."""
-        with ExitStack() as stack:
-            tmp = Path(
-                stack.enter_context(tempfile.TemporaryDirectory(prefix=f"bench-{stack_name}-"))
-            )
-            found: dict[str, tuple[str, str | None]] = {
-                "SQLite": (f"sqlite:///{tmp / 'jobgate.db'}", None)
-            }
+    def prepare(self, stack: ExitStack, sections: list[str]) -> None:
+        """Fresh databases for every section (a new SQLite file, a new PostgreSQL schema),
+        migrated and given a tenant all at once before anything is measured: on a busy
+        machine the `jobgate db upgrade` and `tenants create` processes take seconds each."""
+        todo: dict[tuple[str, str], tuple[str, str | None]] = {}
+        for section in sections:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"bench-{section}-")))
+            todo[section, "SQLite"] = (f"sqlite:///{tmp / 'jobgate.db'}", None)
             if self.pg_url:
-                found["PostgreSQL"] = (
-                    self.pg_url,
-                    stack.enter_context(fresh_pg_schema(self.pg_url, "bench")),
-                )
-            yield found
+                schema = stack.enter_context(fresh_pg_schema(self.pg_url, "bench"))
+                todo[section, "PostgreSQL"] = (self.pg_url, schema)
+        with ThreadPoolExecutor(max_workers=len(todo) or 1) as pool:
+            futures = {key: pool.submit(prepare_database, *where) for key, where in todo.items()}
+        for (section, db), future in futures.items():
+            self.prepared.setdefault(section, {})[db] = future.result()
+
+    def databases(self, section: str) -> dict[str, Database]:
+        return self.prepared[section]
 
     def rotated(self, items: list[Any], round_no: int) -> list[Any]:
         shift = round_no % len(items)
@@ -615,7 +636,8 @@ class Runner:
 
     def run_http(self) -> None:
         plan = self.plan
-        with self.databases("http") as dbs, ExitStack() as stack:
+        dbs = self.databases("http")
+        with ExitStack() as stack:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-bare-")))
             self.step("starting bare FastAPI, FastAPI + Celery, jobgate serve")
             targets = start_all(
@@ -623,7 +645,7 @@ class Runner:
                 [
                     start_bare(tmp),
                     start_celery_api,
-                    *(start_serve(db, url, schema) for db, (url, schema) in dbs.items()),
+                    *(start_serve(db, database) for db, database in dbs.items()),
                 ],
             )
             for t in targets:
@@ -743,15 +765,14 @@ class Runner:
     # -- 3: end to end, no-op handlers --
 
     def run_e2e(self) -> None:
-        with self.databases("e2e") as dbs, ExitStack() as stack:
+        dbs = self.databases("e2e")
+        with ExitStack() as stack:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-e2e-")))
             topology = write_topology(tmp / "wrangler.jsonc")
             flush_redis()
             stack.callback(flush_redis)
             self.step("starting jobgate serve + consume, FastAPI + Celery worker")
-            builders = [
-                start_e2e_jobgate(db, url, schema, topology) for db, (url, schema) in dbs.items()
-            ]
+            builders = [start_e2e_jobgate(db, database, topology) for db, database in dbs.items()]
             builders.append(
                 lambda own: replace(
                     start_celery(own, False, "threads", 10), label="FastAPI + Celery"
@@ -830,13 +851,14 @@ class Runner:
     # -- 4: end to end, `jobgate dev` with the real analytics handler --
 
     def run_analytics(self) -> None:
-        with self.databases("dev") as dbs, ExitStack() as stack:
+        dbs = self.databases("dev")
+        with ExitStack() as stack:
             self.step("starting jobgate dev")
             targets = start_all(
                 stack,
                 [
-                    functools.partial(start_dev, db=db, url=url, schema=schema)
-                    for db, (url, schema) in dbs.items()
+                    functools.partial(start_dev, db=db, database=database)
+                    for db, database in dbs.items()
                 ],
             )
             for t in targets:
@@ -954,17 +976,21 @@ def main(argv: list[str] | None = None) -> int:
     with progress:
         task = progress.add_task("starting", total=total_steps(plan, len(databases)))
         runner = Runner(plan, results, sampler, progress, task, use_wrk, pg_url)
+
         sections: dict[str, Callable[[], None]] = {
             "http": runner.run_http,
             "e2e": runner.run_e2e,
             "analytics": runner.run_analytics,
         }
-        for name in args.only:
-            try:
-                sections[name]()
-            except Exception as exc:  # keep the other sections' figures; report the failure
-                failed = True
-                results.note(f"section {name} failed: {type(exc).__name__}: {str(exc)[:600]}")
+        with ExitStack() as run_stack:  # the prepared databases, dropped at the end
+            runner.step("preparing databases (migrations, one tenant each)")
+            runner.prepare(run_stack, [{"analytics": "dev"}.get(n, n) for n in args.only])
+            for name in args.only:
+                try:
+                    sections[name]()
+                except Exception as exc:  # keep the other sections' figures; note the failure
+                    failed = True
+                    results.note(f"section {name} failed: {type(exc).__name__}: {str(exc)[:600]}")
         sampler.stop()
         results.save()
     report = write_report(results.data, args.out)

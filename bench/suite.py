@@ -1,7 +1,7 @@
 """`make bench` / `make bench-quick`: every benchmark against its baseline, one report.
 
     .venv/bin/python -m bench.suite            # full: 3 rounds, SQLite and PostgreSQL
-    .venv/bin/python -m bench.suite --quick    # 1 round, SQLite, short loads (< 2 min)
+    .venv/bin/python -m bench.suite --quick    # 1 round, SQLite, short loads (~2 min)
 
 Runs, on real processes over loopback, in the same run and alternating targets:
 

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck openapi bench check clean
+.PHONY: install run test lint typecheck openapi bench bench-quick bench-deps check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,12 +34,23 @@ openapi: install
 	$(BIN)/jobgate openapi > openapi.yaml
 
 ## Benchmarks (ratios against baselines measured in the same run; see bench/README.md).
-bench: install
-	$(BIN)/pip install --quiet -e '.[bench]'
-	$(BIN)/python bench/accept_throughput.py
-	$(BIN)/python bench/outbox_coalescing.py
-	$(BIN)/python bench/e2e_throughput.py
-	$(BIN)/python bench/admission_overload.py
+## Both write bench/results/REPORT.md and its PNG plots and need Redis on 127.0.0.1:6379;
+## `make bench` also PostgreSQL at postgresql://postgres@127.0.0.1:5432/test (skipped if down).
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench-deps: $(BENCH_STAMP)
+	@command -v wrk >/dev/null || apt-get install -y --no-install-recommends wrk \
+		|| echo "wrk could not be installed: falling back to bench/httpx_load.py"
+
+bench: bench-deps
+	$(BIN)/python -m bench.suite
+
+bench-quick: bench-deps
+	$(BIN)/python -m bench.suite --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -52,6 +52,13 @@ UVICORN_FLAGS = [
 ]
 JOB_BODY = json.dumps({"type": "sync-single-order", "orderId": 42}, separators=(",", ":"))
 PATH = "/v1/jobs"
+# A long run must not reach the in-flight quota or a queue's high watermark: the benchmarks
+# measure the job path, not admission refusing work (bench/admission_overload.py does that).
+UNLIMITED_ADMISSION = {
+    "JOBGATE_ADMISSION_MAX_IN_FLIGHT": "100000000",
+    "JOBGATE_ADMISSION_HIGH_MESSAGES": "100000000",
+    "JOBGATE_ADMISSION_LOW_MESSAGES": "50000000",
+}
 WRK_DONE_MARK = "BENCH-JSON "
 WRK_SCRIPT = """\
 wrk.method = "POST"
@@ -102,10 +109,10 @@ def with_port(argv: list[str]) -> Callable[[int], list[str]]:
     return lambda port: [*argv, "--port", str(port)]
 
 
-def wrk_generator(threads: int) -> Generator:
+def wrk_generator(threads: int, body: str = JOB_BODY) -> Generator:
     def run(url: str, key: str, duration: float, connections: int) -> Measurement:
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-            script.write(WRK_SCRIPT % {"body": JOB_BODY, "key": key, "mark": WRK_DONE_MARK})
+            script.write(WRK_SCRIPT % {"body": body, "key": key, "mark": WRK_DONE_MARK})
         try:
             done = subprocess.run(
                 [
@@ -134,7 +141,9 @@ def wrk_generator(threads: int) -> Generator:
     return run
 
 
-def httpx_generator(url: str, key: str, duration: float, connections: int) -> Measurement:
+def httpx_generator(
+    url: str, key: str, duration: float, connections: int, body: str = JOB_BODY
+) -> Measurement:
     done = subprocess.run(
         [
             sys.executable,
@@ -145,7 +154,7 @@ def httpx_generator(url: str, key: str, duration: float, connections: int) -> Me
             "--connections",
             str(connections),
             "--body",
-            JOB_BODY,
+            body,
             "-H",
             "Content-Type: application/json",
             "-H",
@@ -175,17 +184,27 @@ def gateway_env(url: str, schema: str | None, sync: str) -> dict[str, str]:
             "JOBGATE_SQLITE_SYNCHRONOUS": sync,
             # Measure the accept path, not the per-tenant rate limit.
             "JOBGATE_RATE_LIMIT_JOBS": "100000000/minute",
+            "JOBGATE_ADMISSION_RATE_LIMIT_BATCH": "100000000/minute",
+            **UNLIMITED_ADMISSION,
         },
     )
 
 
 def start_gateway(
-    stack: ExitStack, label: str, env: dict[str, str], *, serve: bool = False
+    stack: ExitStack,
+    label: str,
+    env: dict[str, str],
+    *,
+    serve: bool = False,
+    api_key: str | None = None,
 ) -> Target:
     """The gateway under plain uvicorn, or (`serve`) as `jobgate serve` runs it: the same
-    uvicorn and httptools, plus the request-head and connection limits of app/core/server.py."""
-    db_upgrade(env)
-    key = create_tenant(env, "bench")["api_key"]
+    uvicorn and httptools, plus the request-head and connection limits of app/core/server.py.
+    With `api_key` the database is already migrated and has that tenant."""
+    if api_key is None:
+        db_upgrade(env)
+        api_key = create_tenant(env, "bench")["api_key"]
+    key = api_key
     if serve:
         server = stack.enter_context(ServerProcess(jobgate_argv("serve"), env=env))
     else:

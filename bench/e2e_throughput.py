@@ -44,7 +44,7 @@ from app.core.config import DatabaseSettings  # noqa: E402
 from app.core.db import async_url, create_engine  # noqa: E402
 from app.jobs.models import Job, JobStatus  # noqa: E402
 from app.settings import Settings  # noqa: E402
-from bench.accept_throughput import pg_schema, pg_url  # noqa: E402
+from bench.accept_throughput import UNLIMITED_ADMISSION, pg_schema, pg_url  # noqa: E402
 from tests.support.servers import (  # noqa: E402
     ServerProcess,
     create_tenant,
@@ -99,6 +99,7 @@ class Target:
     processes: list[Background]
     kind: str  # "jobgate" or "celery"
     results: dict[int, list[Round]] = field(default_factory=dict)
+    server: ServerProcess | None = None  # the HTTP process (its pid: RSS and CPU in bench/suite.py)
 
     def path(self, batch: int) -> str:
         return self.single_path if batch == 1 else self.batch_path
@@ -202,8 +203,16 @@ def write_topology(path: Path) -> Path:
 
 
 def start_jobgate(
-    stack: ExitStack, label: str, url: str, schema: str | None, sync: str, topology: Path
+    stack: ExitStack,
+    label: str,
+    url: str,
+    schema: str | None,
+    sync: str,
+    topology: Path,
+    api_key: str | None = None,
 ) -> Target:
+    """`jobgate serve` + `jobgate consume`; with `api_key`, the database is already migrated
+    and has that tenant (bench/suite.py prepares its databases up front)."""
     env = with_pythonpath(
         jobgate_env(
             url,
@@ -215,11 +224,14 @@ def start_jobgate(
                 # Measure the job path, not the per-tenant rate limits.
                 "JOBGATE_RATE_LIMIT_JOBS": "100000000/minute",
                 "JOBGATE_ADMISSION_RATE_LIMIT_BATCH": "100000000/minute",
+                **UNLIMITED_ADMISSION,
             },
         )
     )
-    db_upgrade(env)
-    key = create_tenant(env, "bench")["api_key"]
+    if api_key is None:
+        db_upgrade(env)
+        api_key = create_tenant(env, "bench")["api_key"]
+    key = api_key
     gateway = stack.enter_context(jobgate_server("serve", env=env))
     consumer = background(stack, jobgate_argv("consume", "--queue", QUEUE), env)
     store = JobStore(url, schema)
@@ -232,6 +244,7 @@ def start_jobgate(
         counter=store,
         processes=[consumer],
         kind="jobgate",
+        server=gateway,
     )
 
 
@@ -298,6 +311,7 @@ def start_celery(stack: ExitStack, durable: bool, pool: str, concurrency: int) -
         counter=RedisCounter(f"{queue}:done"),
         processes=[worker],
         kind="celery",
+        server=api,
     )
 
 

@@ -104,7 +104,6 @@ VARIABLES: list[tuple[str, str, str, Any]] = [
     ("JOBGATE_AGENT_EXECUTOR_URL", "agent.executor_url", "custom", "custom"),
     ("JOBGATE_AGENT_TIMEOUT_SECONDS", "agent.timeout_seconds", "300.5", 300.5),
     ("JOBGATE_ANALYTICS_BATCH_SIZE", "analytics.batch_size", "201", 201),
-    ("JOBGATE_ANALYTICS_FLUSH_INTERVAL_MS", "analytics.flush_interval_ms", "51", 51),
     ("JOBGATE_EMULATOR_JSON_BODY", "emulator.json_body", "plain", "plain"),
     ("JOBGATE_EMULATOR_TEST_CONTROLS", "emulator.test_controls", "true", True),
     ("JOBGATE_EMULATOR_RATE_LIMITS", "emulator.rate_limits", "true", True),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import subprocess
 import sys
@@ -146,6 +145,8 @@ def consume(
     """
     import logging
 
+    import uvloop
+
     from app.bootstrap import build_runtime
     from app.consumer import service as consumer_service
 
@@ -165,6 +166,8 @@ def consume(
             await runtime.close()
 
     try:
-        asyncio.run(run())
+        # uvloop: the consumer's loop overhead (task switches, socket I/O to PostgreSQL) is
+        # a measurable share of a batch's time.
+        uvloop.run(run())
     except ValueError as exc:
         fail(str(exc), code=2)

@@ -55,6 +55,7 @@ from app.consumer.registry import (
 )
 from app.consumer.retry import RetryPolicy, clamp_delay
 from app.consumer.settlement import Plan, QueueRules, Work
+from app.consumer.wakeup import StoreWatch
 from app.core.clock import Clock
 from app.core.db import SessionMaker
 from app.jobs import lifecycle
@@ -227,6 +228,8 @@ class QueueWorker:
         # The local engine shares the job store's database: a batch is leased and started in
         # one transaction, and settled and acknowledged in another.
         self._joint = backend if isinstance(backend, SupportsJointTransactions) else None
+        # Idle, it waits for a commit to the queue's database rather than a poll's timeout.
+        self._watch = StoreWatch.for_url(settings.db.url if self._joint is not None else None)
         self._registry = registry
         self._resources = resources
         self._sessionmaker: SessionMaker = resources.sessionmaker
@@ -922,7 +925,12 @@ class QueueWorker:
 
     async def _pause(self, stop: asyncio.Event, wait_ms: int | None) -> None:
         """Until `stop`, the end of a run, or `wait_ms`."""
-        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._ended.wait())]
+        waiters: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(self._ended.wait()),
+        ]
+        if self._watch.active and wait_ms:
+            waiters.append(asyncio.ensure_future(self._watch.changed()))
         try:
             await asyncio.wait(
                 waiters,

@@ -320,19 +320,20 @@ class QueueWorker:
     ) -> tuple[int, list[asyncio.Task[None]]]:
         """On the local engine: lease into the buffer, then start what `choose` takes from it,
         in one transaction. Returns how many were leased and the started runs."""
-        assert self._joint is not None
+        joint = self._joint
+        if joint is None:
+            raise TypeError("only a backend that joins transactions leases and starts at once")
+        room = self._room(most)
+        if room <= 0:  # nothing to lease: no transaction unless something starts
+            group = choose()
+            return 0, await self._launch(group) if group else []
         async with self._sessionmaker() as session:
             fresh: list[Delivery] = []
             try:
-                room = self._room(most)
-                if room > 0:
-                    messages = await self._joint.lease(
-                        session,
-                        self.queue,
-                        batch_size=room,
-                        visibility_timeout_ms=self.visibility_ms,
-                    )
-                    fresh = self._buffered(messages)
+                messages = await joint.lease(
+                    session, self.queue, batch_size=room, visibility_timeout_ms=self.visibility_ms
+                )
+                fresh = self._buffered(messages)
                 group = choose()
                 if group:
                     tasks = await self._launch(group, session, fresh)

@@ -105,7 +105,6 @@ VARIABLES: list[tuple[str, str, str, Any]] = [
     ("JOBGATE_AGENT_EXECUTOR_URL", "agent.executor_url", "custom", "custom"),
     ("JOBGATE_AGENT_TIMEOUT_SECONDS", "agent.timeout_seconds", "300.5", 300.5),
     ("JOBGATE_ANALYTICS_BATCH_SIZE", "analytics.batch_size", "201", 201),
-    ("JOBGATE_ANALYTICS_FLUSH_INTERVAL_MS", "analytics.flush_interval_ms", "51", 51),
     ("JOBGATE_LOG_FORMAT", "observability.log_format", "text", "text"),
     ("JOBGATE_OTEL_ENABLED", "observability.otel_enabled", "true", True),
     ("JOBGATE_CONSUMER_METRICS_PORT", "observability.consumer_metrics_port", "9465", 9465),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -195,6 +194,8 @@ def consume(
 
     Needs JOBGATE_SECRET_KEY (it decrypts shop keys), except as the child of `jobgate dev`.
     """
+    import uvloop
+
     from app.bootstrap import build_runtime
     from app.consumer import service as consumer_service
 
@@ -213,6 +214,8 @@ def consume(
             await runtime.close()
 
     try:
-        asyncio.run(run())
+        # uvloop: the consumer's loop overhead (task switches, socket I/O to PostgreSQL) is
+        # a measurable share of a batch's time.
+        uvloop.run(run())
     except ValueError as exc:
         fail(str(exc), code=2)

@@ -9,11 +9,20 @@ It must be idempotent (delivery is at least once). Returning acks the message an
 job `succeeded`; `RetryLater(seconds)` retries after that delay (e.g. a downstream 429);
 `PermanentFailure(reason)` acks, marks the job `failed` and records why; any other exception
 is a transient failure retried with the consumer's backoff until the DLQ.
+
+A batch handler, `@batch_handler("analytics-event", AnalyticsEventPayload)`, is called once
+with all the jobs of its type that one pulled batch holds (as Cloudflare hands a Worker its
+batch): `async def handle(batch: Sequence[JobContext[P]]) -> BatchOutcomes | None`. It
+returns the jobs that did not succeed, each with the exception a single handler would have
+raised (`RetryLater`, `PermanentFailure`, any other for a transient failure); the others
+succeeded. Raising applies that exception to every job of the call. Settlement, retries,
+dead-lettering, the breaker and progress work per job as for a single handler; one call
+takes one of the queue's `max_concurrency` slots.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -105,6 +114,11 @@ class JobContext(Generic[P_co]):
 
 HandlerFunc = Callable[[JobContext[P]], Awaitable[None]]
 
+# What a batch handler reports: job id → why that job did not succeed (the exception a
+# single handler would have raised). Jobs not named succeeded.
+BatchOutcomes = Mapping[str, BaseException]
+BatchHandlerFunc = Callable[[Sequence[JobContext[P]]], Awaitable[BatchOutcomes | None]]
+
 
 ExceptionTypes = tuple[type[BaseException], ...]
 
@@ -119,6 +133,8 @@ class HandlerSpec(Generic[P]):
     # Exceptions that are permanent failures for this handler (never retried).
     throws: ExceptionTypes = ()
     timeout_seconds: float | None = None
+    # Set for a batch handler (`func` then runs a batch of one).
+    batch_func: BatchHandlerFunc[P] | None = None
 
     def parse(self, payload: Mapping[str, object]) -> P:
         """The stored payload as the handler's model; `InvalidPayload` when it does not fit."""
@@ -179,7 +195,41 @@ class HandlerRegistry:
 
         return decorate
 
+    def batch_handler(
+        self,
+        job_type: str,
+        model: type[P],
+        *,
+        max_retries: int | None = None,
+        throws: ExceptionTypes = (),
+        timeout_seconds: float | None = None,
+    ) -> Callable[[BatchHandlerFunc[P]], BatchHandlerFunc[P]]:
+        """Register the decorated function for `job_type` as a batch handler (see above)."""
+
+        def decorate(func: BatchHandlerFunc[P]) -> BatchHandlerFunc[P]:
+            async def one(ctx: JobContext[P]) -> None:
+                outcomes = await func([ctx])
+                if outcomes and (exc := outcomes.get(ctx.job_id)) is not None:
+                    raise exc
+
+            one.__module__, one.__qualname__ = func.__module__, func.__qualname__
+            self.register(
+                HandlerSpec(
+                    job_type=job_type,
+                    model=model,
+                    func=one,
+                    max_retries=max_retries,
+                    throws=throws,
+                    timeout_seconds=timeout_seconds,
+                    batch_func=func,
+                )
+            )
+            return func
+
+        return decorate
+
 
 # The process-wide registry the company's handlers register on (app/handlers/).
 registry = HandlerRegistry()
 handler = registry.handler
+batch_handler = registry.batch_handler

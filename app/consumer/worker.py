@@ -35,9 +35,11 @@ import asyncio
 import logging
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import ExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.consumer.breaker import BreakerPolicy, Breakers
 from app.consumer.envelope import Delivery, Envelope
@@ -53,13 +55,20 @@ from app.consumer.registry import (
 )
 from app.consumer.retry import RetryPolicy, clamp_delay
 from app.consumer.settlement import Plan, QueueRules, Work
+from app.consumer.wakeup import StoreWatch
 from app.core.clock import Clock
 from app.core.db import SessionMaker
 from app.jobs import lifecycle
 from app.jobs.lifecycle import AttemptOutcome, AttemptStart
 from app.observability import jobs as observe
 from app.observability import metrics
-from app.queues.base import MAX_PULL_BATCH, QueueBackend, SupportsLeaseExtension
+from app.queues.base import (
+    MAX_PULL_BATCH,
+    LeasedMessage,
+    QueueBackend,
+    SupportsJointTransactions,
+    SupportsLeaseExtension,
+)
 from app.queues.topology import ConsumerConfig
 
 log = logging.getLogger("jobgate.consumer")
@@ -218,6 +227,11 @@ class QueueWorker:
         self.queue = queue
         self.config = config
         self._backend = backend
+        # The local engine shares the job store's database: a batch is leased and started in
+        # one transaction, and settled and acknowledged in another.
+        self._joint = backend if isinstance(backend, SupportsJointTransactions) else None
+        # Idle, it waits for a commit to the queue's database rather than a poll's timeout.
+        self._watch = StoreWatch.for_url(settings.db.url if self._joint is not None else None)
         self._registry = registry
         self._resources = resources
         self._sessionmaker: SessionMaker = resources.sessionmaker
@@ -253,6 +267,8 @@ class QueueWorker:
         )
         self._buffer: list[Delivery] = []
         self._tasks: dict[str, asyncio.Task[None]] = {}  # lease id → its run
+        # Each run (one delivery, or a batch handler's call) → its deliveries; one slot each.
+        self._runs: dict[asyncio.Task[None], list[Work]] = {}
         self._works: dict[str, Work] = {}
         self._slots = asyncio.Semaphore(self.concurrency)
         self._abort = asyncio.Event()
@@ -272,20 +288,70 @@ class QueueWorker:
     async def fill(self, *, most: int | None = None) -> int:
         """Lease more messages into the buffer (up to the prefetch, and to `most` buffered);
         returns how many."""
-        room = min(self.prefetch, self.prefetch if most is None else most) - len(self._buffer)
+        if self._joint is not None:
+            pulled, _ = await self._pull_and_launch(most, lambda: [])
+            return pulled
+        room = self._room(most)
         if room <= 0:
             return 0
-        vis = self.visibility_ms
         result = await self._backend.pull(
-            self.queue, batch_size=min(room, MAX_PULL_BATCH), visibility_timeout_ms=vis
+            self.queue, batch_size=room, visibility_timeout_ms=self.visibility_ms
         )
         metrics.pulled(self.queue)
-        now = self._clock.now_ms()
-        for message in result.messages:
-            delivery = Delivery(message, Envelope.parse(message.body), now + vis, now)
-            self._buffer.append(delivery)
+        fresh = self._buffered(result.messages)
+        self._hold(fresh)
+        return len(fresh)
+
+    def _room(self, most: int | None) -> int:
+        room = min(self.prefetch, self.prefetch if most is None else most) - len(self._buffer)
+        return min(room, MAX_PULL_BATCH)
+
+    def _buffered(self, messages: list[LeasedMessage]) -> list[Delivery]:
+        now, vis = self._clock.now_ms(), self.visibility_ms
+        fresh = [Delivery(m, Envelope.parse(m.body), now + vis, now) for m in messages]
+        self._buffer.extend(fresh)
+        return fresh
+
+    def _hold(self, fresh: list[Delivery]) -> None:
+        """Keep these leases alive from now on (once their lease is committed: a heartbeat
+        before would not find them, and count them lost)."""
+        for delivery in fresh:
             self.leases.hold(delivery)
-        return len(result.messages)
+
+    async def _pull_and_launch(
+        self, most: int | None, choose: Callable[[], list[Delivery]]
+    ) -> tuple[int, list[asyncio.Task[None]]]:
+        """On the local engine: lease into the buffer, then start what `choose` takes from it,
+        in one transaction. Returns how many were leased and the started runs."""
+        joint = self._joint
+        if joint is None:
+            raise TypeError("only a backend that joins transactions leases and starts at once")
+        room = self._room(most)
+        if room <= 0:  # nothing to lease: no transaction unless something starts
+            group = choose()
+            return 0, await self._launch(group) if group else []
+        async with self._sessionmaker() as session:
+            fresh: list[Delivery] = []
+            try:
+                messages = await joint.lease(
+                    session, self.queue, batch_size=room, visibility_timeout_ms=self.visibility_ms
+                )
+                metrics.pulled(self.queue)
+                fresh = self._buffered(messages)
+                group = choose()
+                if group:
+                    tasks = await self._launch(group, session, fresh)
+                else:
+                    tasks = []
+                    await session.commit()
+                    self._hold(fresh)
+            except BaseException:
+                # Rolled back: those leases were never taken.
+                leases = {d.lease_id for d in fresh}
+                self._buffer = [d for d in self._buffer if d.lease_id not in leases]
+                self.leases.release(leases)
+                raise
+        return len(fresh), tasks
 
     def oldest_buffered_ms(self) -> int | None:
         return min((d.received_ms for d in self._buffer), default=None)
@@ -315,12 +381,22 @@ class QueueWorker:
         """Pull (optionally), run one batch to its end, settle it as one group."""
         report = CycleReport()
         async with self.leases.heartbeating():
-            if fill:
-                report.pulled = await self.fill()
-            batch = self._select(self.batch_size)
+            batch: list[Delivery] = []
+
+            def choose() -> list[Delivery]:
+                batch.extend(self._select(self.batch_size))
+                return batch
+
+            if fill and self._joint is not None:
+                report.pulled, tasks = await self._pull_and_launch(None, choose)
+            else:
+                if fill:
+                    report.pulled = await self.fill()
+                group = choose()
+                tasks = await self._launch(group) if group else []
             report.selected = len(batch)
-            if batch:
-                await asyncio.gather(*await self._launch(batch))
+            if tasks:
+                await asyncio.gather(*tasks)
             report.counts = (await self._groups.flush()).counts
         return report
 
@@ -330,23 +406,52 @@ class QueueWorker:
 
     # -- starting ----------------------------------------------------------------------------
 
-    async def _launch(self, group: list[Delivery]) -> list[asyncio.Task[None]]:
-        """Decide the group's deliveries (one transaction) and start a task per run."""
+    async def _launch(
+        self,
+        group: list[Delivery],
+        session: AsyncSession | None = None,
+        fresh: list[Delivery] | None = None,
+    ) -> list[asyncio.Task[None]]:
+        """Decide the group's deliveries (one transaction: `session`'s when given, which this
+        commits, with the leases of `fresh` taken in it) and start a task per run."""
         plan = Plan()
         try:
-            works = await self._start(group, plan)
+            if session is None:
+                async with self._sessionmaker() as own:
+                    works = await self._start(group, plan, own)
+                    await own.commit()
+            else:
+                works = await self._start(group, plan, session)
+                await session.commit()
         except BaseException:
             self._buffer[:0] = group  # still leased: tried again by the next launch
             raise
+        self._hold(fresh or [])
+        for work in works:
+            self.leases.attempt_started(work.delivery.lease_id, work.envelope.job_id, work.attempt)
         self._groups.add(plan)
         tasks: list[asyncio.Task[None]] = []
+        batches: dict[str, list[Work]] = {}  # a batch handler's job type → its deliveries
+        runs: list[list[Work]] = []
         for work in works:
-            lease = work.delivery.lease_id
-            task = asyncio.create_task(self._execute(work))
-            self._tasks[lease], self._works[lease] = task, work
-            task.add_done_callback(lambda done, lease=lease: self._ran(lease, done))  # type: ignore[misc]
+            if work.spec is not None and work.spec.batch_func is not None:
+                batches.setdefault(work.spec.job_type, []).append(work)
+            else:
+                runs.append([work])
+        for run in [*runs, *batches.values()]:
+            batch = run[0].spec is not None and run[0].spec.batch_func is not None
+            task = asyncio.create_task(self._execute_batch(run) if batch else self._execute(run[0]))
+            self._runs[task] = run
+            task.add_done_callback(self._finished)
+            for work in run:
+                lease = work.delivery.lease_id
+                self._tasks[lease], self._works[lease] = task, work
+                task.add_done_callback(lambda done, lease=lease: self._ran(lease, done))  # type: ignore[misc]
             tasks.append(task)
         return tasks
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._runs.pop(task, None)
 
     def _max_attempts(self, spec: AnyHandlerSpec | None) -> int:
         max_deliveries = self.rules.max_deliveries
@@ -354,9 +459,9 @@ class QueueWorker:
             return min(spec.max_retries + 1, max_deliveries)
         return max_deliveries
 
-    async def _start(self, group: list[Delivery], plan: Plan) -> list[Work]:
-        """Decide each delivery; start attempts of the ones that run (one transaction, a
-        constant number of statements)."""
+    async def _start(self, group: list[Delivery], plan: Plan, session: AsyncSession) -> list[Work]:
+        """Decide each delivery; start attempts of the ones that run (in `session`, a
+        constant number of statements; the caller commits)."""
         now = self._clock.now_ms()
         rules = self.rules
         candidates: list[Work] = []
@@ -387,68 +492,65 @@ class QueueWorker:
             return []
         runnable: list[Work] = []
         starts: list[AttemptStart] = []
-        async with self._sessionmaker() as session:
-            jobs = await lifecycle.load_jobs(session, [w.envelope.job_id for w in candidates])
-            breakers = Breakers(session, self._breaker)
-            await breakers.load(w.breaker_key for w in candidates)
-            for work in candidates:
-                job = jobs.get(work.envelope.job_id)
-                if job is None or lifecycle.is_finished(job):
-                    # Already done (or deleted with its tenant): nothing to run again.
-                    plan.skip(work.delivery)
-                    continue
-                if (lease_end := job.running_until(now)) is not None:
-                    # Another delivery's attempt runs under a live lease: never run a job
-                    # twice at once. Come back when that lease ends (finished by then, or
-                    # lost and then run again).
-                    delay = max(1, clamp_delay((lease_end - now) / 1000))
-                    plan.defer(
-                        work.delivery,
-                        rules,
-                        job_id=job.id,
-                        delay=delay,
-                        reason=f"duplicate delivery while attempt {job.attempts} runs: "
-                        f"re-delayed {delay}s",
-                        disposition="redelayed",
-                    )
-                    continue
-                # A manual retry renewed the budget: count attempts from its base.
-                work.max_attempts += job.attempts_base
-                if job.attempts >= work.max_attempts:
-                    # Its last attempt was lost with its consumer; no attempt is left.
-                    reason = f"no attempt left after {job.attempts} (the last one was lost)"
-                    plan.exhausted(work, rules, reason)
-                    observe.ended_unrun(self.queue, work.envelope, job.attempts, "dead", reason)
-                    continue
-                key = work.breaker_key
-                admission = breakers.admit(key, now)
-                if not admission.allowed:
-                    delay = admission.retry_in_seconds
-                    plan.defer(
-                        work.delivery,
-                        rules,
-                        job_id=job.id,
-                        delay=delay,
-                        reason=f"circuit open for {key[1]}: deferred {delay}s",
-                        disposition="deferred",
-                    )
-                    continue
-                starts.append(
-                    AttemptStart(
-                        job=job,
-                        queue=self.queue,
-                        message_id=work.delivery.message.id,
-                        lease_expires_ms=work.delivery.lease_expires_ms,
-                        final_delivery=work.final_delivery,
-                    )
+        jobs = await lifecycle.load_jobs(session, [w.envelope.job_id for w in candidates])
+        breakers = Breakers(session, self._breaker)
+        await breakers.load(w.breaker_key for w in candidates)
+        for work in candidates:
+            job = jobs.get(work.envelope.job_id)
+            if job is None or lifecycle.is_finished(job):
+                # Already done (or deleted with its tenant): nothing to run again.
+                plan.skip(work.delivery)
+                continue
+            if (lease_end := job.running_until(now)) is not None:
+                # Another delivery's attempt runs under a live lease: never run a job
+                # twice at once. Come back when that lease ends (finished by then, or
+                # lost and then run again).
+                delay = max(1, clamp_delay((lease_end - now) / 1000))
+                plan.defer(
+                    work.delivery,
+                    rules,
+                    job_id=job.id,
+                    delay=delay,
+                    reason=f"duplicate delivery while attempt {job.attempts} runs: "
+                    f"re-delayed {delay}s",
+                    disposition="redelayed",
                 )
-                runnable.append(work)
-            numbers = await lifecycle.start_attempts(session, starts, now_ms=now)
-            await breakers.flush()
-            await session.commit()
+                continue
+            # A manual retry renewed the budget: count attempts from its base.
+            work.max_attempts += job.attempts_base
+            if job.attempts >= work.max_attempts:
+                # Its last attempt was lost with its consumer; no attempt is left.
+                reason = f"no attempt left after {job.attempts} (the last one was lost)"
+                plan.exhausted(work, rules, reason)
+                observe.ended_unrun(self.queue, work.envelope, job.attempts, "dead", reason)
+                continue
+            key = work.breaker_key
+            admission = breakers.admit(key, now)
+            if not admission.allowed:
+                delay = admission.retry_in_seconds
+                plan.defer(
+                    work.delivery,
+                    rules,
+                    job_id=job.id,
+                    delay=delay,
+                    reason=f"circuit open for {key[1]}: deferred {delay}s",
+                    disposition="deferred",
+                )
+                continue
+            starts.append(
+                AttemptStart(
+                    job=job,
+                    queue=self.queue,
+                    message_id=work.delivery.message.id,
+                    lease_expires_ms=work.delivery.lease_expires_ms,
+                    final_delivery=work.final_delivery,
+                )
+            )
+            runnable.append(work)
+        numbers = await lifecycle.start_attempts(session, starts, now_ms=now)
+        await breakers.flush()
         for work in runnable:
             work.attempt = numbers[work.envelope.job_id]
-            self.leases.attempt_started(work.delivery.lease_id, work.envelope.job_id, work.attempt)
         return runnable
 
     # -- running -----------------------------------------------------------------------------
@@ -482,6 +584,48 @@ class QueueWorker:
         plan.outcome(work, self.rules)
         self._groups.add(plan)
 
+    async def _execute_batch(self, works: list[Work]) -> None:
+        """A batch handler's call for `works` (one job type): wait for a slot, run it once,
+        hand each delivery's outcome over."""
+        try:
+            async with self._slots:
+                live: list[Work] = []
+                now = self._clock.now_ms()
+                for work in works:
+                    if now >= work.delivery.lease_expires_ms:
+                        log.warning(
+                            "queue %s: job %s not run: its lease ran out before a slot freed",
+                            self.queue,
+                            work.envelope.job_id,
+                        )
+                        work.dropped = True
+                        self.leases.release([work.delivery.lease_id])
+                    elif self._abort.is_set():
+                        work.outcome = AttemptOutcome.released
+                        work.error = "released unstarted: the consumer is stopping"
+                    else:
+                        live.append(work)
+                if live:
+                    # Each job of the call is one attempt for metrics, logs and traces.
+                    with ExitStack() as stack:
+                        runs = []
+                        for work in live:
+                            attempt = observe.attempt(self.queue, work.envelope, work.attempt)
+                            runs.append((work, stack.enter_context(attempt)))
+                        await self._invoke_batch(live)
+                        for work, run in runs:
+                            outcome = work.outcome and work.outcome.value
+                            run.ended(outcome, work.error, delay=work.delay)
+        except asyncio.CancelledError:
+            if all(work.dropped for work in works):
+                return  # their leases are gone: nothing to settle
+            raise
+        plan = Plan()
+        for work in works:
+            if not work.dropped:
+                plan.outcome(work, self.rules)
+        self._groups.add(plan)
+
     def _ran(self, lease: str, task: asyncio.Task[None]) -> None:
         self._tasks.pop(lease, None)
         work = self._works.pop(lease, None)
@@ -506,7 +650,9 @@ class QueueWorker:
                     work.attempt,
                 )
                 work.dropped = True
-                task.cancel()
+                # A batch handler's call goes on for the deliveries it still holds.
+                if all(w.dropped for w in self._runs.get(task, [work])):
+                    task.cancel()
 
     async def _invoke(self, work: Work) -> None:
         spec = work.spec
@@ -520,21 +666,20 @@ class QueueWorker:
             work.outcome = AttemptOutcome.failed
             work.error = str(invalid)
             return
-        ctx = JobContext(
-            job_id=work.envelope.job_id,
-            tenant_id=work.envelope.tenant_id,
-            type=work.envelope.type,
-            payload=payload,
-            attempt=work.attempt,
-            report_progress=self._progress_reporter(work.envelope.job_id, work.attempt),
-            resources=self._resources,
-            created_at_ms=work.delivery.message.timestamp_ms,
-        )
+        ctx = self._context(work, payload)
         handler = asyncio.ensure_future(
             asyncio.wait_for(spec.func(ctx), spec.timeout_seconds)
             if spec.timeout_seconds
             else spec.func(ctx)
         )
+        if not await self._completed(handler):
+            work.outcome = AttemptOutcome.released
+            work.error = "interrupted: the consumer stopped before the handler finished"
+            return
+        self._judge(work, spec, handler.exception())
+
+    async def _completed(self, handler: asyncio.Future[Any]) -> bool:
+        """Wait for the handler, or for `abort()` (then cancel it and return False)."""
         abort = asyncio.ensure_future(self._abort.wait())
         try:
             await asyncio.wait({handler, abort}, return_when=asyncio.FIRST_COMPLETED)
@@ -543,14 +688,15 @@ class QueueWorker:
             raise
         finally:
             abort.cancel()
-        if not handler.done():
-            handler.cancel()
-            with suppress(BaseException):
-                await handler
-            work.outcome = AttemptOutcome.released
-            work.error = "interrupted: the consumer stopped before the handler finished"
-            return
-        exc = handler.exception()
+        if handler.done():
+            return True
+        handler.cancel()
+        with suppress(BaseException):
+            await handler
+        return False
+
+    def _judge(self, work: Work, spec: AnyHandlerSpec, exc: BaseException | None) -> None:
+        """A run's outcome from what its handler raised (or reported for it)."""
         if exc is None:
             work.outcome = AttemptOutcome.succeeded
             work.breaker_failure = False
@@ -565,6 +711,60 @@ class QueueWorker:
             self._failed(work, _describe(exc))
         else:
             raise exc
+
+    async def _invoke_batch(self, works: list[Work]) -> None:
+        """One call of the works' batch handler; each work's outcome from what it reports."""
+        spec = works[0].spec
+        if spec is None or spec.batch_func is None:
+            raise TypeError("a batch run needs a batch handler")
+        valid: list[Work] = []
+        contexts: list[JobContext[Any]] = []
+        for work in works:
+            try:
+                payload = spec.parse(work.envelope.payload)
+            except InvalidPayload as invalid:
+                work.outcome = AttemptOutcome.failed
+                work.error = str(invalid)
+                continue
+            valid.append(work)
+            contexts.append(self._context(work, payload))
+        if not valid:
+            return
+        call = spec.batch_func(contexts)
+        handler = asyncio.ensure_future(
+            asyncio.wait_for(call, spec.timeout_seconds) if spec.timeout_seconds else call
+        )
+        if not await self._completed(handler):
+            for work in valid:
+                work.outcome = AttemptOutcome.released
+                work.error = "interrupted: the consumer stopped before the handler finished"
+            return
+        exc = handler.exception()
+        if exc is not None:
+            if not isinstance(exc, Exception):
+                raise exc
+            if not isinstance(exc, RetryLater | PermanentFailure | TimeoutError):
+                log.warning(
+                    "a batch of %d %s jobs failed: %s", len(valid), spec.job_type, _describe(exc)
+                )
+            for work in valid:
+                self._judge(work, spec, exc)
+            return
+        outcomes = handler.result() or {}
+        for work in valid:
+            self._judge(work, spec, outcomes.get(work.envelope.job_id))
+
+    def _context(self, work: Work, payload: Any) -> JobContext[Any]:
+        return JobContext(
+            job_id=work.envelope.job_id,
+            tenant_id=work.envelope.tenant_id,
+            type=work.envelope.type,
+            payload=payload,
+            attempt=work.attempt,
+            report_progress=self._progress_reporter(work.envelope.job_id, work.attempt),
+            resources=self._resources,
+            created_at_ms=work.delivery.message.timestamp_ms,
+        )
 
     def _failed(self, work: Work, error: str, *, delay: int | None = None) -> None:
         work.breaker_failure = True
@@ -596,37 +796,55 @@ class QueueWorker:
     # -- settling ----------------------------------------------------------------------------
 
     async def _commit(self, plan: Plan) -> None:
-        """Copies first, then the job store, then one ack call: a crash at any point leaves
-        the message leased (delivered again) and the job store ahead of the queue."""
+        """On the local engine, acks, copies and the job store in one transaction. Elsewhere
+        copies first, then the job store, then one ack call: a crash at any point leaves the
+        message leased (delivered again) and the job store ahead of the queue."""
+        if self._joint is not None:
+            async with self._sessionmaker() as session:
+                # Queue rows first, as the heartbeat locks them: no lock-order deadlock.
+                if plan.acks or plan.retries:
+                    result = await self._joint.ack_in(
+                        session, self.queue, acks=plan.acks, retries=plan.retries
+                    )
+                    if result.warnings:
+                        log.info("queue %s: ack warnings %s", self.queue, result.warnings)
+                for queue, messages in plan.sends.items():
+                    for start in range(0, len(messages), 100):
+                        await self._joint.stage(session, queue, messages[start : start + 100])
+                await self._write_job_store(plan, session)
+                await session.commit()
+            self.leases.release(plan.leases)
+            return
         for queue, messages in plan.sends.items():
             for start in range(0, len(messages), 100):
                 await self._backend.send_batch(queue, messages[start : start + 100])
-        await self._write_job_store(plan)
+        if plan.writes_job_store:
+            async with self._sessionmaker() as session:
+                await self._write_job_store(plan, session)
+                await session.commit()
         if plan.acks or plan.retries:
             result = await self._backend.ack(self.queue, acks=plan.acks, retries=plan.retries)
             if result.warnings:
                 log.info("queue %s: ack warnings %s", self.queue, result.warnings)
         self.leases.release(plan.leases)
 
-    async def _write_job_store(self, plan: Plan) -> None:
-        """The group's outcomes and breaker verdicts in one transaction (constant statements)."""
+    async def _write_job_store(self, plan: Plan, session: AsyncSession) -> None:
+        """The group's outcomes and breaker verdicts (a constant number of statements)."""
         if not plan.writes_job_store:
             return
         now = self._clock.now_ms()
-        async with self._sessionmaker() as session:
-            await lifecycle.settle(
-                session, ends=plan.ends, dead=plan.dead, deferred=plan.deferred, now_ms=now
-            )
-            if plan.judgements:
-                breakers = Breakers(session, self._breaker)
-                await breakers.load(j.key for j in plan.judgements)
-                for judgement in plan.judgements:
-                    if judgement.failure:
-                        breakers.failure(judgement.key, now, judgement.error)
-                    else:
-                        breakers.success(judgement.key, now)
-                await breakers.flush()
-            await session.commit()
+        await lifecycle.settle(
+            session, ends=plan.ends, dead=plan.dead, deferred=plan.deferred, now_ms=now
+        )
+        if plan.judgements:
+            breakers = Breakers(session, self._breaker)
+            await breakers.load(j.key for j in plan.judgements)
+            for judgement in plan.judgements:
+                if judgement.failure:
+                    breakers.failure(judgement.key, now, judgement.error)
+                else:
+                    breakers.success(judgement.key, now)
+            await breakers.flush()
 
     # -- the loop and stopping -----------------------------------------------------------------
 
@@ -659,18 +877,12 @@ class QueueWorker:
                     self._ended.clear()
                     wait_ms: int | None = None  # None: until a run ends
                     try:
-                        free = self.concurrency - len(self._tasks)
+                        free = self.concurrency - len(self._runs)
                         if free > 0:
                             # Without a heartbeat a buffered lease runs out: lease only what
                             # the free slots take now.
-                            await self.fill(most=None if self.leases.extends else free)
-                            arrived = self.oldest_buffered_ms()
-                            waited = 0 if arrived is None else self._clock.now_ms() - arrived
-                            if self._buffer and (
-                                len(self._buffer) >= min(free, self.batch_size)
-                                or waited >= timeout_ms
-                            ):
-                                await self._launch(self._select(self._launchable(free)))
+                            most = None if self.leases.extends else free
+                            if await self._step(free, most, timeout_ms):
                                 idle_ms = poll_min_ms
                                 continue
                             wait_ms = poll_min_ms if self._buffer else idle_ms
@@ -688,6 +900,29 @@ class QueueWorker:
                 except Exception:
                     log.exception("queue %s: releasing buffered messages failed", self.queue)
 
+    async def _step(self, free: int, most: int | None, timeout_ms: int) -> bool:
+        """Lease more, and start what is buffered once a batch is buffered, or `timeout_ms`
+        after the oldest arrived (on the local engine, in one transaction). True: started."""
+
+        started: list[Delivery] = []
+
+        def ready() -> list[Delivery]:
+            arrived = self.oldest_buffered_ms()
+            waited = 0 if arrived is None else self._clock.now_ms() - arrived
+            if self._buffer and (
+                len(self._buffer) >= min(free, self.batch_size) or waited >= timeout_ms
+            ):
+                started.extend(self._select(self._launchable(free)))
+            return started
+
+        if self._joint is not None:
+            await self._pull_and_launch(most, ready)
+            return bool(started)
+        await self.fill(most=most)
+        if ready():
+            await self._launch(started)
+        return bool(started)
+
     def _launchable(self, free: int) -> int:
         """How many to start now: what the free slots take; with a heartbeat, up to a batch
         more (they wait for a slot under extended leases, started in one transaction)."""
@@ -695,7 +930,12 @@ class QueueWorker:
 
     async def _pause(self, stop: asyncio.Event, wait_ms: int | None) -> None:
         """Until `stop`, the end of a run, or `wait_ms`."""
-        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._ended.wait())]
+        waiters: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(self._ended.wait()),
+        ]
+        if self._watch.active and wait_ms:
+            waiters.append(asyncio.ensure_future(self._watch.changed()))
         try:
             await asyncio.wait(
                 waiters,

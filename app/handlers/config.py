@@ -72,9 +72,8 @@ class AgentSettings(SettingsGroup):
 
 
 class AnalyticsSettings(SettingsGroup):
-    """Analytics events are coalesced into one INSERT per batch."""
+    """Analytics events: one INSERT per pulled batch, of at most `batch_size` rows each."""
 
     env_prefix: ClassVar[str] = "ANALYTICS_"
 
     batch_size: int = Field(default=200, ge=1, le=10_000)
-    flush_interval_ms: int = Field(default=50, ge=0, le=60_000)

@@ -164,3 +164,35 @@ class SupportsQueueControl(Protocol):
     async def purge(self, queue: str, *, session: Any = None) -> int | None: ...
 
     async def stats(self, queue: str, *, session: Any = None) -> QueueStats: ...
+@runtime_checkable
+class SupportsJointTransactions(Protocol):
+    """Optional capability of a backend stored in the job store's database (the local engine):
+    lease, acknowledge and send inside the caller's transaction (the caller commits).
+
+    A consumer then starts a batch's attempts in the transaction that leases it, and settles
+    the outcomes in the transaction that acknowledges them: two transactions per batch, and
+    the job store and the queue never disagree after a crash. `lease` reports no metrics,
+    so its cost does not grow with the backlog.
+    """
+
+    async def lease(
+        self, session: Any, queue: str, *, batch_size: int, visibility_timeout_ms: int
+    ) -> list[LeasedMessage]: ...
+
+    async def ack_in(
+        self,
+        session: Any,
+        queue: str,
+        *,
+        acks: Sequence[str] = (),
+        retries: Sequence[RetryRequest] = (),
+    ) -> AckResult: ...
+
+    async def stage(
+        self,
+        session: Any,
+        queue: str,
+        messages: Sequence[OutgoingMessage],
+        *,
+        delay_seconds: int | None = None,
+    ) -> None: ...

@@ -290,27 +290,67 @@ class LocalQueueEngine:
                 .with_for_update(skip_locked=True)
             )
             rows = (await session.execute(stmt)).mappings().all()
-            leased = [
-                self._leased(row, attempts=row["attempts"] + 1, lease_id=make_lease_id(row["id"]))
-                for row in rows
-            ]
-            if leased:
-                await session.execute(
-                    update(_table)
-                    .where(_table.c.id == bindparam("b_id"))
-                    .values(
-                        attempts=bindparam("b_attempts"),
-                        lease_id=bindparam("b_lease_id"),
-                        visible_at_ms=now + visibility_timeout_ms,
-                    ),
-                    [
-                        {"b_id": m.id, "b_attempts": m.attempts, "b_lease_id": m.lease_id}
-                        for m in leased
-                    ],
-                )
+            leased = await self._take(session, rows, now, visibility_timeout_ms)
             metrics = await self._metrics(session, settings, now)
             await session.commit()
         return PullResult(messages=leased, metrics=metrics)
+
+    async def lease(
+        self,
+        session: AsyncSession,
+        queue: str,
+        *,
+        batch_size: int,
+        visibility_timeout_ms: int,
+    ) -> list[LeasedMessage]:
+        """`pull` inside the caller's transaction (the caller commits), without metrics.
+
+        The consumer's pull: its cost does not grow with the backlog. `pull` counts the
+        whole queue for its metrics and dead-letters exhausted messages found in that scan;
+        here only the head of the queue is read, and exhausted messages met there are
+        dead-lettered (each reaches the head once its final lease has run out).
+        """
+        settings = self.settings(queue)
+        now = self.clock.now_ms()
+        await self._expire(session, settings, now)
+        stmt = (
+            select(_table)
+            .where(_table.c.queue == queue, _table.c.visible_at_ms <= now)
+            .order_by(_table.c.visible_at_ms)
+            .limit(batch_size)
+            .with_for_update(skip_locked=True)
+        )
+        rows = (await session.execute(stmt)).mappings().all()
+        max_deliveries = settings.max_retries + 1
+        exhausted = [row["id"] for row in rows if row["attempts"] >= max_deliveries]
+        if exhausted:
+            await self._dead_letter(session, settings, _table.c.id.in_(exhausted), now)
+            rows = [row for row in rows if row["attempts"] < max_deliveries]
+        return await self._take(session, rows, now, visibility_timeout_ms)
+
+    async def _take(
+        self, session: AsyncSession, rows: Sequence[RowMapping], now: int, visibility_ms: int
+    ) -> list[LeasedMessage]:
+        """Lease the selected rows (one bulk statement)."""
+        leased = [
+            self._leased(row, attempts=row["attempts"] + 1, lease_id=make_lease_id(row["id"]))
+            for row in rows
+        ]
+        if leased:
+            await session.execute(
+                update(_table)
+                .where(_table.c.id == bindparam("b_id"))
+                .values(
+                    attempts=bindparam("b_attempts"),
+                    lease_id=bindparam("b_lease_id"),
+                    visible_at_ms=now + visibility_ms,
+                ),
+                [
+                    {"b_id": m.id, "b_attempts": m.attempts, "b_lease_id": m.lease_id}
+                    for m in leased
+                ],
+            )
+        return leased
 
     @staticmethod
     def _leased(row: RowMapping, *, attempts: int, lease_id: str) -> LeasedMessage:
@@ -342,6 +382,35 @@ class LocalQueueEngine:
         of effective operations.
         """
         settings = self.settings(queue)
+        ack_ids, retry_ids, warnings = self._ack_targets(acks, retries)
+        if not ack_ids and not retry_ids:
+            return AckResult(ack_count=0, retry_count=0, warnings=warnings)
+        async with self._sessionmaker() as session:
+            result = await self._ack(session, settings, ack_ids, retry_ids, warnings)
+            await session.commit()
+        return result
+
+    async def ack_in(
+        self,
+        session: AsyncSession,
+        queue: str,
+        *,
+        acks: Sequence[str] = (),
+        retries: Sequence[RetryRequest] = (),
+    ) -> AckResult:
+        """`ack` inside the caller's transaction (the caller commits): a consumer on this
+        engine settles its job store and its messages in one transaction."""
+        settings = self.settings(queue)
+        ack_ids, retry_ids, warnings = self._ack_targets(acks, retries)
+        if not ack_ids and not retry_ids:
+            return AckResult(ack_count=0, retry_count=0, warnings=warnings)
+        return await self._ack(session, settings, ack_ids, retry_ids, warnings)
+
+    @staticmethod
+    def _ack_targets(
+        acks: Sequence[str], retries: Sequence[RetryRequest]
+    ) -> tuple[dict[str, str], dict[str, RetryRequest], dict[str, str]]:
+        """Message ids to ack (-> lease id) and to retry, and warnings for unknown leases."""
         for retry in retries:
             _check_delay(retry.delay_seconds)
         warnings: dict[str, str] = {}
@@ -361,57 +430,63 @@ class LocalQueueEngine:
                 warnings[retry.lease_id] = "acknowledged in the same call"
             else:
                 retry_ids[message_id] = retry
-        if not ack_ids and not retry_ids:
-            return AckResult(ack_count=0, retry_count=0, warnings=warnings)
+        return ack_ids, retry_ids, warnings
 
+    async def _ack(
+        self,
+        session: AsyncSession,
+        settings: QueueSettings,
+        ack_ids: dict[str, str],
+        retry_ids: dict[str, RetryRequest],
+        warnings: dict[str, str],
+    ) -> AckResult:
+        queue = settings.name
         requeue: list[dict[str, Any]] = []
         exhausted: list[str] = []
-        async with self._sessionmaker() as session:
-            now = self.clock.now_ms()
-            # By primary key only (a queue condition steers planners to the queue index), and
-            # locked in id order so two acks of overlapping leases cannot deadlock.
-            stmt = (
-                select(_table.c.id, _table.c.queue, _table.c.lease_id, _table.c.attempts)
-                .where(_table.c.id.in_([*ack_ids, *retry_ids]))
-                .order_by(_table.c.id)
-                .with_for_update()
-            )
-            found = {
-                row["id"]: row
-                for row in (await session.execute(stmt)).mappings()
-                if row["queue"] == queue
-            }
-            acked = [message_id for message_id in ack_ids if message_id in found]
-            for message_id, lease_id in ack_ids.items():
-                if message_id not in found:
-                    warnings[lease_id] = ACK_GONE
-            for message_id, retry in retry_ids.items():
-                row = found.get(message_id)
-                if row is None or row["lease_id"] != retry.lease_id:
-                    warnings[retry.lease_id] = RETRY_STALE
-                elif row["attempts"] >= settings.max_retries + 1:
-                    exhausted.append(message_id)
-                else:
-                    delay = (
-                        retry.delay_seconds
-                        if retry.delay_seconds is not None
-                        else settings.retry_delay
-                    )
-                    requeue.append({"b_id": message_id, "b_visible_at_ms": now + delay * 1000})
-            if acked:
-                await session.execute(delete(_table).where(_table.c.id.in_(acked)))
-            if requeue:
-                await session.execute(
-                    update(_table)
-                    .where(_table.c.id == bindparam("b_id"))
-                    .values(lease_id=None, visible_at_ms=bindparam("b_visible_at_ms")),
-                    requeue,
+        now = self.clock.now_ms()
+        # By primary key only (a queue condition steers planners to the queue index), and
+        # locked in id order so two acks of overlapping leases cannot deadlock.
+        stmt = (
+            select(_table.c.id, _table.c.queue, _table.c.lease_id, _table.c.attempts)
+            .where(_table.c.id.in_([*ack_ids, *retry_ids]))
+            .order_by(_table.c.id)
+            .with_for_update()
+        )
+        found = {
+            row["id"]: row
+            for row in (await session.execute(stmt)).mappings()
+            if row["queue"] == queue
+        }
+        acked = [message_id for message_id in ack_ids if message_id in found]
+        for message_id, lease_id in ack_ids.items():
+            if message_id not in found:
+                warnings[lease_id] = ACK_GONE
+        for message_id, retry in retry_ids.items():
+            row = found.get(message_id)
+            if row is None or row["lease_id"] != retry.lease_id:
+                warnings[retry.lease_id] = RETRY_STALE
+            elif row["attempts"] >= settings.max_retries + 1:
+                exhausted.append(message_id)
+            else:
+                delay = (
+                    retry.delay_seconds
+                    if retry.delay_seconds is not None
+                    else settings.retry_delay
                 )
-            if exhausted:
-                await self._dead_letter(session, settings, _table.c.id.in_(exhausted), now)
-            await session.commit()
+                requeue.append({"b_id": message_id, "b_visible_at_ms": now + delay * 1000})
+        if acked:
+            await session.execute(delete(_table).where(_table.c.id.in_(acked)))
+        if requeue:
+            await session.execute(
+                update(_table)
+                .where(_table.c.id == bindparam("b_id"))
+                .values(lease_id=None, visible_at_ms=bindparam("b_visible_at_ms")),
+                requeue,
+            )
+        if exhausted:
+            await self._dead_letter(session, settings, _table.c.id.in_(exhausted), now)
         return AckResult(
-            ack_count=len(acked), retry_count=len(requeue) + len(exhausted), warnings=warnings
+        ack_count=len(acked), retry_count=len(requeue) + len(exhausted), warnings=warnings
         )
 
     # -- time ----------------------------------------------------------------------------

@@ -60,7 +60,6 @@ def handler_settings(settings: Settings, tmp_path: Any) -> Settings:
         object_store={"dir": tmp_path / "objects"},
         # The fake shop listens on 127.0.0.1, which the SSRF guard refuses by default.
         prestashop={"page_size": 10, "timeout_seconds": 10.0, "allow_private_urls": True},
-        analytics={"flush_interval_ms": 20},
     )
 
 

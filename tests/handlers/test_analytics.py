@@ -1,19 +1,20 @@
-"""`analytics-event`: concurrent jobs share one INSERT; no job returns before its row commits."""
+"""`analytics-event`: a batch is one INSERT; no job returns before its row commits."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.bootstrap import Runtime
-from app.consumer.registry import InvalidPayload
+from app.consumer.registry import BatchOutcomes, InvalidPayload, registry
 from app.core.clock import to_datetime
-from app.handlers.analytics import EventBatcher
 from app.handlers.models import AnalyticsEvent
-from tests.handlers.conftest import MakeRun
+from tests.handlers.conftest import MakeRun, Run
+from tests.support.statements import count_statements
 
 pytestmark = pytest.mark.asyncio
 
@@ -24,8 +25,16 @@ async def events(runtime: Runtime) -> list[AnalyticsEvent]:
         return list(result.scalars().all())
 
 
-async def test_concurrent_events_are_inserted_in_one_batch(
-    runtime: Runtime, tenant_id: str, make_run: MakeRun
+async def record(runs: list[Run]) -> BatchOutcomes | None:
+    """One call of the batch handler with these runs' jobs, as the consumer makes it."""
+    spec = registry.get("analytics-event")
+    assert spec is not None
+    assert spec.batch_func is not None
+    return await spec.batch_func([run.ctx for run in runs])
+
+
+async def test_a_batch_is_inserted_with_one_statement(
+    runtime: Runtime, db_engine: AsyncEngine, tenant_id: str, make_run: MakeRun
 ) -> None:
     runs = [
         make_run(
@@ -35,21 +44,20 @@ async def test_concurrent_events_are_inserted_in_one_batch(
         )
         for i in range(40)
     ]
-    await asyncio.gather(*(run() for run in runs))
+    with count_statements(db_engine) as statements:
+        assert await record(runs) is None
+    assert len([s for s in statements if s.lstrip().upper().startswith("INSERT")]) == 1
     rows = await events(runtime)
     assert len(rows) == 40
     assert {row.properties["n"] for row in rows} == set(range(40))
     assert rows[0].occurred_at == datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
-    batcher = runs[0].ctx.resources.state["app.handlers.analytics"]
-    assert isinstance(batcher, EventBatcher)
-    assert batcher.flushes == 1
 
 
 async def test_each_call_returns_only_after_its_row_is_committed(
     runtime: Runtime, tenant_id: str, make_run: MakeRun
 ) -> None:
     run = make_run("analytics-event", {"name": "signup"}, tenant_id=tenant_id)
-    await run()
+    await run()  # a batch of one (the handler as a single handler)
     # A fresh session (another connection) sees the row as soon as the handler returned.
     rows = await events(runtime)
     assert [row.job_id for row in rows] == [run.ctx.job_id]
@@ -60,25 +68,28 @@ async def test_a_redelivered_event_is_not_inserted_twice(
     runtime: Runtime, tenant_id: str, make_run: MakeRun
 ) -> None:
     first = make_run("analytics-event", {"name": "signup"}, tenant_id=tenant_id)
-    await first()
+    await record([first])
     again = make_run(
         "analytics-event", {"name": "signup"}, tenant_id=tenant_id, job_id=first.ctx.job_id
     )
-    await asyncio.gather(again(), make_run("analytics-event", {"name": "x"}, tenant_id=tenant_id)())
+    other = make_run("analytics-event", {"name": "x"}, tenant_id=tenant_id)
+    assert await record([again, other]) is None
     assert len(await events(runtime)) == 2
 
 
-async def test_a_failed_batch_fails_every_job_in_it(
+async def test_a_bad_event_fails_only_its_own_job(
     runtime: Runtime, tenant_id: str, make_run: MakeRun
 ) -> None:
     good = make_run("analytics-event", {"name": "ok"}, tenant_id=tenant_id)
-    # A tenant that does not exist violates the foreign key: the whole INSERT fails.
+    # A tenant that does not exist violates the foreign key: the batch's INSERT fails.
     bad = make_run("analytics-event", {"name": "orphan"}, tenant_id="no-such-tenant")
-    results = await asyncio.gather(good(), bad(), return_exceptions=True)
-    assert all(isinstance(r, Exception) for r in results)
-    assert await events(runtime) == []
-    await good()  # the retry of the good job succeeds on its own
-    assert len(await events(runtime)) == 1
+    outcomes = await record([good, bad])
+    assert outcomes is not None
+    assert set(outcomes) == {bad.ctx.job_id}
+    assert isinstance(outcomes[bad.ctx.job_id], Exception)
+    assert [row.job_id for row in await events(runtime)] == [good.ctx.job_id]
+    with pytest.raises(IntegrityError):
+        await bad()  # alone, the handler raises: a transient failure, retried
 
 
 async def test_a_bad_timestamp_fails_permanently(tenant_id: str, make_run: MakeRun) -> None:

@@ -90,7 +90,14 @@ class TestShippedTopology:
         assert config.dead_letter_queue == "image-processing-dlq"
         assert topology.queues["image-processing"].dead_letter_queue == "image-processing-dlq"
 
-    @pytest.mark.parametrize("name", ["analytics-events", "ai-agent-tasks"])
+    def test_analytics_events_are_consumed_in_full_batches(self) -> None:
+        # Chosen for throughput (the company's config leaves it open): one INSERT per batch.
+        config = load_topology(SHIPPED, job_types=JOB_TYPES).consumers["analytics-events"]
+        assert (config.max_batch_size, config.max_batch_timeout) == (100, 1)
+        assert config.max_retries == 3
+        assert config.dead_letter_queue == "analytics-events-dlq"
+
+    @pytest.mark.parametrize("name", ["ai-agent-tasks"])
     def test_unconfigured_producers_get_cloudflare_defaults(self, name: str) -> None:
         topology = load_topology(SHIPPED, job_types=JOB_TYPES)
         config = topology.consumers[name]
@@ -249,11 +256,11 @@ INVALID: dict[str, tuple[Mutation, str]] = {
     ),
     "second-consumer": (
         _add_consumer({"queue": "email-sending"}),
-        r"queues\.consumers\[3\]\.queue: a second consumer for 'email-sending'",
+        r"queues\.consumers\[4\]\.queue: a second consumer for 'email-sending'",
     ),
     "long-queue-name": (
         _add_consumer({"queue": "q" * 64}),
-        r"queues\.consumers\[3\]\.queue",
+        r"queues\.consumers\[4\]\.queue",
     ),
     "long-default-dlq-name": (
         _add_consumer({"queue": "q" * 63}),

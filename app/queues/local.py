@@ -315,7 +315,8 @@ class LocalQueueEngine:
         await self._expire(session, settings, now)
         stmt = (
             select(_table)
-            .where(_table.c.queue == queue, _table.c.visible_at_ms <= now)
+            # A paused queue delivers nothing (a primary-key probe, not a scan).
+            .where(_table.c.queue == queue, _table.c.visible_at_ms <= now, ~_paused(queue))
             .order_by(_table.c.visible_at_ms)
             .limit(batch_size)
             .with_for_update(skip_locked=True)

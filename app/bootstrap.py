@@ -161,6 +161,7 @@ def build_admission(
         pending=pending,
         count_unfinished=jobs_service.count_unfinished,
         open_breakers=open_breakers,
+        sessionmaker=runtime.sessionmaker,
     )
 
 

@@ -93,6 +93,10 @@ class InFlightQuota:
         tenant = self._tenants.get(tenant_id)
         return tenant is not None and self._fresh(tenant)
 
+    def estimate(self, tenant_id: str) -> int:
+        """The tenant's unfinished jobs as this gateway knows them now (no query)."""
+        return self._tenant(tenant_id).estimate()
+
     def tenants(self) -> list[str]:
         """Tenants whose count this gateway keeps (it admitted or counted their jobs)."""
         return list(self._tenants)

@@ -18,7 +18,7 @@ from app.admission.depth import CloudflareDepth, SampleFn
 from app.admission.service import AdmissionControl
 from app.consumer.breaker import open_breakers
 from app.core.clock import Clock, OffsetFileClock, SystemClock
-from app.core.db import SessionMaker, create_engine, create_sessionmaker
+from app.core.db import SessionMaker, create_engine, create_sessionmaker, is_sqlite, sqlite_file
 from app.core.security import SecretBox
 from app.handlers.shop_url import ShopUrlGuard
 from app.jobs import lifecycle
@@ -26,6 +26,7 @@ from app.jobs import service as jobs_service
 from app.jobs.committer import GroupCommitter
 from app.jobs.dispatchers import Dispatcher, LocalDispatcher, OutboxDispatcher
 from app.jobs.payloads import JOB_TYPES
+from app.jobs.sqlite_writer import SqliteGroupWriter
 from app.jobs.submitter import JobSubmitter
 from app.outbox import service as outbox_service
 from app.outbox.relay import OutboxRelay
@@ -113,7 +114,9 @@ def build_runtime(
             prepare=partial(backend.start, topology),
         )
         dispatcher = OutboxDispatcher(clock, wake=relay.wake)
-    committer = GroupCommitter(sessionmaker, dispatcher)
+    committer = GroupCommitter(
+        sessionmaker, dispatcher, sqlite_writer=sqlite_group_writer(db_engine, settings)
+    )
     submitter = JobSubmitter(
         dispatcher=dispatcher,
         topology=topology,
@@ -135,6 +138,16 @@ def build_runtime(
         committer=committer,
         submitter=submitter,
         credentials=Credentials(settings.jwt, settings.security.admin_token, clock, ApiKeyCache()),
+    )
+
+
+def sqlite_group_writer(engine: AsyncEngine, settings: Settings) -> SqliteGroupWriter | None:
+    """The group commit's own SQLite writer, for a SQLite file (None otherwise)."""
+    path = sqlite_file(engine.url) if is_sqlite(engine) else None
+    if path is None:
+        return None
+    return SqliteGroupWriter(
+        path, synchronous=settings.db.sqlite_synchronous, dialect=engine.dialect
     )
 
 

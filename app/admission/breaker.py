@@ -50,9 +50,11 @@ class BreakerGate:
         max_age = self._cache_ms if max_age_ms is None else max_age_ms
         return self._read_ms is not None and self._clock.now_ms() - self._read_ms < max_age
 
-    def fresh(self) -> bool:
-        """The open breakers were read recently enough to decide from memory."""
-        return self._fresh()
+    def fresh(self, max_age_ms: int | None = None) -> bool:
+        """The open breakers were read recently enough to decide from memory: within
+        `max_age_ms` (default `cache_ms`), or they are being re-read right now (as in
+        `refresh`, the last read does meanwhile)."""
+        return self._read_ms is not None and (self._lock.locked() or self._fresh(max_age_ms))
 
     async def retry_after(self, session: AsyncSession, tenant_id: str, job_type: str) -> int | None:
         """Seconds until the pair's breaker half-opens; None when it admits work now."""

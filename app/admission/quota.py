@@ -88,10 +88,14 @@ class InFlightQuota:
         max_age = self._cache_ms if max_age_ms is None else max_age_ms
         return tenant.read_ms is not None and self._clock.now_ms() - tenant.read_ms < max_age
 
-    def fresh(self, tenant_id: str) -> bool:
-        """The tenant's count is recent enough to decide from memory."""
+    def fresh(self, tenant_id: str, max_age_ms: int | None = None) -> bool:
+        """The tenant's count is recent enough to decide from memory: read within
+        `max_age_ms` (default `cache_ms`), or being re-read right now (as in `refresh`,
+        the estimate does meanwhile)."""
         tenant = self._tenants.get(tenant_id)
-        return tenant is not None and self._fresh(tenant)
+        if tenant is None or tenant.read_ms is None:
+            return False
+        return tenant.lock.locked() or self._fresh(tenant, max_age_ms)
 
     def estimate(self, tenant_id: str) -> int:
         """The tenant's unfinished jobs as this gateway knows them now (no query)."""

@@ -184,10 +184,14 @@ class AdmissionControl:
         The background refresh (`start`) keeps the plan, breakers and in-flight count of
         active tenants recent, so under load the request path runs no query.
         """
+        # The keeper re-reads at 3/4 of each cache's age; a loop lagging under load may
+        # be late by up to one more cache age before requests read for themselves.
+        late = 2 if self._keeper is not None else 1
+        settings = self.settings
         plan = self.plans.fresh(tenant_id)
-        if plan is None or not self.quota.fresh(tenant_id):
+        if plan is None or not self.quota.fresh(tenant_id, settings.quota_cache_ms * late):
             return None
-        if not self.breakers.fresh() and any(
+        if not self.breakers.fresh(settings.breaker_cache_ms * late) and any(
             self.settings.breaker_applies(job_type) for job_type in job_types
         ):
             return None

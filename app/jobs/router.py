@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 
@@ -12,7 +12,7 @@ from app.core.deps import SessionDep, require_json
 from app.core.errors import ValidationFailed, problem_responses
 from app.core.openapi import Tag
 from app.jobs import service as jobs_service
-from app.jobs.accept import AcceptRoute, trace_of
+from app.jobs.accept import AcceptRoute
 from app.jobs.deps import SubmitterDep
 from app.jobs.models import Job, JobStatus
 from app.jobs.payloads import JOB_TYPES, JobRequest
@@ -20,7 +20,7 @@ from app.jobs.schemas import JobBatchRequest, JobBatchResponse, JobPage, JobPubl
 from app.jobs.submitter import count_accepted
 from app.tenants.deps import JobsReader, JobsWriter
 
-# AcceptRoute: the submit routes answer the plain case on a fast path (see app/jobs/accept.py).
+# AcceptRoute: the submit routes answer plain submissions on a fast path (app/jobs/accept.py).
 router = APIRouter(prefix="/v1/jobs", tags=[Tag.jobs], route_class=AcceptRoute)
 
 IdempotencyKey = Annotated[
@@ -35,7 +35,12 @@ IdempotencyKey = Annotated[
 JobId = Annotated[str, Path(description="The job id returned on submission.", max_length=64)]
 
 
-def _public(job: Job | dict[str, Any]) -> JobPublic:
+def _trace(request: Request) -> dict[str, str] | None:
+    traceparent = request.headers.get("traceparent")
+    return {"traceparent": traceparent} if traceparent else None
+
+
+def _public(job: Job) -> JobPublic:
     return JobPublic.model_validate(job)
 
 
@@ -68,14 +73,14 @@ async def submit_job(
         session,
         principal,
         [(job, idempotency_key or job.idempotency_key)],
-        trace=trace_of(request),
+        trace=_trace(request),
         grouped=True,
     )
     await session.commit()
     count_accepted([submitted])
     if not submitted.created:
         response.status_code = status.HTTP_200_OK
-    return _public(submitted.fields)
+    return _public(submitted.job)
 
 
 @router.post(
@@ -104,13 +109,13 @@ async def submit_job_batch(
         session,
         principal,
         [(job, job.idempotency_key) for job in batch.jobs],
-        trace=trace_of(request),
+        trace=_trace(request),
         batch=True,
         grouped=True,
     )
     await session.commit()
     count_accepted(submitted)
-    return JobBatchResponse(jobs=[_public(item.fields) for item in submitted])
+    return JobBatchResponse(jobs=[_public(item.job) for item in submitted])
 
 
 @router.get(

@@ -131,5 +131,8 @@ class SqliteGroupWriter:
             self._connection = None
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
-        self._executor.shutdown(wait=True)
+        """Close the connection; a later `write` opens a new writer thread (idempotent)."""
+        executor = self._executor
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="jobgate-sqlite-writer")
+        await asyncio.get_running_loop().run_in_executor(executor, self._close)
+        executor.shutdown(wait=True)

@@ -18,7 +18,7 @@ from app.admission.depth import CloudflareDepth, SampleFn
 from app.admission.service import AdmissionControl
 from app.consumer.breaker import open_breakers
 from app.core.clock import Clock, OffsetFileClock, SystemClock
-from app.core.db import SessionMaker, create_engine, create_sessionmaker
+from app.core.db import SessionMaker, create_engine, create_sessionmaker, is_sqlite, sqlite_file
 from app.core.security import SecretBox
 from app.dashboard.sessions import SessionCodec
 from app.handlers.shop_url import ShopUrlGuard
@@ -29,6 +29,7 @@ from app.jobs.dead_letters import CloudflareDeadLetters, LocalDeadLetters
 from app.jobs.dispatchers import Dispatcher, LocalDispatcher, OutboxDispatcher
 from app.jobs.operations import DeadLetters, JobOperations
 from app.jobs.payloads import JOB_TYPES
+from app.jobs.sqlite_writer import SqliteGroupWriter
 from app.jobs.submitter import JobSubmitter
 from app.outbox import service as outbox_service
 from app.outbox.relay import OutboxRelay
@@ -128,7 +129,9 @@ def build_runtime(
             api_token=settings.cloudflare.api_token,
             base_url=settings.cloudflare.api_base_url,
         )
-    committer = GroupCommitter(sessionmaker, dispatcher)
+    committer = GroupCommitter(
+        sessionmaker, dispatcher, sqlite_writer=sqlite_group_writer(db_engine, settings)
+    )
     submitter = JobSubmitter(
         dispatcher=dispatcher,
         topology=topology,
@@ -172,6 +175,16 @@ def build_runtime(
     )
 
 
+def sqlite_group_writer(engine: AsyncEngine, settings: Settings) -> SqliteGroupWriter | None:
+    """The group commit's own SQLite writer, for a SQLite file (None otherwise)."""
+    path = sqlite_file(engine.url) if is_sqlite(engine) else None
+    if path is None:
+        return None
+    return SqliteGroupWriter(
+        path, synchronous=settings.db.sqlite_synchronous, dialect=engine.dialect
+    )
+
+
 def build_admission(
     runtime: Runtime, settings: AdmissionSettings | None = None
 ) -> AdmissionControl:
@@ -195,6 +208,7 @@ def build_admission(
         pending=pending,
         count_unfinished=jobs_service.count_unfinished,
         open_breakers=open_breakers,
+        sessionmaker=runtime.sessionmaker,
     )
 
 

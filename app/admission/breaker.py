@@ -35,21 +35,34 @@ class BreakerGate:
         self._read_ms: int | None = None
         self._lock = asyncio.Lock()
 
-    async def _refresh(self, session: AsyncSession) -> None:
-        if self._fresh() or (self._read_ms is not None and self._lock.locked()):
-            return  # fresh, or being re-read by another request: the last read does
+    async def refresh(self, session: AsyncSession, *, max_age_ms: int | None = None) -> None:
+        """Read the open breakers again when the last read is older than `max_age_ms`
+        (default `cache_ms`), unless another task is reading them right now."""
+        if self._fresh(max_age_ms) or (self._read_ms is not None and self._lock.locked()):
+            return  # fresh, or being re-read by another task: the last read does
         async with self._lock:
-            if self._fresh():
+            if self._fresh(max_age_ms):
                 return
             self._open = dict(await self._read_open(session))
             self._read_ms = self._clock.now_ms()
 
-    def _fresh(self) -> bool:
-        return self._read_ms is not None and self._clock.now_ms() - self._read_ms < self._cache_ms
+    def _fresh(self, max_age_ms: int | None = None) -> bool:
+        max_age = self._cache_ms if max_age_ms is None else max_age_ms
+        return self._read_ms is not None and self._clock.now_ms() - self._read_ms < max_age
+
+    def fresh(self, max_age_ms: int | None = None) -> bool:
+        """The open breakers were read recently enough to decide from memory: within
+        `max_age_ms` (default `cache_ms`), or they are being re-read right now (as in
+        `refresh`, the last read does meanwhile)."""
+        return self._read_ms is not None and (self._lock.locked() or self._fresh(max_age_ms))
 
     async def retry_after(self, session: AsyncSession, tenant_id: str, job_type: str) -> int | None:
         """Seconds until the pair's breaker half-opens; None when it admits work now."""
-        await self._refresh(session)
+        await self.refresh(session)
+        return self.retry_after_now(tenant_id, job_type)
+
+    def retry_after_now(self, tenant_id: str, job_type: str) -> int | None:
+        """`retry_after` from the breakers in memory (`refresh` keeps them recent)."""
         opened = self._open.get((tenant_id, job_type))
         if opened is None:
             return None

@@ -53,10 +53,21 @@ class PlanBook:
         self._plans: dict[str, tuple[ResolvedPlan, int]] = {}
 
     async def get(self, session: AsyncSession, tenant_id: str) -> ResolvedPlan:
-        now = self._clock.now_ms()
+        cached = self.fresh(tenant_id)
+        if cached is not None:
+            return cached
+        return await self.read(session, tenant_id)
+
+    def fresh(self, tenant_id: str, max_age_ms: int | None = None) -> ResolvedPlan | None:
+        """The tenant's plan if it was read less than `max_age_ms` (default `cache_ms`) ago."""
         cached = self._plans.get(tenant_id)
-        if cached is not None and now - cached[1] < self._cache_ms:
+        max_age = self._cache_ms if max_age_ms is None else max_age_ms
+        if cached is not None and self._clock.now_ms() - cached[1] < max_age:
             return cached[0]
+        return None
+
+    async def read(self, session: AsyncSession, tenant_id: str) -> ResolvedPlan:
+        now = self._clock.now_ms()
         row = await session.get(TenantPlan, tenant_id)
         resolved = self.resolve(row)
         self._plans[tenant_id] = (resolved, now)

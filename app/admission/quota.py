@@ -55,31 +55,66 @@ class InFlightQuota:
         self._fallback = fallback_seconds
         self._tenants: dict[str, _Tenant] = {}
 
-    async def in_flight(self, session: AsyncSession, tenant_id: str) -> int:
-        """The tenant's unfinished jobs: counted at most every `cache_ms`, estimated between."""
+    def _tenant(self, tenant_id: str) -> _Tenant:
         tenant = self._tenants.get(tenant_id)
         if tenant is None:
             tenant = self._tenants[tenant_id] = _Tenant(meter=DrainMeter(self._window_ms))
-        if self._fresh(tenant) or (tenant.read_ms is not None and tenant.lock.locked()):
-            # Fresh, or being re-read by another request: the estimate does, don't queue.
-            return tenant.estimate()
+        return tenant
+
+    async def in_flight(self, session: AsyncSession, tenant_id: str) -> int:
+        """The tenant's unfinished jobs: counted at most every `cache_ms`, estimated between."""
+        await self.refresh(session, tenant_id)
+        return self._tenant(tenant_id).estimate()
+
+    async def refresh(
+        self, session: AsyncSession, tenant_id: str, *, max_age_ms: int | None = None
+    ) -> None:
+        """Count the tenant's jobs again when the last count is older than `max_age_ms`
+        (default `cache_ms`), unless another task is counting them right now."""
+        tenant = self._tenant(tenant_id)
+        max_age = self._cache_ms if max_age_ms is None else max_age_ms
+        if self._fresh(tenant, max_age) or (tenant.read_ms is not None and tenant.lock.locked()):
+            # Fresh, or being re-read by another task: the estimate does, don't queue.
+            return
         async with tenant.lock:
-            if not self._fresh(tenant):  # another request may have read it meanwhile
+            if not self._fresh(tenant, max_age):  # another task may have read it meanwhile
                 admitted_before = tenant.admitted_total
                 count = await self._count(session, tenant_id)
                 tenant.count, tenant.read_ms = count, self._clock.now_ms()
                 tenant.admitted_at_read = admitted_before
                 tenant.meter.add(tenant.read_ms, count, admitted_before)
-        return tenant.estimate()
 
-    def _fresh(self, tenant: _Tenant) -> bool:
-        return tenant.read_ms is not None and self._clock.now_ms() - tenant.read_ms < self._cache_ms
+    def _fresh(self, tenant: _Tenant, max_age_ms: int | None = None) -> bool:
+        max_age = self._cache_ms if max_age_ms is None else max_age_ms
+        return tenant.read_ms is not None and self._clock.now_ms() - tenant.read_ms < max_age
+
+    def fresh(self, tenant_id: str, max_age_ms: int | None = None) -> bool:
+        """The tenant's count is recent enough to decide from memory: read within
+        `max_age_ms` (default `cache_ms`), or being re-read right now (as in `refresh`,
+        the estimate does meanwhile)."""
+        tenant = self._tenants.get(tenant_id)
+        if tenant is None or tenant.read_ms is None:
+            return False
+        return tenant.lock.locked() or self._fresh(tenant, max_age_ms)
+
+    def estimate(self, tenant_id: str) -> int:
+        """The tenant's unfinished jobs as this gateway knows them now (no query)."""
+        return self._tenant(tenant_id).estimate()
+
+    def tenants(self) -> list[str]:
+        """Tenants whose count this gateway keeps (it admitted or counted their jobs)."""
+        return list(self._tenants)
 
     async def check(self, session: AsyncSession, tenant_id: str, jobs: int, quota: int) -> None:
-        current = await self.in_flight(session, tenant_id)
+        await self.refresh(session, tenant_id)
+        self.check_estimate(tenant_id, jobs, quota)
+
+    def check_estimate(self, tenant_id: str, jobs: int, quota: int) -> None:
+        """Refuse from the count in memory (`refresh` keeps it recent)."""
+        tenant = self._tenant(tenant_id)
+        current = tenant.estimate()
         if current + jobs <= quota:
             return
-        tenant = self._tenants[tenant_id]
         wait = retry_after_seconds(current + jobs - quota, tenant.meter.rate(), self._fallback)
         raise QuotaExceeded(
             f"in-flight quota exceeded: the tenant has {current} jobs not yet finished and its "

@@ -31,13 +31,18 @@ from app.admission.limiter import (
     TenantLimiter,
     rate_limit_headers,
 )
+from app.admission.models import EmailPolicy
 from app.admission.plans import PlanBook, ResolvedPlan
 from app.admission.quota import CountFn, InFlightQuota
 from app.core.clock import Clock
+from app.core.db import SessionMaker
 from app.observability import metrics
 from app.queues.topology import Topology
 
 logger = logging.getLogger(__name__)
+
+# A tenant admitted from memory within this long is kept warm by the background refresh.
+ACTIVE_TENANT_MS = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +67,8 @@ class AdmissionControl:
         quota: InFlightQuota,
         breakers: BreakerGate,
         depth: DepthMonitor,
+        clock: Clock,
+        sessionmaker: SessionMaker | None = None,
     ) -> None:
         self.settings = settings
         self.topology = topology
@@ -70,7 +77,13 @@ class AdmissionControl:
         self.quota = quota
         self.breakers = breakers
         self.depth = depth
+        self._clock = clock
+        self._sessionmaker = sessionmaker
         self._sampler: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        # Tenants admitted from memory lately (-> when), whose state the keeper refreshes.
+        self._active: dict[str, int] = {}
 
     @classmethod
     def build(
@@ -84,9 +97,11 @@ class AdmissionControl:
         pending: PendingFn | None,
         count_unfinished: CountFn,
         open_breakers: OpenBreakersFn,
+        sessionmaker: SessionMaker | None = None,
     ) -> AdmissionControl:
         """Admission from settings; the backend's depth `sample`, the outbox backlog
-        (`pending`, Cloudflare only) and the readers of other domains are handed in."""
+        (`pending`, Cloudflare only) and the readers of other domains are handed in. With a
+        `sessionmaker`, a background task keeps active tenants' state recent (`start`)."""
         defaults = ResolvedPlan(
             name="default",
             limits={
@@ -122,6 +137,8 @@ class AdmissionControl:
                 sample=sample,
                 pending=pending,
             ),
+            clock=clock,
+            sessionmaker=sessionmaker,
         )
 
     # -- decisions -------------------------------------------------------------------------
@@ -153,27 +170,66 @@ class AdmissionControl:
             email_policy.check_recipients(policy, recipients)
         with _counted(route_class):
             plan = await self.plans.get(session, tenant_id)
-            queues = self._check_depth(job_types)
-            for job_type in sorted(set(job_types)):
-                if not self.settings.breaker_applies(job_type):
-                    continue
-                wait = await self.breakers.retry_after(session, tenant_id, job_type)
-                if wait is not None:
-                    raise BreakerOpen(
-                        f"the circuit breaker for {job_type} jobs of this tenant is open: "
-                        f"its recent jobs kept failing; it half-opens in {wait} s",
-                        retry_after=wait,
-                    )
-            await self.quota.check(session, tenant_id, len(job_types), plan.max_in_flight)
-            charges = [Charge(RouteClass.jobs, plan.limits[RouteClass.jobs], len(job_types))]
-            if route_class is not RouteClass.jobs:
-                charges.append(Charge(route_class, plan.limits[route_class]))
-            if recipients:
-                item = email_policy.rate_item(policy)
-                charges.append(Charge(RouteClass.emails, item, len(recipients)))
-            headers = await self._charge(tenant_id, charges)
-            self._admitted(tenant_id, queues)
-            return headers
+            if any(self.settings.breaker_applies(job_type) for job_type in job_types):
+                await self.breakers.refresh(session)
+            await self.quota.refresh(session, tenant_id)
+            return await self._decide(tenant_id, plan, job_types, route_class, policy, recipients)
+
+    async def admit_jobs_from_memory(
+        self, tenant_id: str, job_types: Sequence[str], route_class: RouteClass
+    ) -> dict[str, str] | None:
+        """`admit_jobs` for jobs without recipients, deciding from memory only; None when
+        something must be read first (a tenant not seen lately): then call `admit_jobs`.
+
+        The background refresh (`start`) keeps the plan, breakers and in-flight count of
+        active tenants recent, so under load the request path runs no query.
+        """
+        # The keeper re-reads at 3/4 of each cache's age; a loop lagging under load may
+        # be late by up to one more cache age before requests read for themselves.
+        late = 2 if self._keeper is not None else 1
+        settings = self.settings
+        plan = self.plans.fresh(tenant_id)
+        if plan is None or not self.quota.fresh(tenant_id, settings.quota_cache_ms * late):
+            return None
+        if not self.breakers.fresh(settings.breaker_cache_ms * late) and any(
+            self.settings.breaker_applies(job_type) for job_type in job_types
+        ):
+            return None
+        self._active[tenant_id] = self._clock.now_ms()
+        with _counted(route_class):
+            return await self._decide(tenant_id, plan, job_types, route_class, None, ())
+
+    async def _decide(
+        self,
+        tenant_id: str,
+        plan: ResolvedPlan,
+        job_types: Sequence[str],
+        route_class: RouteClass,
+        policy: EmailPolicy | None,
+        recipients: Sequence[email_policy.Recipient],
+    ) -> dict[str, str]:
+        """The decision over what is in memory: depth, breakers, quota, then the rate."""
+        queues = self._check_depth(job_types)
+        for job_type in sorted(set(job_types)):
+            if not self.settings.breaker_applies(job_type):
+                continue
+            wait = self.breakers.retry_after_now(tenant_id, job_type)
+            if wait is not None:
+                raise BreakerOpen(
+                    f"the circuit breaker for {job_type} jobs of this tenant is open: "
+                    f"its recent jobs kept failing; it half-opens in {wait} s",
+                    retry_after=wait,
+                )
+        self.quota.check_estimate(tenant_id, len(job_types), plan.max_in_flight)
+        charges = [Charge(RouteClass.jobs, plan.limits[RouteClass.jobs], len(job_types))]
+        if route_class is not RouteClass.jobs:
+            charges.append(Charge(route_class, plan.limits[route_class]))
+        if recipients:
+            item = email_policy.rate_item(policy)
+            charges.append(Charge(RouteClass.emails, item, len(recipients)))
+        headers = await self._charge(tenant_id, charges)
+        self._admitted(tenant_id, queues)
+        return headers
 
     async def admit_webhook(
         self, session: AsyncSession, tenant_id: str, job_types: Sequence[str]
@@ -234,12 +290,57 @@ class AdmissionControl:
     def start(self) -> None:
         if self._sampler is None:
             self._sampler = asyncio.create_task(self.depth.run())
+        if self._keeper is None and self._sessionmaker is not None and self._keep_interval_ms():
+            self._stop.clear()
+            self._keeper = asyncio.create_task(self._keep_warm(), name="admission-keeper")
+
+    def _keep_interval_ms(self) -> int:
+        """How often the keeper looks: a quarter of the shortest cache (0: never, as a
+        cache of 0 means every request reads for itself)."""
+        return min(self.settings.quota_cache_ms, self.settings.breaker_cache_ms) // 4
+
+    async def _keep_warm(self) -> None:
+        """Re-read active tenants' plans, breakers and in-flight counts before they go
+        stale, so requests decide from memory (`admit_jobs_from_memory`) instead of
+        reading in their own session."""
+        interval_ms = self._keep_interval_ms()
+        while not self._stop.is_set():
+            try:
+                await self.refresh_active()
+            except Exception as exc:
+                # Requests fall back to reading for themselves; log and retry next round.
+                logger.warning("admission: background refresh failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval_ms / 1000)
+
+    async def refresh_active(self) -> None:
+        """One round of the keeper: tenants admitted from memory in the last minute."""
+        assert self._sessionmaker is not None
+        now = self._clock.now_ms()
+        for tenant_id, seen in list(self._active.items()):
+            if now - seen > ACTIVE_TENANT_MS:
+                del self._active[tenant_id]
+        if not self._active:
+            return
+        settings = self.settings
+        async with self._sessionmaker() as session:
+            await self.breakers.refresh(session, max_age_ms=settings.breaker_cache_ms * 3 // 4)
+            for tenant_id in list(self._active):
+                if self.plans.fresh(tenant_id, settings.plan_cache_ms * 3 // 4) is None:
+                    await self.plans.read(session, tenant_id)
+                await self.quota.refresh(
+                    session, tenant_id, max_age_ms=settings.quota_cache_ms * 3 // 4
+                )
 
     async def close(self) -> None:
         self.depth.stop()
+        self._stop.set()
         if self._sampler is not None:
             await self._sampler
             self._sampler = None
+        if self._keeper is not None:
+            await self._keeper
+            self._keeper = None
         await self.limiter.close()
 
 

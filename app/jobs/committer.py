@@ -14,7 +14,8 @@ gets the failure at once (503), without a retry storm against it.
 At low load a group holds one submission and adds no wait; under load the cost of a
 commit (an fsync on SQLite FULL, a WAL flush on PostgreSQL) is paid once per group. On
 SQLite the committer is also the only writer of the hot path, which removes lock
-contention between requests.
+contention between requests; there the rows are written by `SqliteGroupWriter` (the stdlib
+driver in a thread of its own) when the composition root hands one in.
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import cast
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import SessionMaker
 from app.core.errors import database_problem, describe_database_error
 from app.jobs.dispatchers import Dispatcher
 from app.jobs.service import PendingWrites, write_pending
+from app.jobs.sqlite_writer import RecordedInserts, SqliteGroupWriter
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +41,15 @@ MAX_GROUP_JOBS = 1000
 
 class GroupCommitter:
     def __init__(
-        self, sessionmaker: SessionMaker, dispatcher: Dispatcher, *, max_jobs: int = MAX_GROUP_JOBS
+        self,
+        sessionmaker: SessionMaker,
+        dispatcher: Dispatcher,
+        *,
+        max_jobs: int = MAX_GROUP_JOBS,
+        sqlite_writer: SqliteGroupWriter | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
+        self._sqlite_writer = sqlite_writer
         self._dispatcher = dispatcher
         self._max_jobs = max_jobs
         self._pending: list[tuple[PendingWrites, asyncio.Future[None]]] = []
@@ -101,6 +112,12 @@ class GroupCommitter:
                     _settle(future, None)
 
     async def _commit(self, writes: PendingWrites) -> None:
+        if self._sqlite_writer is not None:
+            # The dispatcher builds its rows as for a session; the writer stores them all.
+            recorded = RecordedInserts()
+            await write_pending(cast(AsyncSession, recorded), writes, self._dispatcher)
+            await self._sqlite_writer.write(recorded.batches)
+            return
         async with self._sessionmaker() as session:
             await write_pending(session, writes, self._dispatcher)
             await session.commit()
@@ -130,6 +147,8 @@ class GroupCommitter:
             if not future.done():
                 future.cancel()
         self._pending.clear()
+        if self._sqlite_writer is not None:
+            await self._sqlite_writer.close()
 
 
 def _is_unavailable(exc: Exception) -> bool:

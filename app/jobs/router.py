@@ -13,6 +13,7 @@ from app.core.errors import ValidationFailed, problem_responses
 from app.core.openapi import Tag
 from app.jobs import operations
 from app.jobs import service as jobs_service
+from app.jobs.accept import AcceptRoute, trace_of
 from app.jobs.deps import JobOperationsDep, SubmitterDep
 from app.jobs.models import Job, JobStatus
 from app.jobs.payloads import JOB_TYPES, JobRequest
@@ -26,10 +27,10 @@ from app.jobs.schemas import (
     JobPublic,
 )
 from app.jobs.submitter import count_accepted
-from app.observability import tracing
 from app.tenants.deps import JobsReader, JobsWriter
 
-router = APIRouter(prefix="/v1/jobs", tags=[Tag.jobs])
+# AcceptRoute: the submit routes answer plain submissions on a fast path (app/jobs/accept.py).
+router = APIRouter(prefix="/v1/jobs", tags=[Tag.jobs], route_class=AcceptRoute)
 
 IdempotencyKey = Annotated[
     str | None,
@@ -41,11 +42,6 @@ IdempotencyKey = Annotated[
     ),
 ]
 JobId = Annotated[str, Path(description="The job id returned on submission.", max_length=64)]
-
-
-def _trace(request: Request) -> dict[str, str] | None:
-    # While tracing, the gateway's own span (child of the caller's): attempts hang under it.
-    return tracing.job_trace(request.headers.get("traceparent"))
 
 
 def _public(job: Job) -> JobPublic:
@@ -81,7 +77,7 @@ async def submit_job(
         session,
         principal,
         [(job, idempotency_key or job.idempotency_key)],
-        trace=_trace(request),
+        trace=trace_of(request),
         grouped=True,
     )
     await session.commit()
@@ -117,7 +113,7 @@ async def submit_job_batch(
         session,
         principal,
         [(job, job.idempotency_key) for job in batch.jobs],
-        trace=_trace(request),
+        trace=trace_of(request),
         batch=True,
         grouped=True,
     )

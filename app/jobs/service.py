@@ -51,8 +51,23 @@ class WriteCombiner(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class SubmittedJob:
-    job: Job
+    """A submitted job: the row just written (`fields`), or the original job an idempotent
+    repeat answers with. The ORM object is only built when a caller asks for `job`."""
+
     created: bool  # False: an idempotent repeat answered with the original job
+    fields: Job | dict[str, Any]
+
+    @property
+    def job(self) -> Job:
+        return self.fields if isinstance(self.fields, Job) else Job(**self.fields)
+
+    @property
+    def type(self) -> str:
+        return self.fields.type if isinstance(self.fields, Job) else str(self.fields["type"])
+
+    @property
+    def queue(self) -> str:
+        return self.fields.queue if isinstance(self.fields, Job) else str(self.fields["queue"])
 
 
 @dataclass(slots=True)
@@ -63,7 +78,8 @@ class _Prepared:
     queue: str
     request_hash: str
     job_id: str
-    envelope: bytes
+    envelope: dict[str, Any]
+    size: int  # of the serialized envelope
 
 
 def _canonical(value: Any) -> bytes:
@@ -84,30 +100,74 @@ def _prepare(
     job_type = request.type
     payload = request.payload()
     job_id = uuid7()
-    envelope = _canonical(
-        {
-            "job_id": job_id,
-            "tenant_id": principal.tenant_id,
-            "type": job_type,
-            "payload": payload,
-            "idempotency_key": key,
-            "trace": trace,
-        }
-    )
-    if len(envelope) > MAX_ENVELOPE_BYTES:
+    envelope = {  # the message body, its keys in canonical order
+        "idempotency_key": key,
+        "job_id": job_id,
+        "payload": payload,
+        "tenant_id": principal.tenant_id,
+        "trace": trace,
+        "type": job_type,
+    }
+    size = len(_canonical(envelope))
+    if size > MAX_ENVELOPE_BYTES:
         raise PayloadTooLarge(
-            f"{where}a job may be {MAX_ENVELOPE_BYTES} bytes serialized, not {len(envelope)}"
+            f"{where}a job may be {MAX_ENVELOPE_BYTES} bytes serialized, not {size}"
         )
-    fingerprint = {"type": job_type, "payload": payload, "delay_seconds": request.delay_seconds}
+    request_hash = ""
+    if key:  # only an idempotency key's repeats are compared with the original
+        fingerprint = {"type": job_type, "payload": payload, "delay_seconds": request.delay_seconds}
+        request_hash = hashlib.sha256(_canonical(fingerprint)).hexdigest()
     return _Prepared(
         request=request,
         key=key,
         payload=payload,
         queue=topology.queue_for(job_type),
-        request_hash=hashlib.sha256(_canonical(fingerprint)).hexdigest(),
+        request_hash=request_hash,
         job_id=job_id,
         envelope=envelope,
+        size=size,
     )
+
+
+def _prepare_all(
+    principal: Principal,
+    requests: Sequence[tuple[JobOptions, str | None]],
+    topology: Topology,
+    trace: dict[str, str] | None,
+    batch: bool,
+) -> list[_Prepared]:
+    if len(requests) > MAX_BATCH_JOBS:
+        raise PayloadTooLarge(f"a batch holds at most {MAX_BATCH_JOBS} jobs, not {len(requests)}")
+    prepared = [
+        _prepare(principal, request, key, topology, trace, index if batch else None)
+        for index, (request, key) in enumerate(requests)
+    ]
+    total = sum(p.size for p in prepared)
+    if batch and total > MAX_BATCH_BYTES:
+        raise PayloadTooLarge(f"a batch may be {MAX_BATCH_BYTES} bytes serialized, not {total}")
+    return prepared
+
+
+async def submit_keyless(
+    *,
+    principal: Principal,
+    requests: Sequence[JobOptions],
+    dispatcher: Dispatcher,
+    topology: Topology,
+    now: datetime,
+    combiner: WriteCombiner,
+    trace: dict[str, str] | None = None,
+    batch: bool = False,
+) -> list[SubmittedJob]:
+    """`submit_jobs` for jobs without idempotency keys: the same checks and rows, committed
+    by the `combiner` before this returns (no caller session)."""
+    keyless = [(request, None) for request in requests]
+    prepared = _prepare_all(principal, keyless, topology, trace, batch)
+    if any(p.request.idempotency_key for p in prepared):
+        raise ValueError("submit_keyless takes jobs without idempotency keys")
+    results, writes = _build(prepared, [], principal.tenant_id, dispatcher.initial_status, now)
+    await combiner.write(writes)
+    return results
 
 
 async def submit_jobs(
@@ -128,15 +188,7 @@ async def submit_jobs(
     Without idempotency keys and with a `combiner`, the rows are committed by the combiner's
     shared transaction before this returns, not by the caller's session.
     """
-    if len(requests) > MAX_BATCH_JOBS:
-        raise PayloadTooLarge(f"a batch holds at most {MAX_BATCH_JOBS} jobs, not {len(requests)}")
-    prepared = [
-        _prepare(principal, request, key, topology, trace, index if batch else None)
-        for index, (request, key) in enumerate(requests)
-    ]
-    total = sum(len(p.envelope) for p in prepared)
-    if batch and total > MAX_BATCH_BYTES:
-        raise PayloadTooLarge(f"a batch may be {MAX_BATCH_BYTES} bytes serialized, not {total}")
+    prepared = _prepare_all(principal, requests, topology, trace, batch)
     if not any(p.key for p in prepared):
         if combiner is not None:
             results, writes = _build(
@@ -234,17 +286,17 @@ def _build(
     status: JobStatus,
     now: datetime,
 ) -> tuple[list[SubmittedJob], PendingWrites]:
-    new_jobs: dict[str, Job] = {}
+    new_jobs: dict[str, dict[str, Any]] = {}
     writes = PendingWrites()
     results: list[SubmittedJob] = []
     detail = "stored and queued" if status is JobStatus.queued else "stored"
     for index, p in enumerate(prepared):
         original = existing[index] if existing else None
         if original is not None:
-            results.append(SubmittedJob(job=original, created=False))
+            results.append(SubmittedJob(created=False, fields=original))
             continue
         if p.job_id in new_jobs:
-            results.append(SubmittedJob(job=new_jobs[p.job_id], created=False))
+            results.append(SubmittedJob(created=False, fields=new_jobs[p.job_id]))
             continue
         delay = p.request.delay_seconds or 0
         row: dict[str, Any] = {
@@ -266,21 +318,20 @@ def _build(
             "started_at": None,
             "finished_at": None,
         }
-        job = Job(**row)
-        new_jobs[job.id] = job
-        results.append(SubmittedJob(job=job, created=True))
+        new_jobs[p.job_id] = row
+        results.append(SubmittedJob(created=True, fields=row))
         writes.jobs.append(row)
         writes.events.append(
             {
-                "job_id": job.id,
+                "job_id": p.job_id,
                 "status": status.value,
                 "attempt": 0,
                 "detail": detail,
                 "created_at": now,
             }
         )
-        message = OutgoingMessage(body=json.loads(p.envelope), delay_seconds=delay)
-        writes.messages.setdefault(p.queue, []).append((message, len(p.envelope)))
+        message = OutgoingMessage(body=p.envelope, delay_seconds=delay)
+        writes.messages.setdefault(p.queue, []).append((message, p.size))
     return results, writes
 
 

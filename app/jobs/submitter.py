@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.clock import Clock, to_datetime
 from app.jobs.dispatchers import Dispatcher
 from app.jobs.payloads import JobOptions
-from app.jobs.service import SubmittedJob, WriteCombiner, submit_jobs
+from app.jobs.service import SubmittedJob, WriteCombiner, submit_jobs, submit_keyless
 from app.observability import metrics
 from app.queues.topology import Topology
 from app.tenants.schemas import Principal
@@ -65,9 +65,32 @@ class JobSubmitter:
             combiner=self._combiner if grouped else None,
         )
 
+    async def submit_keyless(
+        self,
+        principal: Principal,
+        requests: Sequence[JobOptions],
+        *,
+        trace: dict[str, str] | None = None,
+        batch: bool = False,
+    ) -> list[SubmittedJob]:
+        """`submit` for jobs without idempotency keys, written by the group commit: no
+        session of the caller's is needed (the accept fast path)."""
+        if self._combiner is None:
+            raise RuntimeError("submit_keyless needs the group committer")
+        return await submit_keyless(
+            principal=principal,
+            requests=requests,
+            dispatcher=self.dispatcher,
+            topology=self.topology,
+            now=to_datetime(self.clock.now_ms()),
+            trace=trace,
+            batch=batch,
+            combiner=self._combiner,
+        )
+
 
 def count_accepted(submitted: Iterable[SubmittedJob]) -> None:
     """Count the jobs this submission created (idempotent repeats are not new work)."""
     for item in submitted:
         if item.created:
-            metrics.jobs_accepted.labels(type=item.job.type, queue=item.job.queue).inc()
+            metrics.jobs_accepted.labels(type=item.type, queue=item.queue).inc()

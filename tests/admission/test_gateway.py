@@ -235,8 +235,11 @@ class TestQueueDepth:
     async def test_admissions_between_samples_count_toward_the_high_watermark(
         self, make_gateway: MakeGateway, tenants: TenantFactory
     ) -> None:
+        # The lifespan samples at start-up, then not again within the test: a sample taken
+        # while a request is between admission and commit would miss that request's job.
         gateway = await make_gateway(
-            watermarks={"prestashop-sync": {"high_messages": 3, "low_messages": 1}}
+            watermarks={"prestashop-sync": {"high_messages": 3, "low_messages": 1}},
+            sample_interval_ms=60_000,
         )
         key = (await tenants.create(email_any=True)).api_key
         await gateway.admission.refresh()  # empty queue

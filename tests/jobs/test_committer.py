@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from app.bootstrap import Runtime
+from app.bootstrap import Runtime, sqlite_group_writer
 from app.core.clock import to_datetime
 from app.jobs.committer import GroupCommitter
 from app.jobs.models import Job
@@ -63,11 +64,28 @@ async def _principal(tenants: TenantFactory) -> Principal:
 ORDER = SyncSingleOrderJob(type="sync-single-order", orderId=1)
 
 
+@pytest.fixture(params=["sqlalchemy", "sqlite3"])
+def make_committer(
+    request: pytest.FixtureRequest, runtime: Runtime
+) -> Callable[[], GroupCommitter]:
+    """Group committers writing through the session, or (SQLite) the stdlib writer thread."""
+
+    def make() -> GroupCommitter:
+        writer = None
+        if request.param == "sqlite3":
+            writer = sqlite_group_writer(runtime.engine, runtime.settings)
+            if writer is None:
+                pytest.skip("the stdlib writer is for SQLite files")
+        return GroupCommitter(runtime.sessionmaker, runtime.dispatcher, sqlite_writer=writer)
+
+    return make
+
+
 async def test_a_failing_group_fails_only_its_faulty_member(
-    runtime: Runtime, tenants: TenantFactory
+    runtime: Runtime, tenants: TenantFactory, make_committer: Callable[[], GroupCommitter]
 ) -> None:
     principal = await _principal(tenants)
-    committer = GroupCommitter(runtime.sessionmaker, runtime.dispatcher)
+    committer = make_committer()
     # Two callers in one group: the second one's queue does not exist, so the group fails,
     # and is retried member by member: the first is stored, the second gets its own error.
     results = await asyncio.gather(
@@ -87,12 +105,15 @@ async def test_a_failing_group_fails_only_its_faulty_member(
 
 
 async def test_a_database_error_of_one_tenant_spares_the_other_tenants(
-    runtime: Runtime, tenants: TenantFactory, caplog: pytest.LogCaptureFixture
+    runtime: Runtime,
+    tenants: TenantFactory,
+    caplog: pytest.LogCaptureFixture,
+    make_committer: Callable[[], GroupCommitter],
 ) -> None:
     """A row the database refuses (a duplicate id) fails its own caller only, and no log
     line or error text quotes a payload."""
     attacker, victim = await _principal(tenants), await _principal(tenants)
-    committer = GroupCommitter(runtime.sessionmaker, runtime.dispatcher)
+    committer = make_committer()
     secret = AnalyticsEventJob(type="analytics-event", name="x", properties={"m": "PAYLOAD-42"})
     duplicate = _writes(runtime, attacker, secret)
     await committer.write(duplicate)  # stored once: writing it again violates the key
@@ -141,3 +162,41 @@ async def test_an_unreachable_database_fails_the_whole_group_without_retries(
     assert committer.isolations == 0
     assert calls < 3  # one attempt per group, no member-by-member retries
     await committer.close()
+
+
+async def test_the_sqlite_writer_stores_what_the_session_stores(
+    runtime: Runtime, tenants: TenantFactory
+) -> None:
+    """Rows written by the stdlib writer read back exactly like the ORM path's."""
+    writer = sqlite_group_writer(runtime.engine, runtime.settings)
+    if writer is None:
+        pytest.skip("the stdlib writer is for SQLite files")
+    principal = await _principal(tenants)
+    job = AnalyticsEventJob(
+        type="analytics-event", name="é", properties={"n": 1.5, "list": [1, "x"], "none": None}
+    )
+    by_session = GroupCommitter(runtime.sessionmaker, runtime.dispatcher)
+    by_writer = GroupCommitter(runtime.sessionmaker, runtime.dispatcher, sqlite_writer=writer)
+    first, second = _writes(runtime, principal, job), _writes(runtime, principal, job)
+    await by_session.write(first)
+    await by_writer.write(second)
+    await by_session.close()
+    await by_writer.close()
+    async with runtime.sessionmaker() as session:
+        jobs = {
+            row.id: row
+            for row in (await session.execute(select(Job))).scalars()
+            if row.id in (first.jobs[0]["id"], second.jobs[0]["id"])
+        }
+        messages = {
+            message.body: message
+            for message in (await session.execute(select(QueueMessage))).scalars()
+        }
+    a, b = jobs[first.jobs[0]["id"]], jobs[second.jobs[0]["id"]]
+    ignored = {"id", "_sa_instance_state"}
+    assert {k: v for k, v in vars(a).items() if k not in ignored} == {
+        k: v for k, v in vars(b).items() if k not in ignored
+    }
+    assert a.created_at == second.jobs[0]["created_at"]
+    assert a.created_at.tzinfo is not None
+    assert len(messages) == 2

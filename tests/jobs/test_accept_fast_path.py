@@ -1,0 +1,85 @@
+"""The accept fast path: plain submissions read nothing and answer like the full route."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from app.bootstrap import Runtime
+from tests.factories import TenantFactory, auth
+from tests.support.statements import count_statements
+
+pytestmark = pytest.mark.asyncio
+
+ORDER = {"type": "sync-single-order", "orderId": 7, "siteId": 3}
+
+
+def _reads(statements: list[str]) -> list[str]:
+    return [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+
+
+async def test_a_plain_submission_reads_nothing(
+    client: httpx.AsyncClient, runtime: Runtime, tenants: TenantFactory
+) -> None:
+    key = (await tenants.create()).api_key
+    # The first request authenticates and reads the tenant's admission state.
+    assert (await client.post("/v1/jobs", json=ORDER, headers=auth(key))).status_code == 202
+    with count_statements(runtime.engine) as plain:
+        single = await client.post("/v1/jobs", json=ORDER, headers=auth(key))
+        batch = await client.post("/v1/jobs/batch", json={"jobs": [ORDER] * 3}, headers=auth(key))
+    assert (single.status_code, batch.status_code) == (202, 202)
+    assert _reads(plain) == []
+    # An idempotency key needs the job table: the full route reads it.
+    with count_statements(runtime.engine) as keyed:
+        response = await client.post(
+            "/v1/jobs", json=ORDER, headers={**auth(key), "Idempotency-Key": "k1"}
+        )
+    assert response.status_code == 202
+    assert _reads(keyed) != []
+
+
+async def test_the_fast_answer_is_the_documented_job(
+    client: httpx.AsyncClient, tenants: TenantFactory
+) -> None:
+    key = (await tenants.create()).api_key
+    await client.post("/v1/jobs", json=ORDER, headers=auth(key))
+    accepted = await client.post(
+        "/v1/jobs",
+        json=ORDER,
+        headers={**auth(key), "traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"},
+    )
+    assert accepted.status_code == 202
+    assert accepted.headers["content-type"] == "application/json"
+    assert "ratelimit" in accepted.headers
+    stored = await client.get(f"/v1/jobs/{accepted.json()['id']}", headers=auth(key))
+    assert stored.status_code == 200
+    assert accepted.json() == stored.json()
+    assert accepted.json()["payload"] == {"orderId": 7, "siteId": "3"}
+    batch = await client.post("/v1/jobs/batch", json={"jobs": [ORDER] * 2}, headers=auth(key))
+    assert batch.status_code == 202
+    for job in batch.json()["jobs"]:
+        stored = await client.get(f"/v1/jobs/{job['id']}", headers=auth(key))
+        assert job == stored.json()
+
+
+async def test_what_the_fast_path_does_not_take_gets_the_full_routes_answers(
+    client: httpx.AsyncClient, tenants: TenantFactory
+) -> None:
+    key = (await tenants.create()).api_key
+    await client.post("/v1/jobs", json=ORDER, headers=auth(key))
+    invalid = await client.post("/v1/jobs", json={"type": "sync-single-order"}, headers=auth(key))
+    assert invalid.status_code == 422
+    assert invalid.headers["content-type"] == "application/problem+json"
+    wrong_tenant = await client.post(
+        "/v1/jobs", json={**ORDER, "tenantId": "someone-else"}, headers=auth(key)
+    )
+    assert wrong_tenant.status_code == 403
+    assert wrong_tenant.headers["content-type"] == "application/problem+json"
+    text = await client.post(
+        "/v1/jobs", content=b"{}", headers={**auth(key), "Content-Type": "text/plain"}
+    )
+    assert text.status_code == 415
+    too_many = await client.post("/v1/jobs/batch", json={"jobs": [ORDER] * 101}, headers=auth(key))
+    assert too_many.status_code == 413
+    unknown = await client.post("/v1/jobs", json=ORDER, headers=auth("jg_aaaaaaaa_nope"))
+    assert unknown.status_code == 401

@@ -111,6 +111,12 @@ class Gateway:
     def close(self) -> None:
         self._http.close()
 
+    def __enter__(self) -> Gateway:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def problem_lines(response: httpx.Response) -> list[str]:
     """`STATUS Title: detail`, then one line per invalid field of a 422."""

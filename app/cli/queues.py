@@ -7,13 +7,12 @@ from typing import Annotated, Any
 import typer
 
 from app.cli.common import err, fail
-from app.cli.http import (
+from app.cli.gateway import (
     DEFAULT_URL,
+    Gateway,
     JsonOption,
     KeyOption,
     UrlOption,
-    api_client,
-    call,
     print_json,
     table,
 )
@@ -66,8 +65,8 @@ def queues_list(
     key: KeyOption = "", url: UrlOption = DEFAULT_URL, as_json: JsonOption = False
 ) -> None:
     """Every queue of the topology with its numbers."""
-    with api_client(url, key) as client:
-        _show(call(client, "GET", "/v1/admin/queues")["data"], as_json)
+    with Gateway(url, key) as gateway:
+        _show(gateway.request("GET", "/v1/admin/queues")["data"], as_json)
 
 
 @app.command("pause")
@@ -78,8 +77,8 @@ def queues_pause(
     as_json: JsonOption = False,
 ) -> None:
     """Stop deliveries: the queue still accepts jobs, consumers get none until resumed."""
-    with api_client(url, key) as client:
-        _show([call(client, "POST", f"/v1/admin/queues/{name}/pause")], as_json)
+    with Gateway(url, key) as gateway:
+        _show([gateway.request("POST", f"/v1/admin/queues/{name}/pause")], as_json)
 
 
 @app.command("resume")
@@ -90,8 +89,8 @@ def queues_resume(
     as_json: JsonOption = False,
 ) -> None:
     """Deliver the queue's jobs again."""
-    with api_client(url, key) as client:
-        _show([call(client, "POST", f"/v1/admin/queues/{name}/resume")], as_json)
+    with Gateway(url, key) as gateway:
+        _show([gateway.request("POST", f"/v1/admin/queues/{name}/resume")], as_json)
 
 
 @app.command("purge")
@@ -103,16 +102,16 @@ def queues_purge(
     as_json: JsonOption = False,
 ) -> None:
     """Delete every message of the queue; its waiting jobs become `cancelled`."""
-    with api_client(url, key) as client:
+    with Gateway(url, key) as gateway:
         if not yes:
-            rows = call(client, "GET", "/v1/admin/queues")["data"]
+            rows = gateway.request("GET", "/v1/admin/queues")["data"]
             row = next((r for r in rows if r["name"] == name), None)
             if row is None:
                 fail(f"queue {name!r} is not in the topology")
             prompt = f"Delete the {row['backlog']} message(s) of {name} and cancel their jobs?"
             if not typer.confirm(prompt, err=True):
                 fail("not purged")
-        result = call(client, "POST", f"/v1/admin/queues/{name}/purge", {"confirm": name})
+        result = gateway.request("POST", f"/v1/admin/queues/{name}/purge", body={"confirm": name})
     if as_json:
         print_json(result)
         return

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from app.cli.common import err, run_admin
-from app.cli.http import JsonOption, print_json, table
+from app.cli.gateway import JsonOption, print_json, table
 from app.core.security import SecretBox
 from app.settings import Settings
 

@@ -18,8 +18,10 @@ import pytest
 from sqlalchemy import select
 
 from app.bootstrap import Runtime
-from app.core.clock import ManualClock
+from app.core.clock import ManualClock, to_datetime
 from app.core.db import metadata
+from app.core.ids import uuid7
+from app.jobs.models import Job
 from app.main import create_app
 from app.tenants import service as tenants_service
 from app.tenants.schemas import Scope
@@ -95,7 +97,34 @@ async def _queue(_ctx: Ctx) -> dict[str, str]:
     return {"name": "email-sending"}
 
 
+async def _job(ctx: Ctx, status: str) -> dict[str, str]:
+    now = to_datetime(ctx.runtime.clock.now_ms())
+    row = Job(
+        id=uuid7(),
+        tenant_id=ctx.tenant_id,
+        type="analytics-event",
+        queue="analytics-events",
+        payload={"name": "e", "properties": {}},
+        status=status,
+        created_at=now,
+        updated_at=now,
+    )
+    async with ctx.runtime.sessionmaker() as session:
+        session.add(row)
+        await session.commit()
+    return {"job_id": row.id}
+
+
+async def _dead_job(ctx: Ctx) -> dict[str, str]:
+    return await _job(ctx, "dead")
+
+
+async def _queued_job(ctx: Ctx) -> dict[str, str]:
+    return await _job(ctx, "queued")
+
+
 T = "/v1/admin/tenants/{tenant_id}"
+J = "/v1/admin/jobs"
 TABLE: dict[tuple[str, str], Call] = {
     ("POST", "/v1/admin/tenants"): Call(
         201, operator_only=True, body=lambda c: {"name": f"new-{c.n()}"}
@@ -126,6 +155,14 @@ TABLE: dict[tuple[str, str], Call] = {
         200, operator_only=True, body=lambda _: {"domains": ["example.com"]}
     ),
     ("GET", f"{T}/email-policy"): Call(200),
+    ("GET", J): Call(200, operator_only=True),
+    ("GET", f"{J}/{{job_id}}"): Call(200, operator_only=True, prepare=_dead_job),
+    ("GET", f"{J}/{{job_id}}/attempts"): Call(200, operator_only=True, prepare=_dead_job),
+    ("POST", f"{J}/{{job_id}}/retry"): Call(202, operator_only=True, prepare=_dead_job),
+    ("POST", f"{J}/{{job_id}}/cancel"): Call(200, operator_only=True, prepare=_queued_job),
+    ("POST", f"{J}/retry"): Call(
+        200, operator_only=True, body=lambda _: {"status": "dead", "dry_run": True}
+    ),
     ("GET", "/v1/admin/queues"): Call(200, operator_only=True),
     ("POST", "/v1/admin/queues/{name}/pause"): Call(200, operator_only=True, prepare=_queue),
     ("POST", "/v1/admin/queues/{name}/resume"): Call(200, operator_only=True, prepare=_queue),

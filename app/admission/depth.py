@@ -42,6 +42,10 @@ logger = logging.getLogger(__name__)
 
 # A drain rate needs samples spanning at least this long.
 MIN_SPAN_MS = 1000
+# How long an admitted job may take to be stored (group commit under load). A sample taken
+# within that time of an admission may miss its job, so the job still counts on top of it:
+# the estimate errs high by at most this window's admissions, never low.
+COMMIT_GRACE_MS = 2000
 
 SampleFn = Callable[[str], Awaitable[QueueMetrics]]
 PendingFn = Callable[[], Awaitable[Mapping[str, tuple[int, int]]]]
@@ -115,6 +119,26 @@ class QueueDepth:
     admitted_total: int = 0
     admitted_at_sample: int = 0
     error: str | None = field(default=None)
+    # (at_ms, count) of the admissions of the last COMMIT_GRACE_MS, oldest first.
+    recent: deque[list[int]] = field(default_factory=deque)
+
+    def note_admitted(self, at_ms: int, count: int) -> None:
+        self.admitted_total += count
+        if self.recent and self.recent[-1][0] == at_ms:
+            self.recent[-1][1] += count
+        else:
+            self.recent.append([at_ms, count])
+        self._forget_settled(at_ms)
+
+    def settled_total(self, now_ms: int) -> int:
+        """Admissions surely stored by now: all but those of the last COMMIT_GRACE_MS, which
+        may still sit between admission and commit, so a sample taken now may miss them."""
+        self._forget_settled(now_ms)
+        return self.admitted_total - sum(count for _, count in self.recent)
+
+    def _forget_settled(self, now_ms: int) -> None:
+        while self.recent and self.recent[0][0] <= now_ms - COMMIT_GRACE_MS:
+            self.recent.popleft()
 
     def estimate(self) -> tuple[int, int]:
         """(messages, bytes): the last sample plus what was admitted here since."""
@@ -122,10 +146,15 @@ class QueueDepth:
         average = self.bytes / self.messages if self.messages else 0.0
         return self.messages + extra, self.bytes + int(extra * average)
 
-    def observe(self, at_ms: int, messages: int, size: int, admitted_before: int) -> None:
+    def observe(
+        self, at_ms: int, messages: int, size: int, admitted_before: int, settled_before: int
+    ) -> None:
+        """A sample taken when `admitted_before` jobs had been admitted here, of which
+        `settled_before` were surely stored."""
         self.messages, self.bytes, self.sampled_ms = messages, size, at_ms
-        # Jobs admitted while the sample was in flight may not be in it: count them as extra.
-        self.admitted_at_sample = admitted_before
+        # Jobs admitted while the sample was in flight, or not yet stored when it started,
+        # may not be in it: count them as extra.
+        self.admitted_at_sample = settled_before
         self.error = None
         self.meter.add(at_ms, messages, admitted_before)
         self.update()
@@ -220,6 +249,7 @@ class DepthMonitor:
                 return
         for depth in self.queues.values():
             admitted_before = depth.admitted_total
+            settled_before = depth.settled_total(self._clock.now_ms())
             try:
                 sampled = await self._sample(depth.queue)
             except Exception as exc:
@@ -232,6 +262,7 @@ class DepthMonitor:
                 sampled.backlog_count + more_messages,
                 sampled.backlog_bytes + more_bytes,
                 admitted_before,
+                settled_before,
             )
             metrics.admission_queue_backlog.labels(queue=depth.queue).set(depth.messages)
             metrics.admission_queue_open.labels(queue=depth.queue).set(1 if depth.open else 0)
@@ -268,7 +299,7 @@ class DepthMonitor:
     def note_admitted(self, queue: str, count: int) -> None:
         depth = self.queues.get(queue)
         if depth is not None:
-            depth.admitted_total += count
+            depth.note_admitted(self._clock.now_ms(), count)
 
     async def run(self) -> None:
         """Sample until `stop()`; one failed round never ends the loop."""

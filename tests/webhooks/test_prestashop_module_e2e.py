@@ -119,7 +119,8 @@ def test_a_stored_event_becomes_one_job_and_a_resend_makes_none(
     assert shop.rows() == []
     (job,) = _jobs(server, tenant["api_key"])
     assert job["type"] == "sync-single-order"
-    assert job["payload"]["orderId"] == 42
+    # The module's default site id is the one `jobgate shops set` registered by default.
+    assert job["payload"] == {"orderId": 42, "siteId": "default"}
 
     # Without FPM nothing leaves during the request; the cron run sends it.
     assert shop.run("order", "43") == [{"request_done": True, "unsent": 1}]

@@ -252,7 +252,9 @@ class Jobgate extends Module
             if (empty($data['site_id'])) {
                 return array('ok' => false, 'message' => $this->l('Signature accepted, but the tenant has no shop registered on the gateway: run `jobgate shops set`.'));
             }
-            return array('ok' => true, 'message' => sprintf($this->l('Connected: events will sync shop "%s".'), $data['site_id']));
+            // The gateway's answer is shown in the back office: escape it.
+            $site = htmlspecialchars((string) $data['site_id'], ENT_QUOTES, 'UTF-8');
+            return array('ok' => true, 'message' => sprintf($this->l('Connected: events will sync shop "%s".'), $site));
         }
         if ($status === 401) {
             return array('ok' => false, 'message' => $this->l('The gateway refused the signature: check the tenant id and the secret (and the server clock).'));

@@ -179,3 +179,17 @@ def test_an_unreachable_gateway_backs_off_in_bounded_batches(tmp_path: Path) -> 
     assert "Events waiting to be sent: 4" in page["html"]
     assert f"controller=cron&amp;token={page['cron_token']}" in page["html"]
     assert shop.one("uninstall") == {"uninstalled": True, "table_left": 0}
+
+
+def test_upgrading_a_1_0_0_table_keeps_its_events(tmp_path: Path) -> None:
+    shop = Shop(tmp_path / "shop.db")
+    upgraded = shop.one("upgrade-from-1.0.0")
+    assert upgraded["upgraded"] is True
+    assert upgraded["unsent"] == 1
+    (row,) = upgraded["rows"]
+    assert (row["message_id"], row["attempts"], row["failed"], row["last_status"]) == (
+        "msg_old",
+        3,
+        0,
+        0,
+    )

@@ -151,6 +151,9 @@ class Jobgate extends Module
             'occurred_at' => gmdate('Y-m-d\TH:i:s\Z'),
         );
         $body = json_encode($event, JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE);
+        if (!is_string($body)) {
+            return;
+        }
         try {
             self::$pending[$key] = $this->outbox()->add(JobgateSigner::newMessageId(), $body);
         } catch (Exception $e) {

@@ -12,6 +12,7 @@
  *   php module.php rows                               the module table
  *   php module.php ping                               the configuration page's "test connection"
  *   php module.php page                               the configuration page's status panel
+ *   php module.php upgrade-from-1.0.0                 the 1.0.0 table, then upgrade/upgrade-1.1.0.php
  *   php module.php uninstall
  * With JOBGATE_TEST_FPM=1, fastcgi_finish_request() exists (as under PHP-FPM) and records the
  * moment the response was handed back; each run prints one JSON line.
@@ -85,6 +86,21 @@ switch ($command) {
         $reflection = new ReflectionMethod($module, 'renderStatus');
         $reflection->setAccessible(true);
         echo json_encode(array('html' => $reflection->invoke($module), 'cron_token' => $module->cronToken())) . "\n";
+        break;
+    case 'upgrade-from-1.0.0':
+        Db::getInstance()->execute('CREATE TABLE IF NOT EXISTS `ps_jobgate_event` (
+            `id_jobgate_event` INT UNSIGNED NOT NULL AUTO_INCREMENT,
+            `message_id` VARCHAR(64) NOT NULL,
+            `body` TEXT NOT NULL,
+            `attempts` INT UNSIGNED NOT NULL DEFAULT 0,
+            `next_attempt_at` INT UNSIGNED NOT NULL DEFAULT 0,
+            `date_add` DATETIME NOT NULL,
+            PRIMARY KEY (`id_jobgate_event`),
+            KEY `next_attempt_at` (`next_attempt_at`)
+        ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;');
+        Db::getInstance()->insert('jobgate_event', array('message_id' => 'msg_old', 'body' => '{}', 'attempts' => 3, 'next_attempt_at' => 0, 'date_add' => '2026-01-01 00:00:00'));
+        require __DIR__ . '/../jobgate/upgrade/upgrade-1.1.0.php';
+        echo json_encode(array('upgraded' => upgrade_module_1_1_0($module), 'rows' => rows(), 'unsent' => $module->outbox()->countUnsent())) . "\n";
         break;
     case 'uninstall':
         $ok = $module->uninstall();

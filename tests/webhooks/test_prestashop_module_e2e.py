@@ -193,3 +193,37 @@ def test_upgrading_a_1_0_0_table_keeps_its_events(tmp_path: Path) -> None:
         0,
         0,
     )
+
+
+def test_the_configuration_page_never_shows_the_secret(tmp_path: Path) -> None:
+    shop = Shop(tmp_path / "shop.db")
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    shop.one("install", "http://127.0.0.1:9", "tenant-x", secret)
+    page = shop.one("configure")
+    html = page["html"]
+    assert secret not in html
+    assert 'name="JOBGATE_SECRET" value=""' in html
+    assert 'name="JOBGATE_TENANT_ID" value="tenant-x"' in html
+    assert 'name="JOBGATE_SITE_ID" value="default"' in html
+    assert 'name="submitJobgateTest"' in html
+    assert "Events waiting to be sent: 0" in html
+    assert "controller=cron&amp;token=" in html
+    # Saving with the secret field left empty keeps the stored secret.
+    form = {
+        "submitJobgate": "1",
+        "JOBGATE_GATEWAY_URL": "http://127.0.0.1:9",
+        "JOBGATE_TENANT_ID": "tenant-y",
+        "JOBGATE_SECRET": "",
+        "JOBGATE_SITE_ID": "",
+    }
+    saved = shop.one("configure", json.dumps(form))
+    assert "Settings updated" in saved["html"]
+    assert saved["secret"] == secret
+    assert 'name="JOBGATE_TENANT_ID" value="tenant-y"' in saved["html"]
+    assert 'name="JOBGATE_SITE_ID" value="default"' in saved["html"]
+    bad = shop.one("configure", json.dumps({**form, "JOBGATE_SECRET": "not-a-secret!"}))
+    assert "whsec_" in bad["html"]
+    assert bad["secret"] == secret
+    # The test button against nothing listening: a clear message, no exception.
+    tested = shop.one("configure", json.dumps({"submitJobgateTest": "1"}))
+    assert "could not be reached" in tested["html"]

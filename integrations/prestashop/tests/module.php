@@ -12,6 +12,7 @@
  *   php module.php rows                               the module table
  *   php module.php ping                               the configuration page's "test connection"
  *   php module.php page                               the configuration page's status panel
+ *   php module.php configure [JSON]                   the whole configuration page (JSON: submitted form)
  *   php module.php upgrade-from-1.0.0                 the 1.0.0 table, then upgrade/upgrade-1.1.0.php
  *   php module.php uninstall
  * With JOBGATE_TEST_FPM=1, fastcgi_finish_request() exists (as under PHP-FPM) and records the
@@ -101,6 +102,10 @@ switch ($command) {
         Db::getInstance()->insert('jobgate_event', array('message_id' => 'msg_old', 'body' => '{}', 'attempts' => 3, 'next_attempt_at' => 0, 'date_add' => '2026-01-01 00:00:00'));
         require __DIR__ . '/../jobgate/upgrade/upgrade-1.1.0.php';
         echo json_encode(array('upgraded' => upgrade_module_1_1_0($module), 'rows' => rows(), 'unsent' => $module->outbox()->countUnsent())) . "\n";
+        break;
+    case 'configure':
+        Tools::$submitted = isset($argv[2]) ? json_decode($argv[2], true) : array();
+        echo json_encode(array('html' => $module->getContent(), 'secret' => Configuration::get(Jobgate::CONFIG_SECRET))) . "\n";
         break;
     case 'uninstall':
         $ok = $module->uninstall();

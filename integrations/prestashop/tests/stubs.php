@@ -194,6 +194,11 @@ class Tools
     {
         return array_key_exists($name, self::$submitted);
     }
+
+    public static function getAdminTokenLite($tab, $context = null)
+    {
+        return 'token';
+    }
 }
 
 abstract class Module
@@ -240,6 +245,44 @@ abstract class Module
     public function displayError($error)
     {
         return '<div class="alert alert-danger">' . $error . '</div>';
+    }
+}
+
+class AdminController
+{
+    public static $currentIndex = 'index.php?controller=AdminModules';
+}
+
+/**
+ * PrestaShop renders the form with Smarty from `fields_value`; this renders the same values
+ * as plain inputs so a test sees exactly what the page would contain.
+ */
+class HelperForm
+{
+    public $module;
+    public $name_controller;
+    public $token;
+    public $currentIndex;
+    public $submit_action;
+    /** @var array<string, mixed> */
+    public $fields_value = array();
+
+    public function generateForm($fieldsForm)
+    {
+        $html = '<form action="' . htmlspecialchars($this->currentIndex, ENT_QUOTES) . '">';
+        foreach ($fieldsForm as $form) {
+            foreach ($form['form']['input'] as $input) {
+                $value = isset($this->fields_value[$input['name']]) ? $this->fields_value[$input['name']] : '';
+                $html .= '<label>' . htmlspecialchars($input['label'], ENT_QUOTES) . '</label>'
+                    . '<input type="' . $input['type'] . '" name="' . $input['name'] . '" value="'
+                    . htmlspecialchars((string) $value, ENT_QUOTES) . '">';
+            }
+            foreach (isset($form['form']['buttons']) ? $form['form']['buttons'] : array() as $button) {
+                $html .= '<button type="submit" name="' . $button['name'] . '">' . htmlspecialchars($button['title'], ENT_QUOTES) . '</button>';
+            }
+            $html .= '<button type="submit" name="' . $this->submit_action . '">' . $form['form']['submit']['title'] . '</button>';
+        }
+        return $html . '</form>';
     }
 }
 

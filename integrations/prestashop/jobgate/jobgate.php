@@ -70,7 +70,7 @@ class Jobgate extends Module
 
     public function uninstall()
     {
-        foreach (array(self::CONFIG_URL, self::CONFIG_TENANT, self::CONFIG_SECRET, self::CONFIG_SECRET_NEXT, self::CONFIG_SITE) as $key) {
+        foreach (array(self::CONFIG_URL, self::CONFIG_TENANT, self::CONFIG_SECRET, self::CONFIG_SECRET_NEXT, self::CONFIG_SITE, 'JOBGATE_TIMEOUT_MS') as $key) {
             Configuration::deleteByName($key);
         }
         Db::getInstance()->execute(JobgateOutbox::dropTableSql());
@@ -285,7 +285,10 @@ class Jobgate extends Module
             (string) Configuration::get(self::CONFIG_SECRET),
             (string) Configuration::get(self::CONFIG_SECRET_NEXT),
         )));
-        return new JobgateClient($this->endpoint(), $secrets);
+        // JOBGATE_TIMEOUT_MS (no form field): for slow links; sending never runs in the
+        // customer's request, so a longer wait costs only a PHP worker.
+        $timeout = (int) Configuration::get('JOBGATE_TIMEOUT_MS');
+        return new JobgateClient($this->endpoint(), $secrets, $timeout > 0 ? $timeout : JobgateClient::TIMEOUT_MS);
     }
 
     private function isConfigured()

@@ -16,11 +16,14 @@ class JobgateClient
     private $url;
     /** @var string[] */
     private $secrets;
+    /** @var int */
+    private $timeoutMs;
 
-    public function __construct($url, array $secrets)
+    public function __construct($url, array $secrets, $timeoutMs = self::TIMEOUT_MS)
     {
         $this->url = $url;
         $this->secrets = $secrets;
+        $this->timeoutMs = max(1000, (int) $timeoutMs);
     }
 
     /**
@@ -54,8 +57,8 @@ class JobgateClient
                 CURLOPT_RETURNTRANSFER => true,
                 CURLOPT_FOLLOWLOCATION => false,
                 CURLOPT_NOSIGNAL => true,
-                CURLOPT_TIMEOUT_MS => self::TIMEOUT_MS,
-                CURLOPT_CONNECTTIMEOUT_MS => self::CONNECT_TIMEOUT_MS,
+                CURLOPT_TIMEOUT_MS => $this->timeoutMs,
+                CURLOPT_CONNECTTIMEOUT_MS => min($this->timeoutMs, max(self::CONNECT_TIMEOUT_MS, intdiv($this->timeoutMs, 3))),
             ));
             $result = curl_exec($curl);
             $status = (int) curl_getinfo($curl, CURLINFO_HTTP_CODE);

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck openapi bench bench-quick bench-deps check clean
+.PHONY: install run test lint typecheck openapi bench bench-quick bench-deps check clean prestashop-module
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ check: lint typecheck test
 
 openapi: install
 	$(BIN)/jobgate openapi > openapi.yaml
+
+## The PrestaShop module, ready for "Upload a module": dist/jobgate.zip.
+prestashop-module:
+	$(PYTHON) integrations/prestashop/build_zip.py dist/jobgate.zip
 
 ## Benchmarks (ratios against baselines measured in the same run; see bench/README.md).
 ## Both write bench/results/REPORT.md and its PNG plots and need Redis on 127.0.0.1:6379;

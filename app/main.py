@@ -38,6 +38,7 @@ from app.webhooks.admin import router as webhooks_admin_router
 from app.webhooks.router import router as webhooks_router
 from app.webhooks.schemas import (
     PrestaShopEvent,
+    PrestaShopPing,
     R2Notification,
     R2NotificationBatch,
     UnsignedPrestaShopEvent,
@@ -126,7 +127,13 @@ def build_api(*, lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
     # Webhook bodies are read raw (signatures first), so their models are added by hand.
     install_openapi(
         app,
-        schemas=(PrestaShopEvent, UnsignedPrestaShopEvent, R2Notification, R2NotificationBatch),
+        schemas=(
+            PrestaShopEvent,
+            PrestaShopPing,
+            UnsignedPrestaShopEvent,
+            R2Notification,
+            R2NotificationBatch,
+        ),
     )
     app.include_router(jobs_router)
     app.include_router(webhooks_router)

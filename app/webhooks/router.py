@@ -44,12 +44,14 @@ from app.webhooks import service as webhooks_service
 from app.webhooks.config import WebhookSettings
 from app.webhooks.schemas import (
     PrestaShopEvent,
+    PrestaShopPing,
     R2Notification,
     R2NotificationBatch,
     UnsignedPrestaShopEvent,
     WebhookAccepted,
+    WebhookPing,
 )
-from app.webhooks.verifiers import WebhookVerificationError, check_fresh, verify
+from app.webhooks.verifiers import VerifiedHeaders, WebhookVerificationError, check_fresh, verify
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/webhooks", tags=[Tag.webhooks])
@@ -184,25 +186,11 @@ def _accepted(recorded: webhooks_service.Recorded, response: Response) -> Webhoo
     return WebhookAccepted(jobs=recorded.job_ids, replay=recorded.replay)
 
 
-@router.post(
-    "/prestashop/{tenant_id}",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=WebhookAccepted,
-    openapi_extra=_SIGNED_BODY_DOC,
-    responses={
-        200: {"model": WebhookAccepted, "description": "A replay: the first delivery's jobs."},
-        **problem_responses(401, 413, 422, 429, 503),
-    },
-)
-async def receive_prestashop_event(
-    tenant_id: TenantId,
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    ingress: IngressDep,
-    gate: WebhooksGate,
-) -> WebhookAccepted:
-    """Receive a PrestaShop event signed with Standard Webhooks; 202 once its jobs are stored."""
+async def _verified_body(
+    request: Request, session: AsyncSession, ingress: Ingress, tenant_id: str
+) -> tuple[bytes, VerifiedHeaders, int]:
+    """The raw body of a delivery signed by one of the tenant's secrets (and the time it was
+    checked at, in seconds), else 401/413."""
     settings = ingress.settings
     limit = settings.max_body_bytes
     # Everything that needs neither the body nor the database comes first, so a flood of
@@ -224,6 +212,29 @@ async def receive_prestashop_event(
         # An unknown tenant was checked against a dummy key: same work, same answer, so the
         # route does not tell which tenants exist.
         raise _refuse(SIGNED_SOURCE, "signature" if known else "unknown_tenant", refused) from None
+    return raw, verified, now_s
+
+
+@router.post(
+    "/prestashop/{tenant_id}",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=WebhookAccepted,
+    openapi_extra=_SIGNED_BODY_DOC,
+    responses={
+        200: {"model": WebhookAccepted, "description": "A replay: the first delivery's jobs."},
+        **problem_responses(401, 413, 422, 429, 503),
+    },
+)
+async def receive_prestashop_event(
+    tenant_id: TenantId,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    ingress: IngressDep,
+    gate: WebhooksGate,
+) -> WebhookAccepted:
+    """Receive a PrestaShop event signed with Standard Webhooks; 202 once its jobs are stored."""
+    raw, verified, now_s = await _verified_body(request, session, ingress, tenant_id)
     _check_storable(raw, SIGNED_SOURCE)
     try:
         event = prestashop.from_signed(PrestaShopEvent.model_validate_json(raw))
@@ -250,6 +261,35 @@ async def receive_prestashop_event(
         len(recorded.job_ids),
     )
     return _accepted(recorded, response)
+
+
+@router.post(
+    "/prestashop/{tenant_id}/ping",
+    response_model=WebhookPing,
+    openapi_extra={
+        **_SIGNED_BODY_DOC,
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/PrestaShopPing"}}
+            },
+        },
+    },
+    responses=problem_responses(401, 413, 422),
+)
+async def ping_prestashop(
+    tenant_id: TenantId, request: Request, session: SessionDep, ingress: IngressDep
+) -> WebhookPing:
+    """Check a shop's signature and site id without creating a job (the module's "test" button)."""
+    raw, _, _ = await _verified_body(request, session, ingress, tenant_id)
+    try:
+        ping = PrestaShopPing.model_validate_json(raw)
+    except ValidationError as exc:
+        raise _malformed(SIGNED_SOURCE, exc) from None
+    site_id = await prestashop.resolve_site_id(
+        session, tenant_id=tenant_id, shop_id=ping.shop.id, shop_url=ping.shop.url
+    )
+    return WebhookPing(tenant_id=tenant_id, site_id=site_id)
 
 
 @router.post(

@@ -106,6 +106,21 @@ class R2NotificationBatch(BaseModel):
     messages: list[R2Notification] = Field(min_length=1, max_length=100)
 
 
+class PrestaShopPing(BaseModel):
+    """The module's connection test: signed like an event, but it makes no job."""
+
+    model_config = ConfigDict(extra="allow")
+
+    shop: ShopRef
+
+
+class WebhookPing(BaseModel):
+    """A valid signature; `site_id` is the shop connection events would sync (null: none)."""
+
+    tenant_id: str
+    site_id: str | None
+
+
 class WebhookAccepted(BaseModel):
     """The jobs the event made (or, for a replay, made the first time)."""
 

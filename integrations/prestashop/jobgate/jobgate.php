@@ -5,8 +5,11 @@
  * PHP 7.2+ and PrestaShop 1.7 / 8 / 9. Events are Standard Webhooks (webhook-id,
  * webhook-timestamp, webhook-signature) signed with this shop's secret; the gateway
  * re-fetches the truth from the shop's Webservice, so payloads carry ids and state only.
- * Hook calls are coalesced per request (a product save fires many hooks) and sent once the
- * shop's work is done, with a 2 s timeout; undelivered events are kept and retried.
+ *
+ * The customer never waits for the gateway: a hook only INSERTs the event into the module's
+ * table (coalesced per request: a product save fires many hooks). Under PHP-FPM the events
+ * are sent after the response has been handed back (fastcgi_finish_request); elsewhere, and
+ * for every retry, the cron controller sends a bounded batch per run.
  */
 if (!defined('_PS_VERSION_')) {
     exit;
@@ -14,6 +17,7 @@ if (!defined('_PS_VERSION_')) {
 
 require_once __DIR__ . '/classes/JobgateSigner.php';
 require_once __DIR__ . '/classes/JobgateClient.php';
+require_once __DIR__ . '/classes/JobgateOutbox.php';
 
 class Jobgate extends Module
 {
@@ -22,13 +26,15 @@ class Jobgate extends Module
     const CONFIG_SECRET = 'JOBGATE_SECRET';
     const CONFIG_SECRET_NEXT = 'JOBGATE_SECRET_NEXT';
     const CONFIG_SITE = 'JOBGATE_SITE_ID';
-    const TABLE = 'jobgate_event';
-    const RETRIES_PER_REQUEST = 5;
+    /** Same default as `jobgate shops set --site-id`. */
+    const DEFAULT_SITE_ID = 'default';
+    /** Events one cron run sends at most (the rest waits for the next run). */
+    const CRON_BATCH = 50;
 
-    /** @var array<string, array> events of this request, keyed by type and object id */
+    /** @var array<string, int> this request's events: "type:id" => row id */
     private static $pending = array();
     /** @var bool */
-    private static $flushRegistered = false;
+    private static $senderRegistered = false;
 
     /** @var string[] */
     private $hooks = array(
@@ -44,7 +50,7 @@ class Jobgate extends Module
     {
         $this->name = 'jobgate';
         $this->tab = 'administration';
-        $this->version = '1.0.0';
+        $this->version = '1.1.0';
         $this->author = 'jobgate';
         $this->need_instance = 0;
         $this->bootstrap = true;
@@ -56,27 +62,18 @@ class Jobgate extends Module
 
     public function install()
     {
-        $sql = 'CREATE TABLE IF NOT EXISTS `' . _DB_PREFIX_ . self::TABLE . '` (
-            `id_jobgate_event` INT UNSIGNED NOT NULL AUTO_INCREMENT,
-            `message_id` VARCHAR(64) NOT NULL,
-            `body` TEXT NOT NULL,
-            `attempts` INT UNSIGNED NOT NULL DEFAULT 0,
-            `next_attempt_at` INT UNSIGNED NOT NULL DEFAULT 0,
-            `date_add` DATETIME NOT NULL,
-            PRIMARY KEY (`id_jobgate_event`),
-            KEY `next_attempt_at` (`next_attempt_at`)
-        ) ENGINE=' . _MYSQL_ENGINE_ . ' DEFAULT CHARSET=utf8mb4;';
         return parent::install()
-            && Db::getInstance()->execute($sql)
+            && Db::getInstance()->execute(JobgateOutbox::createTableSql())
+            && Configuration::updateValue(self::CONFIG_SITE, self::DEFAULT_SITE_ID)
             && $this->registerHook($this->hooks);
     }
 
     public function uninstall()
     {
-        foreach (array(self::CONFIG_URL, self::CONFIG_TENANT, self::CONFIG_SECRET, self::CONFIG_SECRET_NEXT, self::CONFIG_SITE) as $key) {
+        foreach (array(self::CONFIG_URL, self::CONFIG_TENANT, self::CONFIG_SECRET, self::CONFIG_SECRET_NEXT, self::CONFIG_SITE, 'JOBGATE_TIMEOUT_MS') as $key) {
             Configuration::deleteByName($key);
         }
-        Db::getInstance()->execute('DROP TABLE IF EXISTS `' . _DB_PREFIX_ . self::TABLE . '`');
+        Db::getInstance()->execute(JobgateOutbox::dropTableSql());
         return parent::uninstall();
     }
 
@@ -135,98 +132,163 @@ class Jobgate extends Module
     /* --------------------------------------------------------------- events */
 
     /**
-     * Remember an event; one request sends each (type, object) once, at shutdown.
+     * Store an event in the module table (inside the shop's request: one INSERT, no network).
+     * One request stores each (type, object) once.
      */
     public function queueEvent($type, $idField, $objectId, array $extra = array())
     {
         if ($objectId < 1 || !$this->isConfigured()) {
             return;
         }
-        $data = array_merge(array($idField => $objectId), $extra);
-        self::$pending[$type . ':' . $objectId] = array(
+        $key = $type . ':' . $objectId;
+        if (isset(self::$pending[$key])) {
+            return;
+        }
+        $event = array(
             'type' => $type,
             'shop' => $this->shopRef(),
-            'data' => $data,
+            'data' => array_merge(array($idField => $objectId), $extra),
             'occurred_at' => gmdate('Y-m-d\TH:i:s\Z'),
         );
-        if (!self::$flushRegistered) {
-            self::$flushRegistered = true;
-            register_shutdown_function(array($this, 'flush'));
+        $body = json_encode($event, JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE);
+        if (!is_string($body)) {
+            return;
+        }
+        try {
+            self::$pending[$key] = $this->outbox()->add(JobgateSigner::newMessageId(), $body);
+        } catch (Exception $e) {
+            // Losing one event beats failing the customer's checkout.
+            PrestaShopLogger::addLog('jobgate: could not store an event: ' . get_class($e), 2, null, 'Module', (int) $this->id);
+            return;
+        }
+        if (!self::$senderRegistered && function_exists('fastcgi_finish_request')) {
+            self::$senderRegistered = true;
+            register_shutdown_function(array($this, 'sendAfterResponse'));
         }
     }
 
     /**
-     * Send this request's events, then retry a few stored ones. Never throws.
+     * Shutdown function under PHP-FPM: hand the response to the customer first, then send this
+     * request's events. Without FPM nothing is sent here; the cron controller does it.
      */
-    public function flush()
+    public function sendAfterResponse()
     {
+        $ids = array_values(self::$pending);
+        self::$pending = array();
+        if (!$ids || !function_exists('fastcgi_finish_request')) {
+            return;
+        }
+        ignore_user_abort(true);
+        fastcgi_finish_request();
+        $this->sendRows($this->outbox()->byIds($ids));
+    }
+
+    /**
+     * The cron controller's run: up to $limit due events (new ones and retries).
+     *
+     * @return array{sent: int, failed: int, unsent: int}
+     */
+    public function sendDue($limit = self::CRON_BATCH)
+    {
+        $result = $this->sendRows($this->outbox()->due((int) $limit, time()));
+        $result['unsent'] = $this->outbox()->countUnsent();
+        return $result;
+    }
+
+    /**
+     * Send stored rows with their stored webhook-id; never throws.
+     *
+     * @return array{sent: int, failed: int}
+     */
+    public function sendRows(array $rows)
+    {
+        $sent = $failed = 0;
         try {
             $client = $this->client();
-            $events = self::$pending;
-            self::$pending = array();
-            foreach ($events as $event) {
-                $client->send($event);
+            $outbox = $this->outbox();
+            foreach ($rows as $row) {
+                $status = $client->post($row['message_id'], $row['body']);
+                if (JobgateClient::delivered($status)) {
+                    $outbox->delivered($row);
+                    ++$sent;
+                    continue;
+                }
+                ++$failed;
+                if ($outbox->attemptFailed($row, $status, time())) {
+                    PrestaShopLogger::addLog('jobgate: gave up on event ' . $row['message_id'] . ' (HTTP ' . (int) $status . ')', 3, null, 'Module', (int) $this->id);
+                }
             }
-            $this->retryPending(self::RETRIES_PER_REQUEST);
         } catch (Exception $e) {
             PrestaShopLogger::addLog('jobgate: ' . get_class($e), 2, null, 'Module', (int) $this->id);
         }
+        return array('sent' => $sent, 'failed' => $failed);
     }
 
     /**
-     * Retry up to $limit stored events whose time has come; returns how many were delivered.
+     * The cron controller's token: derived from the secret, so rotating the secret rotates it.
      */
-    public function retryPending($limit)
+    public function cronToken()
     {
-        $db = Db::getInstance();
-        $rows = $db->executeS('SELECT * FROM `' . _DB_PREFIX_ . self::TABLE . '`'
-            . ' WHERE `next_attempt_at` <= ' . (int) time()
-            . ' ORDER BY `id_jobgate_event` LIMIT ' . (int) $limit);
-        $client = $this->client(false);
-        $delivered = 0;
-        foreach ((array) $rows as $row) {
-            $id = (int) $row['id_jobgate_event'];
-            if ($client->post($row['message_id'], $row['body'])) {
-                $db->delete(self::TABLE, '`id_jobgate_event` = ' . $id);
-                ++$delivered;
-                continue;
-            }
-            $attempts = (int) $row['attempts'] + 1;
-            if ($attempts >= JobgateClient::MAX_ATTEMPTS) {
-                $db->delete(self::TABLE, '`id_jobgate_event` = ' . $id);
-                PrestaShopLogger::addLog('jobgate: dropped event ' . pSQL($row['message_id']), 3);
-                continue;
-            }
-            // Exponential backoff: 1 min, 2 min, 4 min, ... capped at 6 h.
-            $delay = min(21600, 60 * (1 << min($attempts, 9)));
-            $db->update(self::TABLE, array(
-                'attempts' => $attempts,
-                'next_attempt_at' => time() + $delay,
-            ), '`id_jobgate_event` = ' . $id);
+        $secret = (string) Configuration::get(self::CONFIG_SECRET);
+        return $secret === '' ? '' : substr(hash('sha256', 'jobgate-cron:' . $secret), 0, 32);
+    }
+
+    public function cronUrl()
+    {
+        return $this->context->link->getModuleLink($this->name, 'cron', array('token' => $this->cronToken()), true);
+    }
+
+    /**
+     * Ask the gateway to check this shop's signature (no job is created).
+     *
+     * @return array{ok: bool, message: string}
+     */
+    public function testConnection()
+    {
+        if (!$this->isConfigured()) {
+            return array('ok' => false, 'message' => $this->l('Fill in the gateway URL, tenant id and secret first.'));
         }
-        return $delivered;
+        $body = json_encode(array('shop' => $this->shopRef()), JSON_UNESCAPED_SLASHES);
+        $status = $this->client()->request($this->endpoint() . '/ping', JobgateSigner::newMessageId(), $body, $answer);
+        $data = is_string($answer) ? json_decode($answer, true) : null;
+        if ($status === 200 && is_array($data)) {
+            if (empty($data['site_id'])) {
+                return array('ok' => false, 'message' => $this->l('Signature accepted, but the tenant has no shop registered on the gateway: run `jobgate shops set`.'));
+            }
+            // The gateway's answer is shown in the back office: escape it.
+            $site = htmlspecialchars((string) $data['site_id'], ENT_QUOTES, 'UTF-8');
+            return array('ok' => true, 'message' => sprintf($this->l('Connected: events will sync shop "%s".'), $site));
+        }
+        if ($status === 401) {
+            return array('ok' => false, 'message' => $this->l('The gateway refused the signature: check the tenant id and the secret (and the server clock).'));
+        }
+        if ($status === 0) {
+            return array('ok' => false, 'message' => $this->l('The gateway could not be reached: check the URL.'));
+        }
+        return array('ok' => false, 'message' => sprintf($this->l('The gateway answered HTTP %d.'), $status));
     }
 
-    public function storeUnsent(array $row)
+    public function outbox()
     {
-        Db::getInstance()->insert(self::TABLE, array(
-            'message_id' => pSQL($row['message_id']),
-            'body' => pSQL($row['body'], true),
-            'attempts' => 1,
-            'next_attempt_at' => time() + 60,
-            'date_add' => date('Y-m-d H:i:s'),
-        ));
+        return new JobgateOutbox();
     }
 
-    private function client($storeFailures = true)
+    private function endpoint()
     {
-        $url = rtrim((string) Configuration::get(self::CONFIG_URL), '/')
+        return rtrim((string) Configuration::get(self::CONFIG_URL), '/')
             . '/v1/webhooks/prestashop/' . rawurlencode((string) Configuration::get(self::CONFIG_TENANT));
-        $secrets = array_filter(array(
+    }
+
+    private function client()
+    {
+        $secrets = array_values(array_filter(array(
             (string) Configuration::get(self::CONFIG_SECRET),
             (string) Configuration::get(self::CONFIG_SECRET_NEXT),
-        ));
-        return new JobgateClient($url, $secrets, $storeFailures ? array($this, 'storeUnsent') : null);
+        )));
+        // JOBGATE_TIMEOUT_MS (no form field): for slow links; sending never runs in the
+        // customer's request, so a longer wait costs only a PHP worker.
+        $timeout = (int) Configuration::get('JOBGATE_TIMEOUT_MS');
+        return new JobgateClient($this->endpoint(), $secrets, $timeout > 0 ? $timeout : JobgateClient::TIMEOUT_MS);
     }
 
     private function isConfigured()
@@ -237,10 +299,10 @@ class Jobgate extends Module
 
     private function shopRef()
     {
-        $site = (string) Configuration::get(self::CONFIG_SITE);
+        $site = trim((string) Configuration::get(self::CONFIG_SITE));
         $shop = $this->context->shop;
         return array(
-            'id' => $site !== '' ? $site : (string) (int) $shop->id,
+            'id' => $site !== '' ? $site : self::DEFAULT_SITE_ID,
             'url' => method_exists($shop, 'getBaseURL') ? rtrim((string) $shop->getBaseURL(true), '/') : null,
         );
     }
@@ -251,24 +313,67 @@ class Jobgate extends Module
     {
         $output = '';
         if (Tools::isSubmit('submitJobgate')) {
-            $secret = trim((string) Tools::getValue(self::CONFIG_SECRET));
-            $next = trim((string) Tools::getValue(self::CONFIG_SECRET_NEXT));
-            try {
-                JobgateSigner::decodeSecret($secret);
-                if ($next !== '') {
-                    JobgateSigner::decodeSecret($next);
-                }
-                Configuration::updateValue(self::CONFIG_URL, trim((string) Tools::getValue(self::CONFIG_URL)));
-                Configuration::updateValue(self::CONFIG_TENANT, trim((string) Tools::getValue(self::CONFIG_TENANT)));
-                Configuration::updateValue(self::CONFIG_SITE, trim((string) Tools::getValue(self::CONFIG_SITE)));
-                Configuration::updateValue(self::CONFIG_SECRET, $secret);
-                Configuration::updateValue(self::CONFIG_SECRET_NEXT, $next);
-                $output .= $this->displayConfirmation($this->l('Settings updated'));
-            } catch (InvalidArgumentException $e) {
-                $output .= $this->displayError($this->l('The secret must look like whsec_...'));
-            }
+            $output .= $this->saveSettings();
+        } elseif (Tools::isSubmit('submitJobgateTest')) {
+            $test = $this->testConnection();
+            $output .= $test['ok'] ? $this->displayConfirmation($test['message']) : $this->displayError($test['message']);
         }
-        return $output . $this->renderForm();
+        return $output . $this->renderStatus() . $this->renderForm();
+    }
+
+    private function saveSettings()
+    {
+        // An empty secret field keeps the stored secret: it is never sent back to the page.
+        $secret = trim((string) Tools::getValue(self::CONFIG_SECRET));
+        $next = trim((string) Tools::getValue(self::CONFIG_SECRET_NEXT));
+        $url = trim((string) Tools::getValue(self::CONFIG_URL));
+        if (!preg_match('#^https?://#i', $url)) {
+            return $this->displayError($this->l('The gateway URL must start with http:// or https://'));
+        }
+        if ($secret === '' && (string) Configuration::get(self::CONFIG_SECRET) === '') {
+            return $this->displayError($this->l('The webhook secret is required (jobgate tenants create prints it).'));
+        }
+        try {
+            foreach (array($secret, $next) as $value) {
+                if ($value !== '') {
+                    JobgateSigner::decodeSecret($value);
+                }
+            }
+        } catch (InvalidArgumentException $e) {
+            return $this->displayError($this->l('The secret must look like whsec_...'));
+        }
+        $site = trim((string) Tools::getValue(self::CONFIG_SITE));
+        Configuration::updateValue(self::CONFIG_URL, $url);
+        Configuration::updateValue(self::CONFIG_TENANT, trim((string) Tools::getValue(self::CONFIG_TENANT)));
+        Configuration::updateValue(self::CONFIG_SITE, $site !== '' ? $site : self::DEFAULT_SITE_ID);
+        if ($secret !== '') {
+            Configuration::updateValue(self::CONFIG_SECRET, $secret);
+        }
+        if ($next !== '' || Tools::getValue('JOBGATE_CLEAR_NEXT')) {
+            Configuration::updateValue(self::CONFIG_SECRET_NEXT, $next);
+        }
+        return $this->displayConfirmation($this->l('Settings updated'));
+    }
+
+    /**
+     * Cron URL (with its token), unsent and given-up event counts.
+     */
+    private function renderStatus()
+    {
+        $outbox = $this->outbox();
+        $lines = array(
+            sprintf($this->l('Events waiting to be sent: %d'), $outbox->countUnsent()),
+            sprintf($this->l('Events given up on (see Advanced Parameters > Logs): %d'), $outbox->countFailed()),
+        );
+        $html = '<div class="panel"><h3>' . $this->l('Delivery') . '</h3>';
+        foreach ($lines as $line) {
+            $html .= '<p>' . htmlspecialchars($line, ENT_QUOTES, 'UTF-8') . '</p>';
+        }
+        if ($this->cronToken() !== '') {
+            $html .= '<p>' . $this->l('Call this URL every minute from cron (it sends new events and retries):') . '</p>'
+                . '<pre>* * * * * curl -fsS ' . htmlspecialchars(escapeshellarg($this->cronUrl()), ENT_QUOTES, 'UTF-8') . ' &gt;/dev/null</pre>';
+        }
+        return $html . '</div>';
     }
 
     private function renderForm()
@@ -276,15 +381,26 @@ class Jobgate extends Module
         $fields = array('form' => array(
             'legend' => array('title' => $this->l('Gateway')),
             'input' => array(
-                array('type' => 'text', 'label' => $this->l('Gateway URL'), 'name' => self::CONFIG_URL, 'required' => true),
-                array('type' => 'text', 'label' => $this->l('Tenant id'), 'name' => self::CONFIG_TENANT, 'required' => true),
+                array('type' => 'text', 'label' => $this->l('Gateway URL'), 'name' => self::CONFIG_URL, 'required' => true,
+                    'desc' => $this->l('Where jobgate serves, e.g. https://jobs.example.com')),
+                array('type' => 'text', 'label' => $this->l('Tenant id'), 'name' => self::CONFIG_TENANT, 'required' => true,
+                    'desc' => $this->l('From `jobgate tenants create NAME` (or `jobgate tenants show NAME`).')),
                 array('type' => 'text', 'label' => $this->l('Site id'), 'name' => self::CONFIG_SITE,
-                    'desc' => $this->l('The shop connection name on the gateway (default: the shop id).')),
-                array('type' => 'password', 'label' => $this->l('Webhook secret'), 'name' => self::CONFIG_SECRET, 'required' => true),
+                    'desc' => $this->l('The --site-id given to `jobgate shops set` (default: default).')),
+                array('type' => 'password', 'label' => $this->l('Webhook secret'), 'name' => self::CONFIG_SECRET, 'required' => true,
+                    'desc' => (string) Configuration::get(self::CONFIG_SECRET) !== ''
+                        ? $this->l('A secret is stored; leave empty to keep it.')
+                        : $this->l('whsec_... printed by `jobgate tenants create` (or `jobgate webhooks rotate`).')),
                 array('type' => 'password', 'label' => $this->l('Next secret (rotation)'), 'name' => self::CONFIG_SECRET_NEXT,
                     'desc' => $this->l('During a rotation events are signed with both secrets.')),
             ),
             'submit' => array('title' => $this->l('Save')),
+            'buttons' => array(array(
+                'type' => 'submit',
+                'name' => 'submitJobgateTest',
+                'title' => $this->l('Test connection'),
+                'icon' => 'process-icon-refresh',
+            )),
         ));
         $helper = new HelperForm();
         $helper->module = $this;

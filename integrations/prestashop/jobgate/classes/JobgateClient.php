@@ -1,64 +1,55 @@
 <?php
 /**
- * Sends thin, signed events to the jobgate gateway without ever blocking the shop.
+ * Posts one signed body to the jobgate gateway; never throws into the shop.
  *
- * - A short timeout (2 s total, 1 s to connect): a slow gateway never holds up a checkout.
- * - An event that cannot be delivered (network error, timeout, 429 or 5xx) is kept in the
- *   `jobgate_event` table with its webhook-id and retried later with the same id, so the
- *   gateway deduplicates a delivery that did arrive.
- * - Each retry is re-signed with a fresh timestamp (the gateway accepts ±5 minutes).
+ * The webhook-id is the caller's (stored with the event), so every retry of one event carries
+ * the same id and the gateway answers a replay with the first delivery's jobs instead of
+ * creating new ones. Each attempt is re-signed with a fresh timestamp (the gateway accepts
+ * ±5 minutes). Short timeouts: this only ever runs after the response or from cron.
  */
 class JobgateClient
 {
-    const TIMEOUT_MS = 2000;
-    const CONNECT_TIMEOUT_MS = 1000;
-    const MAX_ATTEMPTS = 20;
+    const TIMEOUT_MS = 5000;
+    const CONNECT_TIMEOUT_MS = 2000;
 
     /** @var string */
     private $url;
     /** @var string[] */
     private $secrets;
-    /** @var callable|null fn(array $row): void, stores an unsent event */
-    private $store;
+    /** @var int */
+    private $timeoutMs;
 
-    public function __construct($url, array $secrets, $store = null)
+    public function __construct($url, array $secrets, $timeoutMs = self::TIMEOUT_MS)
     {
         $this->url = $url;
         $this->secrets = $secrets;
-        $this->store = $store;
+        $this->timeoutMs = max(1000, (int) $timeoutMs);
     }
 
     /**
-     * @param array $event {type, shop: {id, url}, data: {...}, occurred_at}
-     * @return bool true when the gateway answered 2xx
-     */
-    public function send(array $event, $messageId = null)
-    {
-        $body = json_encode($event, JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE);
-        if ($messageId === null) {
-            $messageId = JobgateSigner::newMessageId();
-        }
-        $delivered = $this->post($messageId, $body);
-        if (!$delivered && $this->store !== null) {
-            call_user_func($this->store, array('message_id' => $messageId, 'body' => $body));
-        }
-        return $delivered;
-    }
-
-    /**
-     * POST one signed body; false on any failure (never throws into the shop).
+     * @return int the HTTP status, 0 when the gateway could not be reached
      */
     public function post($messageId, $body)
     {
-        if ($this->url === '' || !function_exists('curl_init')) {
-            return false;
+        return $this->request($this->url, $messageId, $body, $answer);
+    }
+
+    /**
+     * @param string|null $answer receives the response body
+     * @return int the HTTP status, 0 when the gateway could not be reached
+     */
+    public function request($url, $messageId, $body, &$answer = null)
+    {
+        $answer = null;
+        if ($url === '' || !function_exists('curl_init')) {
+            return 0;
         }
         try {
             $headers = array();
             foreach (JobgateSigner::headers($this->secrets, $messageId, time(), $body) as $name => $value) {
                 $headers[] = $name . ': ' . $value;
             }
-            $curl = curl_init($this->url);
+            $curl = curl_init($url);
             curl_setopt_array($curl, array(
                 CURLOPT_POST => true,
                 CURLOPT_POSTFIELDS => $body,
@@ -66,16 +57,32 @@ class JobgateClient
                 CURLOPT_RETURNTRANSFER => true,
                 CURLOPT_FOLLOWLOCATION => false,
                 CURLOPT_NOSIGNAL => true,
-                CURLOPT_TIMEOUT_MS => self::TIMEOUT_MS,
-                CURLOPT_CONNECTTIMEOUT_MS => self::CONNECT_TIMEOUT_MS,
+                CURLOPT_TIMEOUT_MS => $this->timeoutMs,
+                CURLOPT_CONNECTTIMEOUT_MS => min($this->timeoutMs, max(self::CONNECT_TIMEOUT_MS, intdiv($this->timeoutMs, 3))),
             ));
-            curl_exec($curl);
+            $result = curl_exec($curl);
             $status = (int) curl_getinfo($curl, CURLINFO_HTTP_CODE);
             curl_close($curl);
-            // 4xx other than 429 will not get better by retrying: drop it (the gateway logged it).
-            return ($status >= 200 && $status < 300) || ($status >= 400 && $status < 500 && $status !== 429);
+            $answer = is_string($result) ? $result : null;
+            return $status;
         } catch (Exception $e) {
-            return false;
+            return 0;
         }
+    }
+
+    /**
+     * 2xx: delivered (200 is a replay of an earlier delivery: nothing new was created).
+     */
+    public static function delivered($status)
+    {
+        return $status >= 200 && $status < 300;
+    }
+
+    /**
+     * A 4xx other than 408/429 will not get better by retrying (bad secret, malformed event).
+     */
+    public static function permanent($status)
+    {
+        return $status >= 400 && $status < 500 && $status !== 408 && $status !== 429;
     }
 }

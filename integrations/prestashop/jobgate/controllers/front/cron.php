@@ -1,21 +1,21 @@
 <?php
 /**
- * Retries stored events from a cron job:
- *   curl "https://shop.example/index.php?fc=module&module=jobgate&controller=cron&token=..."
- * The token is the first 32 hex characters of sha256("jobgate-cron:" . secret).
+ * Sends due events (new ones when PHP-FPM is not available, and every retry), a bounded
+ * batch per call. The URL, token included, is shown on the module's configuration page:
+ *   index.php?fc=module&module=jobgate&controller=cron&token=...
  */
 class JobgateCronModuleFrontController extends ModuleFrontController
 {
     public function initContent()
     {
-        $secret = (string) Configuration::get(Jobgate::CONFIG_SECRET);
-        $expected = substr(hash('sha256', 'jobgate-cron:' . $secret), 0, 32);
+        $expected = $this->module->cronToken();
         $token = (string) Tools::getValue('token');
         header('Content-Type: application/json');
-        if ($secret === '' || !hash_equals($expected, $token)) {
+        header('Cache-Control: no-store');
+        if ($expected === '' || !hash_equals($expected, $token)) {
             http_response_code(403);
             die(json_encode(array('error' => 'forbidden')));
         }
-        die(json_encode(array('delivered' => $this->module->retryPending(50))));
+        die(json_encode($this->module->sendDue(Jobgate::CRON_BATCH)));
     }
 }

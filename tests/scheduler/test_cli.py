@@ -58,15 +58,15 @@ async def test_create_list_delete(
     )
     listed = [
         json.loads(line)
-        for line in run_jobgate("schedules", "list", tenant_id, env=env).splitlines()
+        for line in run_jobgate("schedules", "list", tenant_id, "--json", env=env).splitlines()
     ]
     assert [(s["name"], s["enabled"]) for s in listed] == [("orders", True), ("products", False)]
-    everyone = run_jobgate("schedules", "list", env=env).splitlines()
+    everyone = run_jobgate("schedules", "list", "--json", env=env).splitlines()
     assert len(everyone) == 2
     run_jobgate("schedules", "delete", tenant_id, created["id"], env=env)
     left = [
         json.loads(line)["name"]
-        for line in run_jobgate("schedules", "list", tenant_id, env=env).splitlines()
+        for line in run_jobgate("schedules", "list", tenant_id, "--json", env=env).splitlines()
     ]
     assert left == ["products"]
 

@@ -105,6 +105,20 @@ def test_tenants_show_finds_a_tenant_by_name_or_id(env: dict[str, str]) -> None:
     assert tenant_id in shown
     assert "example.com" in shown
 
+    # README's line that finds the tenant id again, as written there.
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    [line] = {ln for ln in readme.splitlines() if ln.startswith("TENANT_ID=$(")}
+    found = subprocess.run(
+        ["bash", "-c", line.replace(" dev ", f" {name} ", 1) + '; echo "$TENANT_ID"'],
+        env={**env, "PATH": f"{Path(jobgate_argv()[0]).parent}:/usr/bin:/bin"},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert found.stdout.strip() == tenant_id
+
     done = _jobgate("tenants", "show", "no-such-tenant", env=env)
     assert done.returncode == 1
     assert done.stderr == "error: no tenant has the id or name 'no-such-tenant'\n"

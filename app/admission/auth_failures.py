@@ -30,6 +30,7 @@ from limits import RateLimitItemPerSecond
 from limits.aio.storage import Storage
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.errors import StorageError
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.admission.errors import AuthFailuresThrottled
@@ -122,7 +123,7 @@ class FailedAuthThrottle:
                 # Closing spares reading whatever body the request still has in flight.
                 headers={"Connection": "close"},
             )
-            await problem_response(refusal)(scope, receive, send)
+            await problem_response(refusal, Request(scope))(scope, receive, send)
             return
         status = 0
 

@@ -13,6 +13,7 @@ from app.cli import (
     db,
     dlq,
     email_policy,
+    help,
     jobs,
     keys,
     openapi,
@@ -25,6 +26,7 @@ from app.cli import (
     webhooks,
 )
 
+help.install()
 cli = typer.Typer(help="jobgate: background jobs on Cloudflare Queues.", no_args_is_help=True)
 # Registration order is the order `jobgate --help` lists them in.
 cli.add_typer(db.app, name="db")

@@ -36,12 +36,14 @@ def email_policy_set(
     """Set which recipients the tenant may email (--domains a.com,b.com or --any) and the rate."""
     from app.admission import email_policy
     from app.core.clock import utcnow
+    from app.tenants import service as tenants_service
 
     if allow_any == (domains is not None):
         fail("give exactly one of --domains or --any", code=2)
     names = [d for d in (domains or "").split(",") if d.strip()]
 
     async def work(session: AsyncSession, _settings: Settings) -> dict[str, object]:
+        await tenants_service.get_tenant(session, tenant_id=tenant_id)
         row = await email_policy.set_policy(
             session,
             tenant_id=tenant_id,

@@ -146,3 +146,16 @@ def table(title: str | None, columns: list[str], rows: Iterable[list[Any]]) -> N
     for row in rows:
         grid.add_row(*("" if cell is None else str(cell) for cell in row))
     out.print(grid)
+
+
+def listing(rows: list[dict[str, Any]], columns: list[str], *, as_json: bool) -> None:
+    """Every list command's output: a table of `columns`, or each whole row as a JSON line."""
+    if as_json:
+        for row in rows:
+            print_json(row)
+        return
+
+    def cell(value: Any) -> Any:
+        return " ".join(map(str, value)) if isinstance(value, list) else value
+
+    table(None, columns, ([cell(row.get(c)) for c in columns] for row in rows))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from app.cli.common import err, fail, run_admin
+from app.cli.gateway import JsonOption, listing
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -46,12 +47,16 @@ def keys_create(
 @app.command("list")
 def keys_list(
     tenant_id: Annotated[str, typer.Argument(help="The tenant's id.")],
-    prefix: Annotated[str | None, typer.Option(help="Only keys whose prefix starts so.")] = None,
+    prefix: Annotated[
+        str | None, typer.Option(metavar="PREFIX", help="Only keys whose prefix starts so.")
+    ] = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """List a tenant's keys (never their secret part), one JSON object per line."""
+    """List a tenant's keys (never their secret part)."""
     from app.tenants import service as tenants_service
 
     async def work(session: AsyncSession, _settings: Settings) -> list[dict[str, object]]:
+        await tenants_service.get_tenant(session, tenant_id=tenant_id)
         rows = await tenants_service.list_api_keys(session, tenant_id=tenant_id, prefix=prefix)
         return [
             {
@@ -64,8 +69,7 @@ def keys_list(
             for r in rows
         ]
 
-    for row in run_admin(work):
-        print(json.dumps(row))
+    listing(run_admin(work), ["id", "prefix", "scopes", "name", "revoked"], as_json=as_json)
 
 
 @app.command("revoke")
@@ -77,6 +81,7 @@ def keys_revoke(
     from app.tenants import service as tenants_service
 
     async def work(session: AsyncSession, _settings: Settings) -> None:
+        await tenants_service.get_tenant(session, tenant_id=tenant_id)
         await tenants_service.revoke_api_key(session, tenant_id=tenant_id, key_id=key_id)
 
     run_admin(work)

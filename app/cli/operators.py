@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from app.cli.common import err, run_admin
+from app.cli.gateway import JsonOption, listing
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ def _operator_json(row: OperatorKey) -> dict[str, object]:
 @app.command("create")
 def operators_create(
     name: Annotated[str, typer.Argument(help="Who or what holds the key, e.g. 'alice'.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Create an operator key (printed once; only a hash is stored)."""
     from app.tenants import service as tenants_service
@@ -52,15 +53,15 @@ def operators_create(
 
 
 @app.command("list")
-def operators_list() -> None:
-    """List operator keys (never their secret part), one JSON object per line."""
+def operators_list(as_json: JsonOption = False) -> None:
+    """List operator keys (never their secret part)."""
     from app.tenants import service as tenants_service
 
     async def work(session: AsyncSession, _settings: Settings) -> list[dict[str, object]]:
         return [_operator_json(row) for row in await tenants_service.list_operator_keys(session)]
 
-    for row in run_admin(work):
-        print(json.dumps(row))
+    columns = ["id", "name", "prefix", "created_at", "revoked_at"]
+    listing(run_admin(work), columns, as_json=as_json)
 
 
 @app.command("revoke")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from app.cli.common import err, fail, run_admin
+from app.cli.gateway import JsonOption, listing
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -32,13 +33,24 @@ def _schedule_json(row: Schedule) -> dict[str, object]:
 def schedules_create(
     tenant_id: Annotated[str, typer.Argument(help="The tenant's id.")],
     name: Annotated[str, typer.Argument(help="A name, unique per tenant.")],
-    cron: Annotated[str, typer.Option("--cron", help="Five fields in UTC, e.g. '0 */3 * * *'.")],
+    cron: Annotated[
+        str,
+        typer.Option(
+            "--cron", metavar="EXPR", help="Five fields, e.g. '0 */3 * * *' (in --timezone)."
+        ),
+    ],
     job: Annotated[
         str,
         typer.Option(
             "--job", help='The job as JSON, e.g. \'{"type":"sync-orders","siteId":"s1"}\'.'
         ),
     ],
+    timezone: Annotated[
+        str,
+        typer.Option(
+            "--timezone", metavar="ZONE", help="IANA time zone of --cron, e.g. Europe/Paris."
+        ),
+    ] = "UTC",
     disabled: Annotated[bool, typer.Option("--disabled", help="Create it paused.")] = False,
 ) -> None:
     """Create a schedule and print it as JSON."""
@@ -51,7 +63,13 @@ def schedules_create(
 
     try:
         body = ScheduleCreate.model_validate(
-            {"name": name, "cron": cron, "job": json.loads(job), "enabled": not disabled}
+            {
+                "name": name,
+                "cron": cron,
+                "timezone": timezone,
+                "job": json.loads(job),
+                "enabled": not disabled,
+            }
         )
     except json.JSONDecodeError as exc:
         fail(f"--job is not valid JSON: {exc}", code=2)
@@ -79,16 +97,20 @@ def schedules_list(
     tenant_id: Annotated[
         str | None, typer.Argument(help="The tenant's id (default: every tenant).")
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """List schedules, one JSON object per line."""
+    """List schedules."""
     from app.scheduler import service as scheduler_service
+    from app.tenants import service as tenants_service
 
     async def work(session: AsyncSession, _settings: Settings) -> list[dict[str, object]]:
+        if tenant_id is not None:
+            await tenants_service.get_tenant(session, tenant_id=tenant_id)
         rows = await scheduler_service.list_schedules(session, tenant_id=tenant_id)
         return [_schedule_json(row) for row in rows]
 
-    for row in run_admin(work):
-        print(json.dumps(row))
+    columns = ["tenant_id", "id", "name", "cron", "enabled", "next_run_at", "last_error"]
+    listing(run_admin(work), columns, as_json=as_json)
 
 
 @app.command("delete")
@@ -98,8 +120,10 @@ def schedules_delete(
 ) -> None:
     """Delete a schedule (the jobs it submitted stay)."""
     from app.scheduler import service as scheduler_service
+    from app.tenants import service as tenants_service
 
     async def work(session: AsyncSession, _settings: Settings) -> None:
+        await tenants_service.get_tenant(session, tenant_id=tenant_id)
         await scheduler_service.delete_schedule(
             session, tenant_id=tenant_id, schedule_id=schedule_id
         )

@@ -73,8 +73,29 @@ def _require_secret_key(settings: Settings) -> None:
         fail(str(exc), code=2)
 
 
-def serve() -> None:
+HostOption = Annotated[
+    str | None,
+    typer.Option(metavar="HOST", help="Interface to listen on (default JOBGATE_HOST)."),
+]
+PortOption = Annotated[
+    int | None,
+    typer.Option(metavar="PORT", min=1, max=65_535, help="Port (default JOBGATE_PORT)."),
+]
+
+
+def _bind(host: str | None, port: int | None) -> None:
+    """Command-line --host/--port win over the environment: written back to it so that
+    settings loaded later (and child processes) see the same address."""
+    if host is not None:
+        os.environ["JOBGATE_HOST"] = host
+    if port is not None:
+        os.environ["JOBGATE_PORT"] = str(port)
+    get_settings.cache_clear()
+
+
+def serve(host: HostOption = None, port: PortOption = None) -> None:
     """Run the gateway (HTTP API, outbox relay, scheduler); needs JOBGATE_SECRET_KEY."""
+    _bind(host, port)
     settings = load_settings()
     _require_secret_key(settings)
     _serve(settings)
@@ -102,9 +123,9 @@ async def _ensure_dev_tenant(session: AsyncSession, settings: Settings) -> dict[
     return created.model_dump()
 
 
-def dev() -> None:
+def dev(host: HostOption = None, port: PortOption = None) -> None:
     """Migrate, create a dev tenant on first run, and run everything on the embedded default."""
-    get_settings.cache_clear()
+    _bind(host, port)
     settings = load_settings()
     upgrade_database(settings)
     created = run_admin(_ensure_dev_tenant, settings)
@@ -113,7 +134,10 @@ def dev() -> None:
         err.print(f"  export JOBGATE_KEY={created['api_key']}")
         err.print(f"  tenant_id={created['tenant_id']} webhook_secret={created['webhook_secret']}")
     else:
-        err.print("tenants exist already; make another key with `jobgate tenants create NAME`")
+        err.print(
+            "tenants exist already: `jobgate tenants list` finds them, "
+            "`jobgate keys create TENANT_ID` makes another key"
+        )
     err.print(f"gateway on http://{settings.http.host}:{settings.http.port} (docs at /docs)")
     if settings.security.secret_key == DEV_SECRET_KEY:
         err.print("[yellow]JOBGATE_SECRET_KEY is not set: stored secrets use the dev key[/yellow]")

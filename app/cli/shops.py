@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from app.cli.common import err, run_admin
+from app.cli.gateway import JsonOption, listing
 from app.core.security import SecretBox
 from app.settings import Settings
 
@@ -78,15 +79,21 @@ def shops_set(
 
 
 @app.command("list")
-def shops_list(tenant_id: Annotated[str, typer.Argument(help="The tenant's id.")]) -> None:
-    """List a tenant's shops as JSON (without keys)."""
+def shops_list(
+    tenant_id: Annotated[str, typer.Argument(help="The tenant's id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """List a tenant's shops (without keys)."""
     from app.handlers import service as handlers_service
+    from app.tenants import service as tenants_service
 
     async def work(session: AsyncSession, _settings: Settings) -> list[dict[str, object]]:
+        await tenants_service.get_tenant(session, tenant_id=tenant_id)
         rows = await handlers_service.list_shop_connections(session, tenant_id=tenant_id)
         return [_shop_json(row) for row in rows]
 
-    print(json.dumps(run_admin(work)))
+    columns = ["site_id", "base_url", "default", "timezone", "ps_version"]
+    listing(run_admin(work), columns, as_json=as_json)
 
 
 @app.command("set-sender")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from app.cli.common import err, fail, load_settings, run_admin
+from app.cli.gateway import JsonOption, listing
 from app.core.security import SecretBox
 from app.settings import Settings
 
@@ -34,11 +35,15 @@ def webhooks_rotate(tenant_id: Annotated[str, typer.Argument(help="The tenant's 
 
 
 @app.command("secrets")
-def webhooks_secrets(tenant_id: Annotated[str, typer.Argument(help="The tenant's id.")]) -> None:
+def webhooks_secrets(
+    tenant_id: Annotated[str, typer.Argument(help="The tenant's id.")],
+    as_json: JsonOption = False,
+) -> None:
     """List a tenant's webhook secrets (ids and dates only)."""
     from app.tenants import service as tenants_service
 
     async def work(session: AsyncSession, _settings: Settings) -> list[dict[str, object]]:
+        await tenants_service.get_tenant(session, tenant_id=tenant_id)
         rows = await tenants_service.list_webhook_secrets(session, tenant_id=tenant_id)
         return [
             {
@@ -49,8 +54,7 @@ def webhooks_secrets(tenant_id: Annotated[str, typer.Argument(help="The tenant's
             for r in rows
         ]
 
-    for row in run_admin(work):
-        print(json.dumps(row))
+    listing(run_admin(work), ["id", "created_at", "revoked_at"], as_json=as_json)
 
 
 @app.command("revoke")
@@ -62,6 +66,7 @@ def webhooks_revoke(
     from app.tenants import service as tenants_service
 
     async def work(session: AsyncSession, _settings: Settings) -> None:
+        await tenants_service.get_tenant(session, tenant_id=tenant_id)
         await tenants_service.revoke_webhook_secret(
             session, tenant_id=tenant_id, secret_id=secret_id
         )
@@ -105,6 +110,7 @@ def webhooks_sign(
         from app.tenants import service as tenants_service
 
         async def work(session: AsyncSession, settings: Settings) -> list[str]:
+            await tenants_service.get_tenant(session, tenant_id=tenant_id)
             return await tenants_service.active_webhook_secrets(
                 session, tenant_id=tenant_id, box=SecretBox(settings.security.secret_key)
             )

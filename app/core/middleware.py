@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import PayloadTooLarge, problem_response
@@ -28,7 +29,8 @@ class BodyLimit:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit() or int(value) > self.max_bytes:
-                    await problem_response(PayloadTooLarge(detail))(scope, receive, send)
+                    refusal = PayloadTooLarge(detail)
+                    await problem_response(refusal, Request(scope))(scope, receive, send)
                     return
                 break
         received = 0

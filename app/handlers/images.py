@@ -2,8 +2,9 @@
 
 Thumbnails fit inside `width x height` (aspect ratio kept, never enlarged) and are written
 to `{key}/thumb-{width}x{height}` in the original's format, so a rerun overwrites the same
-objects. A missing original is recorded (`image_result.status = missing`) and acked, not
-retried: the object will not appear by waiting. An undecodable one fails permanently.
+objects. A missing original is recorded (`image_result.status = missing`) and fails the job
+permanently, not retried: the object will not appear by waiting, and a job that made nothing
+must not read `succeeded`. An undecodable one fails permanently too.
 With `object_store_per_tenant`, keys live under `{tenant_id}/` in the store.
 """
 
@@ -142,8 +143,7 @@ async def process_image(ctx: JobContext[ProcessImagePayload]) -> None:
     if data is None:
         logger.info("image job %s: object is missing; recorded, not retried", ctx.job_id)
         await _record(ctx, key, "missing", detail="the object does not exist")
-        await ctx.progress(100, "object missing")
-        return
+        raise PermanentFailure(f"object {key!r} does not exist")
     try:
         content_type = sniff(data)
     except PermanentFailure as exc:

@@ -34,6 +34,7 @@ from app.core.db import table_of
 from app.core.errors import Conflict, FieldError, NotFound, ValidationFailed
 from app.jobs.dispatchers import Dispatcher
 from app.jobs.models import Job, JobAttempt, JobEvent, JobStatus
+from app.jobs.payloads import JOB_TYPES
 from app.jobs.schemas import MAX_BATCH_JOBS, AttemptPublic, BulkRetryRequest
 from app.jobs.service import decode_cursor, encode_cursor
 from app.outbox.models import OutboxMessage
@@ -72,6 +73,11 @@ async def list_jobs(
     limit: int = 20,
 ) -> tuple[list[Job], str | None]:
     """Jobs newest first (one tenant's, or every tenant's), filtered, cursor-paged."""
+    if job_type is not None and job_type not in JOB_TYPES:
+        # The same 422 as a bad `?status=` (FastAPI's enum check): `errors[]` names the query.
+        allowed = ", ".join(f"'{name}'" for name in sorted(JOB_TYPES))
+        error = FieldError(loc=["query", "type"], msg=f"Input should be {allowed}", type="enum")
+        raise ValidationFailed("invalid fields: query.type", errors=[error])
     stmt = select(Job)
     if tenant_id is not None:
         stmt = stmt.where(Job.tenant_id == tenant_id)

@@ -9,14 +9,14 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, 
 from app.admission.deps import BatchGate, JobsGate, admit_read
 from app.admission.email_policy import recipients
 from app.core.deps import SessionDep, require_json
-from app.core.errors import ValidationFailed, problem_responses
+from app.core.errors import problem_responses
 from app.core.openapi import Tag
 from app.jobs import operations
 from app.jobs import service as jobs_service
 from app.jobs.accept import AcceptRoute, trace_of
 from app.jobs.deps import JobOperationsDep, SubmitterDep
 from app.jobs.models import Job, JobStatus
-from app.jobs.payloads import JOB_TYPES, JobRequest
+from app.jobs.payloads import JobRequest
 from app.jobs.schemas import (
     AttemptList,
     BulkRetryRequest,
@@ -39,6 +39,19 @@ IdempotencyKey = Annotated[
         min_length=1,
         max_length=255,
         description="Repeat within the window → the original job (200); other body → 409.",
+    ),
+]
+# Room for the `:<index>` suffix (at most `:99`) within the 255 characters a key may have.
+BatchIdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=251,
+        description=(
+            "Gives each job without its own `idempotency_key` the key `<header>:<index>` "
+            "(0-based): repeating the batch returns the original jobs (200)."
+        ),
     ),
 ]
 JobId = Annotated[str, Path(description="The job id returned on submission.", max_length=64)]
@@ -92,7 +105,13 @@ async def submit_job(
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobBatchResponse,
     dependencies=[Depends(require_json)],
-    responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 429, 503),
+    responses={
+        200: {
+            "model": JobBatchResponse,
+            "description": "Idempotent repeat: every job's key was seen, the original jobs.",
+        },
+        **problem_responses(400, 401, 403, 409, 413, 415, 422, 429, 503),
+    },
 )
 async def submit_job_batch(
     batch: JobBatchRequest,
@@ -101,8 +120,14 @@ async def submit_job_batch(
     session: SessionDep,
     submitter: SubmitterDep,
     request: Request,
+    response: Response,
+    idempotency_key: BatchIdempotencyKey = None,
 ) -> JobBatchResponse:
-    """Accept 1..100 jobs atomically: all are stored, or none."""
+    """Accept 1..100 jobs atomically: all are stored, or none.
+
+    202 when at least one job is new; 200 when every job repeats an earlier key (a replayed
+    batch), as for a single job. A batch mixing new and repeated keys is a 202 whose list
+    holds the original job for each repeated key."""
     await gate.admit_jobs(
         principal.tenant_id,
         [job.type for job in batch.jobs],
@@ -112,14 +137,24 @@ async def submit_job_batch(
     submitted = await submitter.submit(
         session,
         principal,
-        [(job, job.idempotency_key) for job in batch.jobs],
+        [
+            (job, job.idempotency_key or _derived_key(idempotency_key, index))
+            for index, job in enumerate(batch.jobs)
+        ],
         trace=trace_of(request),
         batch=True,
         grouped=True,
     )
     await session.commit()
     count_accepted(submitted)
+    if not any(item.created for item in submitted):
+        response.status_code = status.HTTP_200_OK
     return JobBatchResponse(jobs=[_public(item.job) for item in submitted])
+
+
+def _derived_key(header: str | None, index: int) -> str | None:
+    """A batch's Idempotency-Key, made one key per job by its position."""
+    return None if header is None else f"{header}:{index}"
 
 
 @router.get(
@@ -151,8 +186,6 @@ async def list_jobs(
     queue: Annotated[str | None, Query(max_length=63)] = None,
 ) -> JobPage:
     """The caller's jobs, newest first, filtered by status, type and queue, cursor-paged."""
-    if job_type is not None and job_type not in JOB_TYPES:
-        raise ValidationFailed(f"type must be one of {', '.join(sorted(JOB_TYPES))}")
     jobs, next_cursor = await operations.list_jobs(
         session,
         tenant_id=principal.tenant_id,
@@ -175,9 +208,7 @@ async def list_job_attempts(
     job_id: JobId, principal: JobsReader, session: SessionDep
 ) -> AttemptList:
     """The job's attempts, oldest first: when each ran, how it ended and why."""
-    attempts = await operations.list_attempts(
-        session, job_id=job_id, tenant_id=principal.tenant_id
-    )
+    attempts = await operations.list_attempts(session, job_id=job_id, tenant_id=principal.tenant_id)
     return AttemptList(data=[operations.attempt_public(a) for a in attempts])
 
 

@@ -22,7 +22,8 @@ from app.core.db import JSONType, UTCDateTime
 
 
 class Schedule(SQLModel, table=True):
-    """A tenant's cron schedule: `job` is submitted at every occurrence of `cron` (UTC)."""
+    """A tenant's cron schedule: `job` is submitted at every occurrence of `cron`, read on
+    the wall clock of `timezone` (an IANA name; times stored are UTC)."""
 
     __tablename__ = "schedule"
     __table_args__ = (
@@ -37,6 +38,7 @@ class Schedule(SQLModel, table=True):
     )
     name: str = Field(max_length=200)
     cron: str = Field(max_length=100)
+    timezone: str = Field(default="UTC", max_length=64)
     # The job as submitted to POST /v1/jobs, validated against the job payload models.
     job: dict[str, Any] = Field(sa_column=Column(JSONType, nullable=False))
     enabled: bool = Field(sa_column=Column(Boolean, nullable=False))

@@ -24,8 +24,23 @@ Cron = Annotated[
     str,
     Field(
         max_length=200,
-        description="Five fields (minute hour day-of-month month day-of-week), evaluated in UTC.",
+        description=(
+            "Five fields (minute hour day-of-month month day-of-week), evaluated on the wall "
+            "clock of `timezone`."
+        ),
         examples=["0 */3 * * *"],
+    ),
+]
+Timezone = Annotated[
+    str,
+    Field(
+        max_length=64,
+        description=(
+            "The IANA time zone `cron` is read in (default UTC). Across daylight saving "
+            "changes a repeated local time fires once, a skipped one as late as the clock "
+            "jumped (02:30 → 03:30)."
+        ),
+        examples=["Europe/Paris"],
     ),
 ]
 JOB_DESCRIPTION = (
@@ -39,6 +54,14 @@ def _check_cron(value: str) -> str:
         return cron.parse(value)
     except cron.InvalidCron as exc:
         raise ValueError(str(exc)) from None
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        cron.zone(value)
+    except cron.InvalidTimezone as exc:
+        raise ValueError(str(exc)) from None
+    return value
 
 
 def _check_job(job: JobOptions) -> JobOptions:
@@ -68,10 +91,12 @@ class ScheduleCreate(BaseModel):
 
     name: Name
     cron: Cron
+    timezone: Timezone = "UTC"
     job: JobRequest = Field(description=JOB_DESCRIPTION)
     enabled: bool = True
 
     _cron = field_validator("cron")(_check_cron)
+    _timezone = field_validator("timezone")(_check_timezone)
     _job = field_validator("job")(_check_job)
 
 
@@ -82,10 +107,11 @@ class ScheduleUpdate(BaseModel):
 
     name: Name | None = None
     cron: Cron | None = None
+    timezone: Timezone | None = None
     job: JobRequest | None = Field(default=None, description=JOB_DESCRIPTION)
     enabled: bool | None = None
 
-    @field_validator("name", "cron", "job", "enabled", mode="before")
+    @field_validator("name", "cron", "timezone", "job", "enabled", mode="before")
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         if value is None:
@@ -96,6 +122,11 @@ class ScheduleUpdate(BaseModel):
     @classmethod
     def _valid_cron(cls, value: str | None) -> str | None:
         return None if value is None else _check_cron(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str | None) -> str | None:
+        return None if value is None else _check_timezone(value)
 
     @field_validator("job")
     @classmethod
@@ -111,6 +142,7 @@ class SchedulePublic(BaseModel):
     id: str
     name: str
     cron: str
+    timezone: str = Field(description="The IANA time zone `cron` is read in.")
     job: dict[str, Any]
     enabled: bool
     next_run_at: datetime | None = Field(description="The next occurrence; null while disabled.")

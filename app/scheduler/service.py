@@ -111,9 +111,12 @@ async def create_schedule(
         tenant_id=tenant_id,
         name=body.name,
         cron=body.cron,
+        timezone=body.timezone,
         job=job_template(body.job),
         enabled=body.enabled,
-        next_run_at=cron.next_after(body.cron, now) if body.enabled else None,
+        next_run_at=(
+            cron.next_after(body.cron, now, cron.zone(body.timezone)) if body.enabled else None
+        ),
         created_at=now,
         updated_at=now,
     )
@@ -162,11 +165,18 @@ async def update_schedule(
     if changes.cron is not None and changes.cron != schedule.cron:
         schedule.cron = changes.cron
         reschedule = True
+    if changes.timezone is not None and changes.timezone != schedule.timezone:
+        schedule.timezone = changes.timezone
+        reschedule = True
     if changes.enabled is not None and changes.enabled != schedule.enabled:
         schedule.enabled = changes.enabled
         reschedule = True
     if reschedule:
-        schedule.next_run_at = cron.next_after(schedule.cron, now) if schedule.enabled else None
+        schedule.next_run_at = (
+            cron.next_after(schedule.cron, now, cron.zone(schedule.timezone))
+            if schedule.enabled
+            else None
+        )
         schedule.retry_at = None  # a refused occurrence of the old timetable is moot
     if sent:
         schedule.updated_at = now
@@ -334,7 +344,7 @@ async def fire_due(
     results: list[Fired] = []
     for schedule in schedules:
         assert schedule.next_run_at is not None
-        due = cron.latest_due(schedule.cron, now)
+        due = cron.latest_due(schedule.cron, now, cron.zone(schedule.timezone))
         scheduled_for = max(due, schedule.next_run_at)
         if scheduled_for > schedule.next_run_at:
             missed_total.inc()
@@ -368,7 +378,9 @@ async def fire_due(
             logger.warning("schedule %s failed to fire at %s: %s", schedule.id, now, reason)
             schedule.last_error = reason[:1000]
         try:
-            schedule.next_run_at = cron.next_after(schedule.cron, scheduled_for)
+            schedule.next_run_at = cron.next_after(
+                schedule.cron, scheduled_for, cron.zone(schedule.timezone)
+            )
         except cron.InvalidCron as exc:
             schedule.next_run_at, schedule.enabled = None, False
             schedule.last_error = str(exc)

@@ -212,6 +212,16 @@ async def get_tenant(session: AsyncSession, *, tenant_id: str) -> Tenant:
     return tenant
 
 
+async def find_tenant(session: AsyncSession, *, ref: str) -> Tenant:
+    """A tenant by id or, failing that, by name (what operators remember)."""
+    tenant = await session.get(Tenant, ref)
+    if tenant is None:
+        tenant = (await session.execute(select(Tenant).where(Tenant.name == ref))).scalars().first()
+    if tenant is None:
+        raise NotFound(f"no tenant has the id or name {ref!r}")
+    return tenant
+
+
 async def list_api_keys(
     session: AsyncSession, *, tenant_id: str, prefix: str | None = None
 ) -> list[ApiKey]:

@@ -49,6 +49,23 @@ def plan_job(rule: R2Rule, notification: R2Notification) -> ProcessImageJob | No
     )
 
 
+def ignored_hint(*, ignored: int, unmatched: int, rules: int) -> str | None:
+    """Why notifications made no job, for the integrator reading the answer."""
+    if not ignored:
+        return None
+    if rules == 0:
+        return (
+            "the tenant has no R2 rule: add one (POST /v1/admin/tenants/{tenant_id}/r2-rules) "
+            "for the bucket and key prefix"
+        )
+    if unmatched:
+        return (
+            f"{unmatched} notification(s) matched no R2 rule (bucket and key prefix); "
+            "see `unmatched`"
+        )
+    return "only object-create notifications with an eTag make jobs; the others are ignored"
+
+
 async def list_rules(session: AsyncSession, *, tenant_id: str) -> list[R2Rule]:
     stmt = select(R2Rule).where(R2Rule.tenant_id == tenant_id)
     rows = await session.execute(stmt.order_by(col(R2Rule.bucket), col(R2Rule.prefix)))

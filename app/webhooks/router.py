@@ -45,6 +45,7 @@ from app.webhooks.config import WebhookSettings
 from app.webhooks.schemas import (
     PrestaShopEvent,
     PrestaShopPing,
+    R2Accepted,
     R2Notification,
     R2NotificationBatch,
     UnsignedPrestaShopEvent,
@@ -362,7 +363,8 @@ async def receive_unsigned_prestashop_event(
 @router.post(
     "/r2",
     status_code=status.HTTP_202_ACCEPTED,
-    response_model=WebhookAccepted,
+    response_model=R2Accepted,
+    response_model_exclude_none=True,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -379,7 +381,7 @@ async def receive_unsigned_prestashop_event(
         }
     },
     responses={
-        200: {"model": WebhookAccepted, "description": "Every notification was seen before."},
+        200: {"model": R2Accepted, "description": "Every notification was seen before."},
         **problem_responses(401, 403, 413, 422, 503),
     },
 )
@@ -390,11 +392,13 @@ async def receive_r2_notifications(
     session: SessionDep,
     ingress: IngressDep,
     gate: WebhooksGate,
-) -> WebhookAccepted:
+) -> R2Accepted:
     """R2 event notifications (one, or `{messages: [...]}`) → `process-image` jobs.
 
     Objects created under a rule's bucket and prefix make one job per object version
     (bucket + key + eTag); redeliveries answer with the same job; other events are ignored.
+    Ignored notifications are counted in `ignored`, those no rule matches are listed in
+    `unmatched`, and `hint` says what to check (still a 202: the delivery was received).
     """
     raw = await _read_body(request, ingress.settings.max_body_bytes, R2_SOURCE)
     try:
@@ -425,12 +429,16 @@ async def receive_r2_notifications(
     job_count = len(identities - known)
     breaker_delay = await gate.admit_webhook(principal.tenant_id, ["process-image"] * job_count)
     job_ids: list[str] = []
-    processed = replays = 0
+    unmatched: list[str] = []
+    processed = replays = ignored = 0
     for notification, job in planned:
         if job is not None and breaker_delay:
             job = job.model_copy(update={"delay_seconds": breaker_delay})
         if job is None:
             webhooks_service.events_total.labels(source=R2_SOURCE, outcome="ignored").inc()
+            ignored += 1
+            if r2.match_rule(rules, notification) is None:
+                unmatched.append(f"{notification.bucket}/{notification.object.key}")
             continue
         identity = r2.object_identity(notification)
         recorded = await webhooks_service.record_event(
@@ -449,4 +457,10 @@ async def receive_r2_notifications(
     replay = processed > 0 and replays == processed
     if replay:
         response.status_code = status.HTTP_200_OK
-    return WebhookAccepted(jobs=job_ids, replay=replay)
+    return R2Accepted(
+        jobs=job_ids,
+        replay=replay,
+        ignored=ignored,
+        unmatched=unmatched or None,
+        hint=r2.ignored_hint(ignored=ignored, unmatched=len(unmatched), rules=len(rules)),
+    )

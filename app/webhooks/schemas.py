@@ -128,6 +128,22 @@ class WebhookAccepted(BaseModel):
     replay: bool = Field(default=False, description="True when this delivery was seen before.")
 
 
+class R2Accepted(WebhookAccepted):
+    """What an R2 delivery made, and why the notifications that made no job made none."""
+
+    ignored: int = Field(
+        default=0, description="Notifications that made no job (no rule matched, not a create)."
+    )
+    unmatched: list[str] | None = Field(
+        default=None,
+        description="`bucket/key` of each notification no R2 rule matches (absent if none).",
+    )
+    hint: str | None = Field(
+        default=None,
+        description="Set when notifications made no job: what to check (absent otherwise).",
+    )
+
+
 class R2RuleCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -13,7 +13,7 @@ import typer
 
 from app.cli.common import domain_errors, fail
 from app.core.config import REPO_ROOT
-from tests.support.servers import jobgate_argv, jobgate_env
+from tests.support.servers import create_tenant, jobgate_argv, jobgate_env
 
 _JOB = '{"type":"sync-orders","siteId":"s1"}'
 _SHOP_KEY = "A" * 32
@@ -80,8 +80,9 @@ def test_other_domain_errors_share_the_exit(database: tuple[str, str | None]) ->
         1,
     )
     # A value the domain refuses (validation) is the same kind of exit.
+    tenant_id = create_tenant(env, "bogus-rate")["tenant_id"]
     _assert_one_line_error(
-        _jobgate("email-policy", "set", "no-such-tenant", "--any", "--rate", "bogus", env=env),
+        _jobgate("email-policy", "set", tenant_id, "--any", "--rate", "bogus", env=env),
         "rate: 'bogus' is not a rate limit such as '600/minute'",
         1,
     )

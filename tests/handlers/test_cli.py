@@ -43,7 +43,8 @@ async def test_set_and_list_shops_without_ever_printing_the_key(
         "--default",
         env=env,
     )
-    listed = json.loads(run_jobgate("shops", "list", tenant_id, env=env))
+    lines = run_jobgate("shops", "list", tenant_id, "--json", env=env).splitlines()
+    listed = [json.loads(line) for line in lines]
     assert [(s["site_id"], s["default"]) for s in listed] == [("main", False), ("outlet", True)]
     run_jobgate("shops", "set-sender", tenant_id, "shop@acme.test", "--name", "Acme", env=env)
     assert SHOP_KEY not in out + json.dumps(listed)

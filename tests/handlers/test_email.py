@@ -254,3 +254,19 @@ async def test_the_url_filter_renders_an_unsafe_link_inert(url: str) -> None:
     assert 'href="#"' in html
     assert "javascript:" not in html + text
     assert "data:" not in html + text
+
+
+async def test_readme_lists_every_email_template() -> None:
+    """README's template table names exactly the templates that exist (`templateId`)."""
+    import re
+
+    from app.core.config import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("| `templateId` | variables |", 1)[1].split("\n\n", 1)[0]
+    listed = set(re.findall(r"^\| `([a-z0-9-]+)`", section, flags=re.MULTILINE))
+    shipped = {
+        path.name.removesuffix(".txt.j2")
+        for path in (REPO_ROOT / "app/handlers/templates/email").glob("*.txt.j2")
+    }
+    assert listed == shipped

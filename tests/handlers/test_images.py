@@ -92,16 +92,18 @@ async def test_thumbnails_are_written_next_to_the_original(
     ]
 
 
-async def test_a_missing_object_is_recorded_and_acked(
+async def test_a_missing_object_is_recorded_and_fails_the_job(
     store: LocalObjectStore, runtime: Runtime, tenant_id: str, make_run: MakeRun
 ) -> None:
     payload = {"key": "gone.png", "operations": [{"type": "thumbnail", "width": 10, "height": 10}]}
     run = make_run("process-image", payload, tenant_id=tenant_id)
-    await run()  # no exception: acked, not retried
+    # Permanent: the job ends `failed` at once (not retried, never `succeeded`).
+    with pytest.raises(PermanentFailure, match="'gone.png' does not exist"):
+        await run()
     row = await result(runtime, tenant_id, "gone.png")
     assert row is not None
     assert row.status == "missing"
-    assert run.progress.calls[-1] == (100, "object missing")
+    assert run.progress.calls == []
 
 
 async def test_objects_of_another_tenant_are_out_of_reach(
@@ -112,7 +114,8 @@ async def test_objects_of_another_tenant_are_out_of_reach(
         "key": "../someone-else/secret.png",
         "operations": [{"type": "thumbnail", "width": 5, "height": 5}],
     }
-    await make_run("process-image", payload, tenant_id=tenant_id)()
+    with pytest.raises(PermanentFailure, match="does not exist"):
+        await make_run("process-image", payload, tenant_id=tenant_id)()
     row = await result(runtime, tenant_id, "../someone-else/secret.png")
     assert row is not None
     assert row.status == "missing"

@@ -206,6 +206,8 @@ class TestValidation:
         response = await client.post("/v1/jobs", json=job, headers=auth(key))
         assert response.status_code == 413
         assert response.headers["content-type"] == "application/problem+json"
+        # Refused before routing, it still names the request like every other problem.
+        assert response.json()["instance"] == "/v1/jobs"
 
     async def test_body_tenant_id_of_another_tenant_is_403(
         self, client: httpx.AsyncClient, tenants: TenantFactory
@@ -345,15 +347,57 @@ class TestBatch:
             json={"jobs": [{**ORDER, "idempotency_key": "a"}]},
             headers=auth(key),
         )
-        assert again.status_code == 202
+        # Every job repeats a key: a replayed batch answers 200, as a replayed single job.
+        assert again.status_code == 200
         assert again.json()["jobs"][0]["id"] == first.json()["jobs"][0]["id"]
         assert await _count(runtime, Job) == 2
+        # Mixed: one repeat, one new job. Something was created: 202, the repeat's original.
+        mixed = await client.post(
+            "/v1/jobs/batch",
+            json={"jobs": [{**ORDER, "idempotency_key": "a"}, {**ORDER, "orderId": 3}]},
+            headers=auth(key),
+        )
+        assert mixed.status_code == 202
+        assert mixed.json()["jobs"][0]["id"] == first.json()["jobs"][0]["id"]
+        assert await _count(runtime, Job) == 3
         conflict = await client.post(
             "/v1/jobs/batch",
             json={"jobs": [{**ORDER, "orderId": 9, "idempotency_key": "a"}]},
             headers=auth(key),
         )
         assert conflict.status_code == 409
+
+    async def test_batch_idempotency_key_header_keys_each_job(
+        self, client: httpx.AsyncClient, runtime: Runtime, key: str
+    ) -> None:
+        batch = {"jobs": [ORDER, {**ORDER, "orderId": 2}, {**ORDER, "idempotency_key": "own"}]}
+        headers = {**auth(key), "Idempotency-Key": "nightly-42"}
+        first = await client.post("/v1/jobs/batch", json=batch, headers=headers)
+        assert first.status_code == 202
+        ids = [j["id"] for j in first.json()["jobs"]]
+        async with runtime.sessionmaker() as session:
+            keys = dict((await session.execute(select(Job.id, Job.idempotency_key))).all())
+        # `<header>:<index>`, except for a job that brings its own key.
+        assert [keys[i] for i in ids] == ["nightly-42:0", "nightly-42:1", "own"]
+        replay = await client.post("/v1/jobs/batch", json=batch, headers=headers)
+        assert replay.status_code == 200
+        assert [j["id"] for j in replay.json()["jobs"]] == ids
+        assert await _count(runtime, Job) == 3
+        # Another body under the same header: a job's key reused for another job.
+        changed = {"jobs": [{**ORDER, "orderId": 7}]}
+        assert (
+            await client.post("/v1/jobs/batch", json=changed, headers=headers)
+        ).status_code == 409
+        # Without the header the same batch is new work (the header was not ignored before).
+        fresh = await client.post(
+            "/v1/jobs/batch", json={"jobs": batch["jobs"][:2]}, headers=auth(key)
+        )
+        assert fresh.status_code == 202
+        assert not {j["id"] for j in fresh.json()["jobs"]} & set(ids)
+        too_long = {**auth(key), "Idempotency-Key": "k" * 252}
+        assert (
+            await client.post("/v1/jobs/batch", json=batch, headers=too_long)
+        ).status_code == 422
 
     async def test_same_key_twice_in_one_batch(
         self, client: httpx.AsyncClient, runtime: Runtime, key: str
@@ -484,6 +528,11 @@ class TestReadAndIsolation:
     ) -> None:
         response = await client.get("/v1/jobs", params=params, headers=auth(key))
         assert response.status_code == 422
+        # Each names the bad parameter the same way, whoever checks it.
+        [name] = params
+        [error] = response.json()["errors"]
+        assert error["loc"] == ["query", name]
+        assert response.json()["detail"] == f"invalid fields: query.{name}"
 
     async def test_bad_cursor_is_400(self, client: httpx.AsyncClient, key: str) -> None:
         response = await client.get("/v1/jobs", params={"cursor": "!!!"}, headers=auth(key))

@@ -44,6 +44,34 @@ class TestCreate:
         assert body["last_job_id"] is None
         assert datetime.fromisoformat(body["created_at"]) == start
 
+    async def test_time_zone_reads_the_cron_on_that_wall_clock(
+        self, client: httpx.AsyncClient, key: str, start: datetime
+    ) -> None:
+        assert (await make_schedule(client, key))["timezone"] == "UTC"
+        paris = await make_schedule(
+            client, key, name="paris-9am", cron="0 9 * * *", timezone="Europe/Paris"
+        )
+        assert paris["timezone"] == "Europe/Paris"
+        # 09:00 in Paris in March (before the change) is 08:00 UTC.
+        assert datetime.fromisoformat(paris["next_run_at"]) == at("2026-03-01T08:00:00")
+        moved = await client.patch(
+            f"/v1/schedules/{paris['id']}", json={"timezone": "America/New_York"}, headers=auth(key)
+        )
+        assert moved.status_code == 200, moved.text
+        assert datetime.fromisoformat(moved.json()["next_run_at"]) == at("2026-03-01T14:00:00")
+        for bad in ("Mars/Olympus", "../etc/localtime"):
+            refused = await client.post(
+                "/v1/schedules",
+                json={"name": "x", "cron": "0 9 * * *", "job": ORDERS, "timezone": bad},
+                headers=auth(key),
+            )
+            assert refused.status_code == 422
+            assert [e["loc"] for e in refused.json()["errors"]] == [["body", "timezone"]]
+        null = await client.patch(
+            f"/v1/schedules/{paris['id']}", json={"timezone": None}, headers=auth(key)
+        )
+        assert null.status_code == 422
+
     async def test_disabled_has_no_next_run(
         self, client: httpx.AsyncClient, key: str, start: datetime
     ) -> None:

@@ -43,6 +43,7 @@ async def test_create_list_delete(
         "bulkMode": True,
     }
     assert created["enabled"] is True
+    assert created["timezone"] == "UTC"
     assert created["next_run_at"] is not None
     run_jobgate(
         "schedules",
@@ -53,20 +54,23 @@ async def test_create_list_delete(
         "0 */3 * * *",
         "--job",
         '{"type":"sync-products","siteId":"s1"}',
+        "--timezone",
+        "Europe/Paris",
         "--disabled",
         env=env,
     )
     listed = [
         json.loads(line)
-        for line in run_jobgate("schedules", "list", tenant_id, env=env).splitlines()
+        for line in run_jobgate("schedules", "list", tenant_id, "--json", env=env).splitlines()
     ]
     assert [(s["name"], s["enabled"]) for s in listed] == [("orders", True), ("products", False)]
-    everyone = run_jobgate("schedules", "list", env=env).splitlines()
+    assert [s["timezone"] for s in listed] == ["UTC", "Europe/Paris"]
+    everyone = run_jobgate("schedules", "list", "--json", env=env).splitlines()
     assert len(everyone) == 2
     run_jobgate("schedules", "delete", tenant_id, created["id"], env=env)
     left = [
         json.loads(line)["name"]
-        for line in run_jobgate("schedules", "list", tenant_id, env=env).splitlines()
+        for line in run_jobgate("schedules", "list", tenant_id, "--json", env=env).splitlines()
     ]
     assert left == ["products"]
 

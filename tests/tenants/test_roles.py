@@ -383,7 +383,7 @@ class TestOperatorKeys:
         await run_jobgate_async("operators", "revoke", bob_prefix, env=env)
         gone = await client.get("/v1/admin/tenants", headers=auth(bob))
         assert gone.status_code == 401
-        lines = (await run_jobgate_async("operators", "list", env=env)).splitlines()
+        lines = (await run_jobgate_async("operators", "list", "--json", env=env)).splitlines()
         listed = [json.loads(line) for line in lines]
         assert [(k["name"], k["revoked_at"] is not None) for k in listed] == [
             ("alice", False),

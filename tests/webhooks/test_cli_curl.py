@@ -83,18 +83,18 @@ def test_cli_keys_and_secrets(database: tuple[str, str | None], db_engine: Async
                                      "jobs:read", env=env))  # fmt: skip
     assert created["scopes"] == ["jobs:read"]
     listed = run_jobgate(
-        "keys", "list", tenant["tenant_id"], "--prefix", created["prefix"], env=env
+        "keys", "list", tenant["tenant_id"], "--prefix", created["prefix"], "--json", env=env
     )
     assert [json.loads(line)["id"] for line in listed.splitlines()] == [created["id"]]
     run_jobgate("keys", "revoke", tenant["tenant_id"], created["id"], env=env)
     listed = run_jobgate(
-        "keys", "list", tenant["tenant_id"], "--prefix", created["prefix"], env=env
+        "keys", "list", tenant["tenant_id"], "--prefix", created["prefix"], "--json", env=env
     )
     assert json.loads(listed)["revoked"] is True
     rotated = json.loads(run_jobgate("webhooks", "rotate", tenant["tenant_id"], env=env))
     assert rotated["webhook_secret"].startswith("whsec_")
     secrets = [json.loads(s) for s in run_jobgate("webhooks", "secrets", tenant["tenant_id"],
-                                                  env=env).splitlines()]  # fmt: skip
+                                                  "--json", env=env).splitlines()]  # fmt: skip
     assert len(secrets) == 2
     run_jobgate("webhooks", "revoke", tenant["tenant_id"], secrets[0]["id"], env=env)
     with pytest.raises(Exception, match="only active webhook secret"):

@@ -71,7 +71,7 @@ class TestR2:
             "/v1/webhooks/r2", json=notification("products/1.jpg"), headers=headers
         )
         assert again.status_code == 200
-        assert again.json() == {"jobs": [job_id], "replay": True}
+        assert again.json() == {"jobs": [job_id], "replay": True, "ignored": 0}
         [job] = await jobs(runtime)
         assert job.type == "process-image"
         assert job.queue == "image-processing"
@@ -100,6 +100,13 @@ class TestR2:
         [job] = await jobs(runtime)
         assert job.payload["operations"] == [{"type": "alt-text"}]
         assert response.json()["jobs"] == [job.id]
+        # Why the other three made none: counted, the unmatched named, and a hint.
+        assert response.json()["ignored"] == 3
+        assert response.json()["unmatched"] == [
+            "images/elsewhere/b.png",
+            "other-bucket/products/d.png",
+        ]
+        assert "matched no R2 rule" in response.json()["hint"]
 
     async def test_needs_credentials_and_a_valid_body(
         self, client: httpx.AsyncClient, tenant: TenantCreated
@@ -122,7 +129,17 @@ class TestR2:
             "/v1/webhooks/r2", json=notification("products/1.jpg"), headers=auth(other.api_key)
         )
         assert response.status_code == 202
-        assert response.json()["jobs"] == []
+        # Backwards compatible (`jobs` and `replay` as before), plus why nothing was made.
+        assert response.json() == {
+            "jobs": [],
+            "replay": False,
+            "ignored": 1,
+            "unmatched": ["images/products/1.jpg"],
+            "hint": (
+                "the tenant has no R2 rule: add one (POST /v1/admin/tenants/{tenant_id}/r2-rules) "
+                "for the bucket and key prefix"
+            ),
+        }
         assert await jobs(runtime) == []
 
 

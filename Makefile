@@ -32,6 +32,8 @@ check: lint typecheck test
 
 openapi: install
 	$(BIN)/jobgate openapi > openapi.yaml
+	@if [ -d clients/typescript/node_modules ]; then cd clients/typescript && npm run --silent generate; \
+		else echo "clients/typescript/node_modules missing: run npm ci there, then npm run generate"; fi
 
 ## Benchmarks (ratios against baselines measured in the same run; see bench/README.md).
 ## Both write bench/results/REPORT.md and its PNG plots and need Redis on 127.0.0.1:6379;

@@ -44,9 +44,11 @@ def _npm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 
 def test_generated_types_match_the_contract() -> None:
+    """`openapi-typescript --check`: exit 1 when `src/schema.d.ts` differs from a fresh
+    generation (then run `npm run generate` there, or `make openapi`)."""
     done = _npm("run", "check-generated")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "up to date" in done.stdout
+    assert "not up-to-date" not in done.stdout + done.stderr
 
 
 def test_node_tests_pass_against_a_live_gateway(live_gateway: LiveGateway) -> None:
@@ -54,3 +56,31 @@ def test_node_tests_pass_against_a_live_gateway(live_gateway: LiveGateway) -> No
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
     assert "# fail 0" in done.stdout
     assert "# pass 6" in done.stdout
+
+
+def test_the_readme_example_type_checks() -> None:
+    """The README's "Integrating from TypeScript" snippet compiles against the client."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Integrating from TypeScript", 1)[1]
+    snippet = section.split("```ts\n", 1)[1].split("```", 1)[0]
+    assert '"@jobgate/client"' in snippet
+    example = CLIENT / "dist" / "readme-example.ts"
+    example.parent.mkdir(exist_ok=True)
+    example.write_text(snippet.replace('"@jobgate/client"', '"../src/index.js"'))
+    done = _npm(
+        "exec",
+        "--",
+        "tsc",
+        "--noEmit",
+        "--strict",
+        "--target",
+        "ES2022",
+        "--module",
+        "NodeNext",
+        "--moduleResolution",
+        "NodeNext",
+        "--types",
+        "node",
+        str(example.relative_to(CLIENT)),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

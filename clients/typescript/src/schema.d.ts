@@ -828,7 +828,7 @@ export interface components {
              * @description At most this many.
              * @default 100
              */
-            limit: number;
+            limit?: number;
             /**
              * Dry Run
              * @description true: only count the matching jobs.
@@ -938,7 +938,7 @@ export interface components {
              * Dryrun
              * @default false
              */
-            dryRun: boolean;
+            dryRun?: boolean;
         };
         /** AltTextOperation */
         AltTextOperation: {
@@ -1118,7 +1118,7 @@ export interface components {
              * @description At most this many.
              * @default 100
              */
-            limit: number;
+            limit?: number;
             /**
              * Dry Run
              * @description true: only count the matching jobs.
@@ -1166,7 +1166,7 @@ export interface components {
              * @description Any recipient at all (then `domains` must be empty).
              * @default false
              */
-            allow_any: boolean;
+            allow_any?: boolean;
             /**
              * Domains
              * @description Allowed recipient domains (exact match; an empty list allows none).
@@ -1435,7 +1435,7 @@ export interface components {
              * Prefix
              * @default
              */
-            prefix: string;
+            prefix?: string;
             /** Operations */
             operations: (components["schemas"]["ThumbnailOperation"] | components["schemas"]["AltTextOperation"])[];
         };
@@ -1492,7 +1492,7 @@ export interface components {
              * Enabled
              * @default true
              */
-            enabled: boolean;
+            enabled?: boolean;
         };
         /** ScheduleList */
         ScheduleList: {
@@ -1634,7 +1634,7 @@ export interface components {
              * @default normal
              * @enum {string}
              */
-            priority: "low" | "normal" | "high";
+            priority?: "low" | "normal" | "high";
         };
         /** ShopConnectionList */
         ShopConnectionList: {
@@ -1680,12 +1680,12 @@ export interface components {
              * Timezone
              * @default UTC
              */
-            timezone: string;
+            timezone?: string;
             /**
              * Make Default
              * @default false
              */
-            make_default: boolean;
+            make_default?: boolean;
         };
         /**
          * SyncOrdersJob
@@ -1725,12 +1725,12 @@ export interface components {
              * Lastdays
              * @default 40
              */
-            lastDays: number;
+            lastDays?: number;
             /**
              * Bulkmode
              * @default true
              */
-            bulkMode: boolean;
+            bulkMode?: boolean;
         };
         /**
          * SyncProductsJob
@@ -1770,12 +1770,12 @@ export interface components {
              * Incremental
              * @default true
              */
-            incremental: boolean;
+            incremental?: boolean;
             /**
              * Linkvendors
              * @default true
              */
-            linkVendors: boolean;
+            linkVendors?: boolean;
         };
         /**
          * SyncSingleOrderJob
@@ -1884,7 +1884,7 @@ export interface components {
              * @description True when this delivery was seen before.
              * @default false
              */
-            replay: boolean;
+            replay?: boolean;
         };
         /** WebhookSecretCreated */
         WebhookSecretCreated: {
@@ -1933,12 +1933,12 @@ export interface components {
              * Id Order
              * @default null
              */
-            id_order: number | null;
+            id_order?: number | null;
             /**
              * Id Product
              * @default null
              */
-            id_product: number | null;
+            id_product?: number | null;
         } & {
             [key: string]: unknown;
         };
@@ -1953,7 +1953,7 @@ export interface components {
              * Url
              * @default null
              */
-            url: string | null;
+            url?: string | null;
         } & {
             [key: string]: unknown;
         };
@@ -2016,12 +2016,12 @@ export interface components {
              * Size
              * @default null
              */
-            size: number | null;
+            size?: number | null;
             /**
              * Etag
              * @default null
              */
-            eTag: string | null;
+            eTag?: string | null;
         } & {
             [key: string]: unknown;
         };

@@ -32,6 +32,8 @@ check: lint typecheck test
 
 openapi: install
 	$(BIN)/jobgate openapi > openapi.yaml
+	@if [ -d clients/typescript/node_modules ]; then cd clients/typescript && npm run --silent generate; \
+		else echo "clients/typescript/node_modules missing: run npm ci there, then npm run generate"; fi
 
 ## The PrestaShop module, ready for "Upload a module": dist/jobgate.zip.
 prestashop-module:

@@ -69,10 +69,6 @@ class Gateway:
             timeout=TIMEOUT_S,
         )
 
-    def jobs_path(self, rest: str = "") -> str:
-        """`/v1/jobs...` for a tenant, `/v1/admin/jobs...` for the operator."""
-        return ("/v1/admin/jobs" if self.operator else "/v1/jobs") + rest
-
     def request(
         self,
         method: str,
@@ -89,24 +85,6 @@ class Gateway:
         if response.is_success:
             return response.json() if response.content else None
         fail(*problem_lines(response))
-
-    def pages(self, path: str, params: dict[str, Any], *, limit: int | None) -> Iterable[Any]:
-        """Every item of a cursor-paged list (at most `limit`), page by page."""
-        cursor: str | None = None
-        seen = 0
-        while True:
-            page_size = 100 if limit is None else min(100, limit - seen)
-            if page_size <= 0:
-                return
-            page = self.request(
-                "GET", path, params={**params, "cursor": cursor, "limit": page_size}
-            )
-            for item in page["data"]:
-                yield item
-                seen += 1
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return
 
     def close(self) -> None:
         self._http.close()

@@ -1,13 +1,16 @@
 """`jobgate jobs`: submit, read, follow, cancel and retry jobs through a running gateway.
 
 With a tenant's key the commands act on that tenant's jobs; with an operator key on every
-tenant's (`--tenant` narrows lists and bulk retries). See `app/cli/gateway.py`.
+tenant's (`--tenant` narrows lists and bulk retries). See `app/cli/gateway.py`. The calls
+go through the Python client (`app/client`): 429 and 503 answers are retried as it does.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -25,6 +28,7 @@ from app.cli.gateway import (
     print_json,
     table,
 )
+from app.client import GatewayUnreachable, JobgateClient, ProblemError
 
 app = typer.Typer(
     help="Jobs through a running gateway: submit, get, list, attempts, watch, cancel, retry.",
@@ -44,6 +48,39 @@ YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for con
 
 def _gateway(url: str, key: str, operator: bool) -> Gateway:
     return Gateway(url=url, key=key, operator=operator)
+
+
+def client_of(gw: Gateway) -> JobgateClient:
+    return JobgateClient(gw.url, gw.key, operator=gw.operator)
+
+
+def problem_error_lines(error: ProblemError) -> list[str]:
+    """`STATUS Title: detail`, then one line per invalid field of a 422."""
+    lines = [f"{error.status} {error.title}: {error.detail}".rstrip(": ")]
+    for item in error.errors:
+        where = ".".join(str(p) for p in item.get("loc", []) if p != "body")
+        lines.append(f"{where}: {item.get('msg', '')}")
+    return lines
+
+
+@contextmanager
+def calling(gw: Gateway) -> Iterator[JobgateClient]:
+    """The client for `gw`; an error answer or an unreachable gateway ends the command."""
+    client = client_of(gw)
+    try:
+        yield client
+    except ProblemError as error:
+        fail(*problem_error_lines(error))
+    except GatewayUnreachable as error:
+        fail(str(error))
+    finally:
+        client.close()
+
+
+def plain(model: Any) -> dict[str, Any]:
+    """A client's answer as the JSON object the gateway sent."""
+    dumped: dict[str, Any] = model.model_dump(mode="json")
+    return dumped
 
 
 def tenant_filter(gw: Gateway, tenant: str | None) -> str | None:
@@ -111,27 +148,36 @@ def list_jobs(
     as_json: bool,
     title: str,
 ) -> None:
-    params = {
-        "status": status,
-        "type": job_type,
-        "queue": queue,
-        "tenant_id": tenant_filter(gw, tenant),
-    }
-    jobs = gw.pages(gw.jobs_path(), params, limit=limit)
-    if as_json:
-        for job in jobs:
-            print_json(job)
-        return
-    print_jobs(list(jobs), title=title, operator=gw.operator)
+    tenant_id = tenant_filter(gw, tenant)
+    with calling(gw) as client:
+        jobs = client.iter_jobs(
+            status=status, type=job_type, queue=queue, tenant_id=tenant_id, limit=limit
+        )
+        if as_json:
+            for job in jobs:
+                print_json(plain(job))
+            return
+        print_jobs([plain(job) for job in jobs], title=title, operator=gw.operator)
 
 
 def bulk_retry(
     gw: Gateway, filters: dict[str, Any], *, limit: int | None, yes: bool, as_json: bool
 ) -> None:
     """Dry run, confirmation, then the retry in chunks under a progress bar."""
+    with calling(gw) as client:
+        _bulk_retry(client, filters, limit=limit, yes=yes, as_json=as_json)
+
+
+def _bulk_retry(
+    client: JobgateClient,
+    filters: dict[str, Any],
+    *,
+    limit: int | None,
+    yes: bool,
+    as_json: bool,
+) -> None:
     body = {k: v for k, v in filters.items() if v is not None}
-    path = gw.jobs_path("/retry")
-    matched = int(gw.request("POST", path, body={**body, "dry_run": True})["matched"])
+    matched = client.retry_matching(body, dry_run=True).matched
     total = matched if limit is None else min(matched, limit)
     noun = f"{body['status']} job{'s' if total != 1 else ''}"
     if total == 0:
@@ -154,9 +200,7 @@ def bulk_retry(
         task = progress.add_task("retry", total=total)
         while retried < total:
             chunk = min(BULK_CHUNK, total - retried)
-            done = int(
-                gw.request("POST", path, body={**body, "dry_run": False, "limit": chunk})["retried"]
-            )
+            done = client.retry_matching(body, dry_run=False, limit=chunk).retried
             if done == 0:
                 break  # retried meanwhile by someone else
             retried += done
@@ -209,7 +253,8 @@ def jobs_submit(
     if idempotency_key is not None:
         body["idempotency_key"] = idempotency_key
     gw = _gateway(url, key, False)
-    job = gw.request("POST", "/v1/jobs", body=body)
+    with calling(gw) as client:
+        job = plain(client.submit(body))
     if as_json:
         print_json(job)
     else:
@@ -226,7 +271,8 @@ def jobs_get(
 ) -> None:
     """Show one job."""
     gw = _gateway(url, key, operator)
-    job = gw.request("GET", gw.jobs_path(f"/{job_id}"))
+    with calling(gw) as client:
+        job = plain(client.get(job_id))
     if as_json:
         print_json(job)
     else:
@@ -271,7 +317,8 @@ def jobs_attempts(
 ) -> None:
     """A job's attempts, oldest first: when, how long, how it ended and why."""
     gw = _gateway(url, key, operator)
-    attempts = gw.request("GET", gw.jobs_path(f"/{job_id}/attempts"))["data"]
+    with calling(gw) as client:
+        attempts = plain(client.attempts(job_id))["data"]
     if as_json:
         for attempt in attempts:
             print_json(attempt)
@@ -305,7 +352,7 @@ def jobs_watch(
     gw = _gateway(url, key, operator)
     deadline = None if timeout is None else time.monotonic() + timeout
     last: tuple[Any, ...] | None = None
-    with Progress(
+    with calling(gw) as client, Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TaskProgressColumn(),
@@ -315,7 +362,7 @@ def jobs_watch(
     ) as progress:
         task = progress.add_task(job_id, total=100, message="")
         while True:
-            job = gw.request("GET", gw.jobs_path(f"/{job_id}"))
+            job = plain(client.get(job_id))
             state = (job["status"], job["progress"], job.get("progress_message"), job["attempts"])
             if state != last:
                 last = state
@@ -349,7 +396,8 @@ def jobs_cancel(
 ) -> None:
     """Cancel an accepted, queued or retrying job: it will not run."""
     gw = _gateway(url, key, operator)
-    job = gw.request("POST", gw.jobs_path(f"/{job_id}/cancel"))
+    with calling(gw) as client:
+        job = plain(client.cancel(job_id))
     if as_json:
         print_json(job)
     else:
@@ -390,7 +438,8 @@ def jobs_retry(
     if (job_id is None) == (status is None):
         fail("give either a job id or --status dead|failed")
     if job_id is not None:
-        job = gw.request("POST", gw.jobs_path(f"/{job_id}/retry"))
+        with calling(gw) as client:
+            job = plain(client.retry(job_id))
         if as_json:
             print_json(job)
         else:

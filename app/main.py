@@ -13,12 +13,13 @@ from starlette.types import Lifespan
 from app import __version__
 from app.admission.admin import router as admission_admin_router
 from app.admission.auth_failures import AuthFailureThrottle, FailedAuthThrottle
+from app.admission.deps import AdmissionGate
 from app.bootstrap import Runtime, build_admission, build_runtime, provide
 from app.consumer.service import check_handlers
 from app.core.docs import install_docs
 from app.core.errors import install_error_handlers
 from app.core.middleware import BodyLimit
-from app.core.openapi import TAG_METADATA, install_openapi, operation_id
+from app.core.openapi import DEFAULT_SERVER_URL, TAG_METADATA, install_openapi, operation_id
 from app.core.storable import reject_unstorable
 from app.dashboard.router import router as dashboard_router
 from app.handlers.admin import router as handlers_admin_router
@@ -32,7 +33,7 @@ from app.queues.admin import router as queues_admin_router
 from app.scheduler.router import router as schedules_router
 from app.scheduler.runner import SchedulerRunner
 from app.settings import Settings, get_settings
-from app.tenants.deps import require_operator
+from app.tenants.deps import RequireScope, require_operator
 from app.tenants.router import router as admin_router
 from app.webhooks.admin import router as webhooks_admin_router
 from app.webhooks.router import router as webhooks_router
@@ -84,7 +85,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             if runtime is None:
                 await state.close()
 
-    app = build_api(lifespan=lifespan)
+    app = build_api(lifespan=lifespan, server_url=settings.http.public_url)
     provide(app, state, admission)
     app.add_middleware(BodyLimit, max_bytes=settings.http.max_request_bytes)
     # Outermost: a blocked address is refused before its body or credential is read.
@@ -104,7 +105,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     return app
 
 
-def build_api(*, lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
+def build_api(
+    *, lifespan: Lifespan[FastAPI] | None = None, server_url: str = DEFAULT_SERVER_URL
+) -> FastAPI:
     """The routes, their errors and their documentation, with nothing built behind them.
 
     `create_app` adds the components and middleware; `jobgate openapi` needs only this, so
@@ -134,6 +137,10 @@ def build_api(*, lifespan: Lifespan[FastAPI] | None = None) -> FastAPI:
             R2Notification,
             R2NotificationBatch,
         ),
+        # Bearer security and rate-limit headers follow from each route's dependencies.
+        authenticators=(RequireScope,),
+        rate_limiters=(AdmissionGate,),
+        server_url=server_url,
     )
     app.include_router(jobs_router)
     app.include_router(webhooks_router)

@@ -59,6 +59,7 @@ VARIABLES: list[tuple[str, str, str, Any]] = [
     ("JOBGATE_HOST", "http.host", "custom", "custom"),
     ("JOBGATE_PORT", "http.port", "8001", 8001),
     ("JOBGATE_LOG_LEVEL", "http.log_level", "custom", "custom"),
+    ("JOBGATE_PUBLIC_URL", "http.public_url", "https://jobs.example.com", "https://jobs.example.com"),
     ("JOBGATE_HTTP_MAX_HEADER_BYTES", "http.max_header_bytes", "65537", 65537),
     ("JOBGATE_HTTP_HEADER_TIMEOUT_SECONDS", "http.header_timeout_seconds", "10.5", 10.5),
     ("JOBGATE_HTTP_KEEP_ALIVE_SECONDS", "http.keep_alive_seconds", "6", 6),

@@ -152,11 +152,14 @@ class HttpSettings(SettingsGroup):
         "log_level": "LOG_LEVEL",
         "forwarded_allow_ips": "FORWARDED_ALLOW_IPS",
         "max_request_bytes": "MAX_REQUEST_BYTES",
+        "public_url": "PUBLIC_URL",
     }
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "info"
+    # Where clients reach the gateway: the API document's `servers` entry.
+    public_url: str = "http://127.0.0.1:8000"
     # A request line plus headers over this size answers 431; a head not complete this long
     # after the connection opened (or its first byte, on a kept-alive connection) answers
     # 408; idle kept-alive connections close after `keep_alive_seconds`; connections over

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import (
     DataError,
@@ -27,7 +28,6 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 logger = logging.getLogger(__name__)
 
@@ -280,14 +280,20 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """Every method some route answers on this request's path, OPTIONS included."""
-    routes = request.app.router.routes
-    allowed = ["OPTIONS"]
-    for method in _METHODS:
-        scope = {**request.scope, "method": method}
-        if any(route.matches(scope)[0] is Match.FULL for route in routes):
-            allowed.append(method)
-    return allowed
+    """The methods of the routes on this request's path, OPTIONS included.
+
+    A literal path (`/v1/jobs/batch`) names only its own routes' methods, not those of a
+    templated one it also matches (`/v1/jobs/{job_id}`): what the API document says of it.
+    """
+    path = request.scope["path"]
+    matching = [
+        route
+        for route in iter_route_contexts(request.app.router.routes)
+        if getattr(route, "methods", None) and route.path_regex.match(path)
+    ]
+    literal = [route for route in matching if route.path_format == path]
+    methods = {method for route in literal or matching for method in route.methods or ()}
+    return ["OPTIONS", *(method for method in _METHODS if method in methods)]
 
 
 def install_error_handlers(app: FastAPI) -> None:

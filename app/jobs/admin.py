@@ -16,6 +16,7 @@ from app.core.openapi import Tag
 from app.jobs import operations
 from app.jobs.deps import JobOperationsDep
 from app.jobs.models import Job, JobStatus
+from app.jobs.payloads import JobTypeName
 from app.jobs.schemas import (
     AdminBulkRetryRequest,
     AdminJobPage,
@@ -44,7 +45,7 @@ async def list_all_jobs(
     session: SessionDep,
     tenant_id: Annotated[str | None, Query(max_length=36)] = None,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
-    job_type: Annotated[str | None, Query(alias="type", max_length=64)] = None,
+    job_type: Annotated[JobTypeName | None, Query(alias="type")] = None,
     queue: Annotated[str | None, Query(max_length=63)] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,

@@ -302,6 +302,25 @@ JOB_MODELS: dict[str, type[JobOptions]] = {
     "agent-task": AgentTaskJob,
 }
 JOB_TYPES = frozenset(JOB_MODELS)
+# The job types as a type: a filter declared with it is an enum in the API document, and a
+# bad value is FastAPI's 422 naming the parameter.
+JobTypeName = Literal[
+    "sync-orders",
+    "sync-products",
+    "sync-single-order",
+    "send-email",
+    "process-image",
+    "analytics-event",
+    "agent-task",
+]
+# One request-body example per job type (its model's first), for the API document.
+JOB_EXAMPLES: dict[str, dict[str, Any]] = {
+    name: {
+        "summary": (model.__doc__ or name).strip().splitlines()[0],
+        "value": model.model_json_schema()["examples"][0],
+    }
+    for name, model in JOB_MODELS.items()
+}
 # What a handler of each job type is bound to (its stored payload's model).
 JOB_PAYLOADS: dict[str, type[JobPayload]] = {
     "sync-orders": SyncOrdersPayload,

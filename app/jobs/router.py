@@ -16,7 +16,7 @@ from app.jobs import service as jobs_service
 from app.jobs.accept import AcceptRoute, trace_of
 from app.jobs.deps import JobOperationsDep, SubmitterDep
 from app.jobs.models import Job, JobStatus
-from app.jobs.payloads import JobRequest
+from app.jobs.payloads import JOB_EXAMPLES, JobRequest, JobTypeName
 from app.jobs.schemas import (
     AttemptList,
     BulkRetryRequest,
@@ -57,6 +57,19 @@ BatchIdempotencyKey = Annotated[
 JobId = Annotated[str, Path(description="The job id returned on submission.", max_length=64)]
 
 
+# A batch of one job of each type, then one batch per type.
+BATCH_EXAMPLES = {
+    "every-type": {
+        "summary": "One job of each type",
+        "value": {"jobs": [example["value"] for example in JOB_EXAMPLES.values()]},
+    },
+    **{
+        name: {"summary": example["summary"], "value": {"jobs": [example["value"]]}}
+        for name, example in JOB_EXAMPLES.items()
+    },
+}
+
+
 def _public(job: Job) -> JobPublic:
     return JobPublic.model_validate(job)
 
@@ -66,6 +79,7 @@ def _public(job: Job) -> JobPublic:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
     dependencies=[Depends(require_json)],
+    openapi_extra={"requestBody": {"content": {"application/json": {"examples": JOB_EXAMPLES}}}},
     responses={
         200: {"model": JobPublic, "description": "Idempotent repeat: the original job."},
         **problem_responses(400, 401, 403, 409, 413, 415, 422, 429, 503),
@@ -105,6 +119,9 @@ async def submit_job(
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobBatchResponse,
     dependencies=[Depends(require_json)],
+    openapi_extra={
+        "requestBody": {"content": {"application/json": {"examples": BATCH_EXAMPLES}}}
+    },
     responses={
         200: {
             "model": JobBatchResponse,
@@ -180,7 +197,7 @@ async def list_jobs(
     principal: JobsReader,
     session: SessionDep,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
-    job_type: Annotated[str | None, Query(alias="type", max_length=64)] = None,
+    job_type: Annotated[JobTypeName | None, Query(alias="type")] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     queue: Annotated[str | None, Query(max_length=63)] = None,

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from app.jobs.payloads import JobOptions, JobRequest
 from app.scheduler import cron
@@ -100,16 +101,25 @@ class ScheduleCreate(BaseModel):
     _job = field_validator("job")(_check_job)
 
 
+def _not_null(schema: dict[str, Any]) -> None:
+    """Document an omittable field as never null."""
+    schema["anyOf"] = [branch for branch in schema["anyOf"] if branch != {"type": "null"}]
+
+
 class ScheduleUpdate(BaseModel):
     """Only the fields sent change; none of them may be null."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"enabled": False}]})
 
-    name: Name | None = None
-    cron: Cron | None = None
-    timezone: Timezone | None = None
-    job: JobRequest | None = Field(default=None, description=JOB_DESCRIPTION)
-    enabled: bool | None = None
+    # Omittable but never null: the document says so (`SkipJsonSchema`), the validator too.
+    name: Name | SkipJsonSchema[None] = None
+    cron: Cron | SkipJsonSchema[None] = None
+    timezone: Timezone | SkipJsonSchema[None] = None
+    # (`SkipJsonSchema` would make the job a plain union: its errors would lose the type.)
+    job: JobRequest | None = Field(
+        default=None, description=JOB_DESCRIPTION, json_schema_extra=_not_null
+    )
+    enabled: bool | SkipJsonSchema[None] = None
 
     @field_validator("name", "cron", "timezone", "job", "enabled", mode="before")
     @classmethod

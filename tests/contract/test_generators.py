@@ -2,8 +2,9 @@
 
 Both must succeed with no warning and no skipped operation: `openapi-typescript` (npm, the
 TypeScript client's generator) and `openapi-python-client` (PyPI, in a venv of its own
-under `.venv-tools/`). The npm package is fetched by `npx` when no local copy exists: without network that test skips
-locally and fails under `CI=true`, so CI cannot pass by skipping it.
+under `.venv-tools/`). The npm package is fetched by `npx` when no local copy exists:
+without network that test skips locally and fails under `CI=true`, so CI cannot pass by
+skipping it.
 """
 
 from __future__ import annotations

@@ -91,6 +91,7 @@ def test_security_follows_each_routes_authentication() -> None:
     # Their own signature or URL token authenticates these, never a bearer credential.
     signed = {
         "/v1/webhooks/prestashop/{tenant_id}",
+        "/v1/webhooks/prestashop/{tenant_id}/ping",
         "/v1/webhooks/prestashop/{tenant_id}/unsigned/{token}",
     }
     for path, method, operation in _operations(document):
@@ -100,9 +101,10 @@ def test_security_follows_each_routes_authentication() -> None:
             assert operation["security"] == [{"bearer": []}], (method, path)
             headers = operation["responses"]["401"]["headers"]
             assert headers["WWW-Authenticate"]["required"] is True
-    signature = document["paths"]["/v1/webhooks/prestashop/{tenant_id}"]["post"]["parameters"]
-    names = {p["name"] for p in signature if p["in"] == "header"}
-    assert names == {"webhook-id", "webhook-timestamp", "webhook-signature"}
+    for path in ("/v1/webhooks/prestashop/{tenant_id}", "/v1/webhooks/prestashop/{tenant_id}/ping"):
+        signature = document["paths"][path]["post"]["parameters"]
+        names = {p["name"] for p in signature if p["in"] == "header"}
+        assert names == {"webhook-id", "webhook-timestamp", "webhook-signature"}, path
 
 
 def test_response_headers_servers_and_examples() -> None:

@@ -193,9 +193,12 @@ class TestQueueDepth:
         clock: ManualClock,
         writes: WriteRecorder,
     ) -> None:
+        # The lifespan samples at start-up, then not again within the test: a background
+        # sample racing the explicit ones below could land last with an older reading.
         gateway = await make_gateway(
             watermarks={"prestashop-sync": {"high_messages": 4, "low_messages": 2}},
             retry_after_fallback_seconds=17,
+            sample_interval_ms=60_000,
         )
         engine = gateway.runtime.queue_engine
         key = (await tenants.create(email_any=True)).api_key

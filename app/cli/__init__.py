@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from app.cli import (
+    cf,
     db,
     dlq,
     email_policy,
@@ -45,6 +46,7 @@ cli.add_typer(schedules.app, name="schedules")
 cli.add_typer(jobs.app, name="jobs")
 cli.add_typer(dlq.app, name="dlq")
 cli.add_typer(queues.app, name="queues")
+cli.add_typer(cf.app, name="cf")
 
 
 def main() -> None:

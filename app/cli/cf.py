@@ -149,6 +149,8 @@ def cf_sync(
         dry_run=False,
         as_json=as_json,
     )
+    if not as_json and not applied.done and not applied.skipped:
+        err.print("no changes: the account matches the topology")
     blocked = [c for c in applied.skipped if c.action is Action.replace_worker]
     if blocked:
         queues = ", ".join(c.queue for c in blocked)

@@ -8,6 +8,7 @@ and a wrong token or account is refused with exit code 3.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -374,3 +375,45 @@ class TestDoctor:
         assert "Worker 'image-worker'" in failed["detail"]
         assert "jobgate cannot pull" in failed["detail"]
         assert "jobgate cf sync --prune" in failed["fix"]
+
+
+def readme_cf_commands() -> list[str]:
+    """The `jobgate cf ...` commands of the steps of "Moving to Cloudflare", in order."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Moving to Cloudflare", 1)[1].split("\n## ", 1)[0]
+    steps = section.split("\n1. ", 1)[1]
+    return re.findall(r"`(jobgate cf [^`]*)`", steps)
+
+
+def test_the_readme_walkthrough(cli: Cli, cf: cloudflare.Cloudflare) -> None:
+    """Each command of "Moving to Cloudflare", as written, in the README's order."""
+    commands = readme_cf_commands()
+    assert commands[:4] == [
+        "jobgate cf doctor",
+        "jobgate cf sync --dry-run",
+        "jobgate cf sync",
+        "jobgate cf doctor",
+    ]
+    assert set(commands) == {"jobgate cf doctor", "jobgate cf sync --dry-run", "jobgate cf sync"}
+
+    # 3. Before the first sync the token checks pass and the queues show as missing.
+    doctor = cli.run(*commands[0].split()[2:])
+    assert doctor.returncode == 1
+    assert "1 check(s) failed" not in doctor.stderr
+    for line in ("read queues", "push", "pull", "ack"):
+        row = next(r for r in doctor.stdout.splitlines() if r.startswith(f"│ {line} "))
+        assert "│ ok " in row, row
+    assert "missing" in doctor.stdout
+    # 4. The preview changes nothing.
+    preview = cli.run(*commands[1].split()[2:])
+    assert preview.returncode == 0, preview.stderr
+    assert "create" in preview.stdout
+    assert queues(cf) == {}
+    # 5. Sync, and again: no changes; doctor passes.
+    assert cli.run(*commands[2].split()[2:]).returncode == 0
+    again = cli.run(*commands[2].split()[2:])
+    assert again.returncode == 0, again.stderr
+    assert "no changes: the account matches the topology" in again.stderr
+    assert_account_matches_wrangler(cf)
+    final = cli.run(*commands[3].split()[2:])
+    assert final.returncode == 0, final.stderr

@@ -35,6 +35,7 @@ from app.queues.topology import DEFAULT_RETENTION_SECONDS, Topology
 
 if TYPE_CHECKING:
     from cloudflare import Cloudflare
+    from cloudflare.types.queues.message_ack_params import Retry
 
 # Cloudflare's defaults, for settings an answer leaves out.
 QUEUE_DEFAULTS: Mapping[str, int] = {
@@ -509,43 +510,77 @@ def _denied(exc: Any, what: str, account_id: str) -> Check:
     return Check(
         what,
         Status.fail,
-        f"the token may not {what} in account {account_id} (403{_code(exc)})",
+        f"the token may not {what} in account {account_id} ({exc.status_code}{_code(exc)})",
         f"give the token {TOKEN_PERMISSION} on this account, and check JOBGATE_CF_ACCOUNT_ID",
         denied=True,
     )
 
 
-def _probe_message(marker: str) -> str:
-    return f"jobgate doctor probe {marker}"
+PROBE_STEPS = ("push", "pull", "ack")
 
 
 def _pull_probe(
     client: Cloudflare, account_id: str, queue_id: str, marker: str, *, attempts: int
-) -> tuple[str | None, list[str]]:
-    """Pull until the probe shows up: its lease, and the leases of other messages pulled."""
-    others: list[str] = []
-    for attempt in range(attempts):
-        pulled = client.queues.messages.pull(
-            queue_id, account_id=account_id, batch_size=1, visibility_timeout_ms=30_000
-        )
-        for message in (pulled.messages or []) if pulled else []:
-            lease = message.lease_id or ""
-            if marker in str(message.body) or _decoded_has(message.body, marker):
-                return lease, others
-            others.append(lease)
-        if attempt + 1 < attempts:
-            time.sleep(0.5)  # a fresh message can take a moment to become visible
-    return None, others
-
-
-def _decoded_has(body: Any, marker: str) -> bool:
-    import base64
-    import binascii
-
+) -> str | None:
+    """Pull until the probe shows up; its lease. Other messages stay leased meanwhile (so
+    the next pull gets newer ones), then are released at once (a retry without delay)."""
+    others: list[Retry] = []
     try:
-        return marker in base64.b64decode(str(body), validate=True).decode(errors="replace")
-    except (binascii.Error, ValueError):
-        return False
+        for attempt in range(attempts):
+            pulled = client.queues.messages.pull(
+                queue_id, account_id=account_id, batch_size=10, visibility_timeout_ms=60_000
+            )
+            lease = None
+            for message in (pulled.messages or []) if pulled else []:
+                # A text body comes back as it was sent (a json one would be base64).
+                if marker in str(message.body):
+                    lease = message.lease_id or ""
+                else:
+                    others.append({"lease_id": message.lease_id or "", "delay_seconds": 0})
+            if lease is not None:
+                return lease
+            if attempt + 1 < attempts:
+                time.sleep(0.5)  # a fresh message can take a moment to become visible
+        return None
+    finally:
+        if others:
+            client.queues.messages.ack(queue_id, account_id=account_id, acks=[], retries=others)
+
+
+def _probe_steps(
+    client: Cloudflare, account_id: str, queue_id: str, name: str, checks: list[Check]
+) -> None:
+    marker = uuid.uuid4().hex
+    client.queues.messages.push(
+        queue_id,
+        account_id=account_id,
+        body=f"jobgate doctor probe {marker}",
+        content_type="text",
+    )
+    checks.append(Check("push", Status.ok, f"sent a probe message to {name}"))
+    lease = _pull_probe(client, account_id, queue_id, marker, attempts=10)
+    if lease is None:
+        checks.append(
+            Check(
+                "pull",
+                Status.fail,
+                f"the probe message did not come back from {name}",
+                "check that the queue is not paused and has an http_pull consumer",
+            )
+        )
+        return
+    checks.append(Check("pull", Status.ok, "leased the probe message"))
+    acked = client.queues.messages.ack(
+        queue_id, account_id=account_id, acks=[{"lease_id": lease}], retries=[]
+    )
+    if acked is None or not acked.ack_count:
+        checks.append(
+            Check(
+                "ack", Status.fail, "the ack removed nothing", f"give the token {TOKEN_PERMISSION}"
+            )
+        )
+    else:
+        checks.append(Check("ack", Status.ok, "acknowledged the probe message"))
 
 
 def probe(
@@ -554,9 +589,8 @@ def probe(
     *,
     queue: str | None,
     existing_ids: Mapping[str, str],
-    pull_attempts: int = 10,
 ) -> list[Check]:
-    """Push one text message, pull it, ack it.
+    """Push one text message, pull it, ack it: a check per step.
 
     With `queue` None: on a queue of its own (`jobgate-doctor-probe`, created with a pull
     consumer and deleted after), so no real message is touched. With an existing `queue`:
@@ -565,79 +599,33 @@ def probe(
     """
     import cloudflare
 
-    marker = uuid.uuid4().hex
-    names = ("push", "pull", "ack")
-    checks: list[Check] = []
     own_queue = queue is None
-    queue_id: str | None = existing_ids.get(queue or PROBE_QUEUE)
-
-    def skipped_rest() -> list[Check]:
-        done = {c.name for c in checks}
-        return [Check(n, Status.skipped, "not reached") for n in names if n not in done]
-
+    name = queue or PROBE_QUEUE
+    queue_id = existing_ids.get(name)
+    checks: list[Check] = []
     try:
         if own_queue:
             if queue_id is None:
                 created = client.queues.create(account_id=account_id, queue_name=PROBE_QUEUE)
                 queue_id = created.queue_id if created else None
             assert queue_id is not None
-            if not any(
-                c.type == "http_pull"
-                for c in client.queues.consumers.list(queue_id, account_id=account_id).result
-            ):
+            listed = client.queues.consumers.list(queue_id, account_id=account_id).result
+            if not any(c.type == "http_pull" for c in listed):
                 client.queues.consumers.create(queue_id, account_id=account_id, type="http_pull")
         if queue_id is None:
-            return [
+            checks.append(
                 Check(
                     "push",
                     Status.fail,
-                    f"queue {queue!r} does not exist",
-                    "name a queue of the account (run `jobgate cf sync` first)",
-                ),
-                *skipped_rest()[1:],
-            ]
-        client.queues.messages.push(
-            queue_id, account_id=account_id, body=_probe_message(marker), content_type="text"
-        )
-        checks.append(Check("push", Status.ok, f"sent a probe message to {queue or PROBE_QUEUE}"))
-        lease, others = _pull_probe(client, account_id, queue_id, marker, attempts=pull_attempts)
-        if others:
-            client.queues.messages.ack(
-                queue_id,
-                account_id=account_id,
-                acks=[],
-                retries=[{"lease_id": lease_id, "delay_seconds": 0} for lease_id in others],
-            )
-        if lease is None:
-            checks.append(
-                Check(
-                    "pull",
-                    Status.fail,
-                    "the probe message did not come back",
-                    "check that the queue is not paused and has an http_pull consumer",
-                )
-            )
-            return checks + skipped_rest()
-        checks.append(Check("pull", Status.ok, "leased the probe message"))
-        acked = client.queues.messages.ack(
-            queue_id, account_id=account_id, acks=[{"lease_id": lease}], retries=[]
-        )
-        if acked is None or not acked.ack_count:
-            checks.append(
-                Check(
-                    "ack",
-                    Status.fail,
-                    "Cloudflare acknowledged nothing",
-                    f"give the token {TOKEN_PERMISSION}",
+                    f"queue {name!r} does not exist",
+                    "name a queue of the account (`jobgate cf sync` creates the topology's)",
                 )
             )
         else:
-            checks.append(Check("ack", Status.ok, "acknowledged the probe message"))
-        return checks
+            _probe_steps(client, account_id, queue_id, name, checks)
     except (cloudflare.AuthenticationError, cloudflare.PermissionDeniedError) as exc:
-        step = next(n for n in names if n not in {c.name for c in checks})
-        checks.append(_denied(exc, step if step != "push" else "write queues", account_id))
-        return checks + skipped_rest()
+        step = next(n for n in PROBE_STEPS if n not in {c.name for c in checks})
+        checks.append(_denied(exc, step, account_id))
     finally:
         if own_queue and queue_id is not None:
             try:
@@ -651,6 +639,8 @@ def probe(
                         f"delete the queue {PROBE_QUEUE} by hand",
                     )
                 )
+    done = {c.name for c in checks}
+    return checks + [Check(n, Status.skipped, "not reached") for n in PROBE_STEPS if n not in done]
 
 
 def check_consumers(topology: Topology, account: Account) -> list[Check]:
@@ -704,12 +694,12 @@ def diagnose(
     except (cloudflare.AuthenticationError, cloudflare.PermissionDeniedError) as exc:
         return [
             _denied(exc, "read queues", account_id),
-            *(Check(n, Status.skipped, "needs read access") for n in ("push", "pull", "ack")),
+            *(Check(n, Status.skipped, "needs read access") for n in PROBE_STEPS),
         ]
     checks = [Check("read queues", Status.ok, f"{len(account.queues)} queue(s) in the account")]
     if run_probe:
         ids = {name: queue.id for name, queue in account.queues.items()}
         checks += probe(client, account_id, queue=probe_queue, existing_ids=ids)
     else:
-        checks += [Check(n, Status.skipped, "--no-probe") for n in ("push", "pull", "ack")]
+        checks += [Check(n, Status.skipped, "--no-probe") for n in PROBE_STEPS]
     return checks + check_consumers(topology, account)

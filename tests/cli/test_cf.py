@@ -329,12 +329,21 @@ class TestDoctor:
     ) -> None:
         cli.json("sync")
         queue_id = queues(cf)["email-sending"].queue_id
-        cf.queues.messages.push(queue_id, account_id=ACCOUNT, body={"job": "real"})
+        # More real messages than one pull brings, all older than the probe.
+        cf.queues.messages.bulk_push(
+            queue_id,
+            account_id=ACCOUNT,
+            messages=[{"body": {"job": n}, "content_type": "json"} for n in range(25)],
+        )
         report = cli.json("doctor", "--probe-queue", "email-sending")
         assert report["ok"] is True
         metrics = cf.queues.get_metrics(queue_id, account_id=ACCOUNT)
         assert metrics is not None
-        assert metrics.backlog_count == 1  # the real message, released; the probe acked
+        assert metrics.backlog_count == 25  # the probe is acked, the real messages stay
+        # ... and they are released, not left leased: deliverable at once.
+        pulled = cf.queues.messages.pull(queue_id, account_id=ACCOUNT, batch_size=100)
+        assert pulled is not None
+        assert len(pulled.messages or []) == 25
         assert "jobgate-doctor-probe" not in queues(cf)
 
     def test_missing_topology_says_run_sync(self, cli: Cli, cf: cloudflare.Cloudflare) -> None:

@@ -9,7 +9,7 @@ the token for that account.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from app.cli.common import err, fail, load_settings
-from app.cli.gateway import JsonOption, print_json, table
+from app.cli.gateway import print_json, table
 from app.queues import provisioning
 from app.queues.errors import QueueAuthFailed, QueueError
 from app.queues.provisioning import Action, Change, Status
@@ -44,6 +44,8 @@ ConfigOption = Annotated[
         show_default=False,
     ),
 ]
+
+JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object instead of a table.")]
 
 
 def _topology(config: Path | None) -> tuple[Topology, CloudflareSettings]:
@@ -87,7 +89,7 @@ def _shown(value: Any) -> str:
     return "-" if value is None or value == "" else str(value)
 
 
-def _change_rows(changes: list[Change]) -> Iterator[list[Any]]:
+def _change_rows(changes: Sequence[Change]) -> Iterator[list[Any]]:
     for change in changes:
         if change.action in (Action.create, Action.replace_worker):
             settings = "\n".join(f"{f.name}={_shown(f.new)}" for f in change.fields)
@@ -98,7 +100,7 @@ def _change_rows(changes: list[Change]) -> Iterator[list[Any]]:
         yield [change.action.value, change.kind, change.queue, settings or change.detail]
 
 
-def _show_changes(title: str, changes: list[Change]) -> None:
+def _show_changes(title: str, changes: Sequence[Change]) -> None:
     table(title, ["action", "what", "queue", "settings"], _change_rows(changes))
 
 
@@ -124,6 +126,9 @@ def cf_sync(
     Creates what is missing and updates settings that differ; reports what the account
     holds beyond the file (`extra`), deleted only with --prune. A second run reports no
     change.
+
+    Exit codes: 0 done, 1 an API error or a Worker consumer left in place (no --prune), 2 a
+    missing setting or an invalid topology, 3 Cloudflare refused the token for the account.
     """
     topology, settings = _topology(config)
     with _client(settings) as client:
@@ -160,7 +165,9 @@ def cf_sync(
         )
 
 
-def _report(changes: Any, summary: dict[str, int], *, dry_run: bool, as_json: bool) -> None:
+def _report(
+    changes: Sequence[Change], summary: dict[str, int], *, dry_run: bool, as_json: bool
+) -> None:
     if as_json:
         print_json(
             {
@@ -171,7 +178,7 @@ def _report(changes: Any, summary: dict[str, int], *, dry_run: bool, as_json: bo
         )
         return
     title = "Planned changes (dry run)" if dry_run else "Cloudflare account after sync"
-    _show_changes(title, list(changes))
+    _show_changes(title, changes)
     err.print(", ".join(f"{n} {k}" for k, n in summary.items()))
 
 
@@ -200,7 +207,12 @@ def cf_doctor(
     as_json: JsonOption = False,
 ) -> None:
     """Check the token (read queues, push, pull, ack) and that each topology queue has an
-    http_pull consumer; print what is missing and how to fix it."""
+    http_pull consumer; print what is missing and how to fix it.
+
+    The token needs Account > Queues > Edit. Exit codes: 0 every check passed, 1 a check
+    failed or an API error, 2 a missing setting or an invalid topology, 3 Cloudflare
+    refused the token for the account.
+    """
     topology, settings = _topology(config)
     with _client(settings) as client:
         checks = provisioning.diagnose(

@@ -291,14 +291,14 @@ def api_errors(base_url: str, account_id: str) -> Iterator[None]:
 
     try:
         yield
-    except (cloudflare.AuthenticationError, cloudflare.PermissionDeniedError) as exc:
-        raise QueueAuthFailed(
-            f"Cloudflare refused the token for account {account_id} "
-            f"({exc.status_code}{_code(exc)}): check JOBGATE_CF_API_TOKEN and "
-            f"JOBGATE_CF_ACCOUNT_ID; the token needs {TOKEN_PERMISSION}",
-            backend_status=exc.status_code,
-        ) from None
     except cloudflare.APIStatusError as exc:
+        if token_refused(exc):
+            raise QueueAuthFailed(
+                f"Cloudflare refused the token for account {account_id} "
+                f"({exc.status_code}{_code(exc)}): check JOBGATE_CF_API_TOKEN and "
+                f"JOBGATE_CF_ACCOUNT_ID; the token needs {TOKEN_PERMISSION}",
+                backend_status=exc.status_code,
+            ) from None
         raise CloudflareApiError(
             f"Cloudflare answered {exc.status_code}{_code(exc)}: {_message(exc)}",
             backend_status=exc.status_code,
@@ -321,6 +321,22 @@ def _code(exc: Any) -> str:
 
 def _message(exc: Any) -> str:
     return str(_first_error(exc).get("message") or type(exc).__name__)
+
+
+# A token Cloudflare cannot even parse: 400 "Invalid request headers" (6003), with
+# "Invalid format for Authorization header" (6111) in its error chain.
+MALFORMED_TOKEN_CODES = frozenset({6003, 6111})
+
+
+def token_refused(exc: Exception) -> bool:
+    """Whether an SDK error means the token (or its reach to the account) is the problem."""
+    import cloudflare
+
+    if isinstance(exc, cloudflare.AuthenticationError | cloudflare.PermissionDeniedError):
+        return True
+    return isinstance(exc, cloudflare.BadRequestError) and (
+        _first_error(exc).get("code") in MALFORMED_TOKEN_CODES
+    )
 
 
 def _settings(model: Any) -> dict[str, Value]:
@@ -499,11 +515,11 @@ class Check:
 
 
 def _denied(exc: Any, what: str, account_id: str) -> Check:
-    if exc.status_code == 401:
+    if exc.status_code in (400, 401):
         return Check(
             what,
             Status.fail,
-            f"the token is not valid (401{_code(exc)}): mistyped, expired or revoked",
+            f"the token is not valid ({exc.status_code}{_code(exc)}): mistyped, expired or revoked",
             f"create an API token with {TOKEN_PERMISSION} and set JOBGATE_CF_API_TOKEN",
             denied=True,
         )
@@ -623,7 +639,9 @@ def probe(
             )
         else:
             _probe_steps(client, account_id, queue_id, name, checks)
-    except (cloudflare.AuthenticationError, cloudflare.PermissionDeniedError) as exc:
+    except cloudflare.APIStatusError as exc:
+        if not token_refused(exc):
+            raise
         step = next(n for n in PROBE_STEPS if n not in {c.name for c in checks})
         checks.append(_denied(exc, step, account_id))
     finally:
@@ -691,7 +709,9 @@ def diagnose(
 
     try:
         account = read_account(client, account_id, topology=topology)
-    except (cloudflare.AuthenticationError, cloudflare.PermissionDeniedError) as exc:
+    except cloudflare.APIStatusError as exc:
+        if not token_refused(exc):
+            raise
         return [
             _denied(exc, "read queues", account_id),
             *(Check(n, Status.skipped, "needs read access") for n in PROBE_STEPS),

@@ -1,15 +1,23 @@
-"""The sync plan as data: the topology against an account, without an account."""
+"""The sync plan as data (the topology against an account, without an account), and the
+SDK's errors as one-line queue errors."""
 
 from __future__ import annotations
 
+import cloudflare
+import httpx
+import pytest
+
 from app.core.config import REPO_ROOT
 from app.jobs.payloads import JOB_TYPES
+from app.queues.cloudflare import CloudflareApiError
+from app.queues.errors import QueueAuthFailed
 from app.queues.provisioning import (
     Account,
     AccountConsumer,
     AccountQueue,
     Action,
     FieldChange,
+    api_errors,
     plan,
     wanted_state,
 )
@@ -120,3 +128,43 @@ class TestPlan:
             ("analytics-events", "c-extra")
         ]
         assert todo.in_sync  # extras alone leave the topology in place
+
+
+API = "https://api.cloudflare.com/client/v4"
+ACCOUNT = "0123456789abcdef0123456789abcdef"
+
+
+def sdk_error(
+    cls: type[cloudflare.APIStatusError], status: int, code: int, message: str
+) -> Exception:
+    """The exception the SDK raises for such an answer (built from a real response)."""
+    body = {"success": False, "errors": [{"code": code, "message": message}], "result": None}
+    request = httpx.Request("GET", f"{API}/accounts/{ACCOUNT}/queues")
+    return cls(message, response=httpx.Response(status, request=request, json=body), body=body)
+
+
+class TestApiErrors:
+    @pytest.mark.parametrize(
+        ("cls", "status", "code"),
+        [
+            (cloudflare.AuthenticationError, 401, 10000),
+            (cloudflare.PermissionDeniedError, 403, 10000),
+            # Cloudflare's answer to a token it cannot parse ("Invalid request headers").
+            (cloudflare.BadRequestError, 400, 6003),
+        ],
+    )
+    def test_a_refused_token_names_the_settings_and_the_permission(
+        self, cls: type[cloudflare.APIStatusError], status: int, code: int
+    ) -> None:
+        with pytest.raises(QueueAuthFailed) as caught, api_errors(API, ACCOUNT):
+            raise sdk_error(cls, status, code, "Authentication error")
+        detail = caught.value.detail
+        assert f"({status}, code {code})" in detail
+        assert ACCOUNT in detail
+        assert "JOBGATE_CF_API_TOKEN" in detail
+        assert "Account > Queues > Edit" in detail
+
+    def test_another_refusal_is_an_api_error_with_cloudflares_message(self) -> None:
+        with pytest.raises(CloudflareApiError) as caught, api_errors(API, ACCOUNT):
+            raise sdk_error(cloudflare.BadRequestError, 400, 100127, "batch_size too large")
+        assert caught.value.detail == "Cloudflare answered 400, code 100127: batch_size too large"

@@ -137,6 +137,8 @@ def cf_sync(
         deletions = todo.of(Action.extra, Action.replace_worker)
         if dry_run:
             _report(todo.changes, todo.summary(), dry_run=True, as_json=as_json)
+            if todo.in_sync and not as_json:
+                err.print("no changes: the account matches the topology")
             return
         if prune and deletions and not yes:
             _show_changes("To delete", deletions)

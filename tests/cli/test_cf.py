@@ -164,6 +164,8 @@ class TestSync:
         assert {c["action"] for c in again["changes"]} == {"unchanged"}
         planned = cli.json("sync", "--dry-run")
         assert planned["summary"]["unchanged"] == 15
+        preview = cli.run("sync", "--dry-run")
+        assert "no changes: the account matches the topology" in preview.stderr
         assert_account_matches_wrangler(cf)
 
     def test_a_changed_setting_is_updated_old_to_new(

@@ -16,6 +16,7 @@ from app.cli import (
     help,
     jobs,
     keys,
+    migrate,
     openapi,
     operators,
     queues,
@@ -45,6 +46,7 @@ cli.add_typer(schedules.app, name="schedules")
 cli.add_typer(jobs.app, name="jobs")
 cli.add_typer(dlq.app, name="dlq")
 cli.add_typer(queues.app, name="queues")
+cli.add_typer(migrate.app, name="migrate")
 
 
 def main() -> None:

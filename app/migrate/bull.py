@@ -58,7 +58,27 @@ READ_STATES = (
     BullState.failed,
 )
 # Suffixes that prove a queue exists (any state, its id counter or its meta).
-_MARK_SUFFIXES = (*STATE_KEYS.values(), "id", "meta", "meta-paused")
+_MARK_SUFFIXES = (*STATE_KEYS.values(), "id", "meta", "meta-paused", "repeat")
+# Ids of the jobs a repeatable job (Bull) or job scheduler (BullMQ) puts in `delayed`.
+REPEAT_ID_PREFIX = "repeat:"
+
+
+@dataclass(frozen=True)
+class Repeatable:
+    """A repeatable job's definition (its `repeat` zset entry): a cron `pattern` or an
+    `every_ms` interval, in Bull's `name:id:endDate:tz:cron` member or BullMQ's
+    `repeat:<key>` hash."""
+
+    queue: str
+    key: str
+    name: str
+    pattern: str | None
+    every_ms: int | None
+    tz: str | None
+
+    def describe(self) -> str:
+        when = f"cron {self.pattern!r}" if self.pattern else f"every {self.every_ms} ms"
+        return f"{self.name} ({when}{f', {self.tz}' if self.tz else ''})"
 
 
 @dataclass(frozen=True)
@@ -133,6 +153,26 @@ class BullReader:
 
     def counts(self, queue: str) -> dict[BullState, int]:
         return {state: self.count(queue, state) for state in BullState}
+
+    def repeatables(self, queue: str) -> list[Repeatable]:
+        listed: list[Any] = self.redis.zrange(self.key(queue, "repeat"), 0, -1)
+        members = [_text(raw) or "" for raw in listed]
+        pipe = self.redis.pipeline(transaction=False)
+        for member in members:
+            pipe.hgetall(self.key(queue, f"repeat:{member}"))
+        found = []
+        for member, raw in zip(members, pipe.execute(), strict=True):
+            fields = {_text(k) or "": _text(v) for k, v in raw.items()}
+            if fields:  # BullMQ: the definition is a hash
+                pattern, every = fields.get("pattern"), _int(fields.get("every"))
+                name, tz = fields.get("name") or member, fields.get("tz")
+            else:  # Bull: name:jobId:endDate:tz:cron-or-every
+                parts = member.split(":", 4)
+                name, tz, last = parts[0], parts[3] if len(parts) == 5 else None, parts[-1]
+                every = _int(last) if last.isdigit() else None
+                pattern = None if every is not None else last
+            found.append(Repeatable(queue, member, name, pattern, every, tz or None))
+        return found
 
     def _ids(self, queue: str, state: BullState) -> Iterator[tuple[str, float | None]]:
         key = self.key(queue, STATE_KEYS[state])

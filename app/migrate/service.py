@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from app.client import JobgateClient, ProblemError, Submitted
 from app.jobs.payloads import JOB_MODELS, JOB_TYPES
 from app.jobs.schemas import MAX_BATCH_JOBS
-from app.migrate.bull import READ_STATES, BullJob, BullReader, BullState
+from app.migrate.bull import READ_STATES, REPEAT_ID_PREFIX, BullJob, BullReader, BullState
 from app.migrate.errors import MappingInvalid
 from app.migrate.schemas import BullMapping
 from app.queues.topology import MAX_DELAY_SECONDS
@@ -56,6 +56,8 @@ NOT_MIGRATED_REASONS: dict[BullState, str] = {
     BullState.waiting_children: "a BullMQ flow parent waiting for its children (no flows)",
 }
 FAILED_WITHOUT_FLAG = "failed in Bull: pass --include-failed to run it again in jobgate"
+REPEAT_RUN = "the next run of a repeatable job: make the repeatable a jobgate schedule"
+REPEATABLE = "make it a jobgate schedule (jobgate schedules create)"
 
 
 def idempotency_key(job: BullJob) -> str:
@@ -234,6 +236,11 @@ class Migration:
                 FAILED_WITHOUT_FLAG,
                 count=counts[BullState.failed],
             )
+        for repeatable in self.reader.repeatables(queue):
+            reason = f"{repeatable.describe()}: {REPEATABLE}"
+            self.summary.add(
+                queue, "repeatable", Outcome.not_migrated, reason, job_id=repeatable.key
+            )
         if queue not in self.mapping.queues:
             for state in self.migrated_states():
                 if counts[state]:
@@ -251,6 +258,9 @@ class Migration:
                     self._job(job)
 
     def _job(self, job: BullJob) -> None:
+        if job.state is BullState.delayed and job.id.startswith(REPEAT_ID_PREFIX):
+            self._record(job, Outcome.not_migrated, REPEAT_RUN)
+            return
         try:
             body = request_for(job, self.mapping, now_ms=self.now_ms(), cap_delay=self.cap_delay)
         except Skip as skip:

@@ -202,10 +202,14 @@ def test_bull_and_bullmq_jobs_move_into_jobgate_run_and_import_once(
     assert code == 1, stderr  # jobs would be skipped for errors
     assert counts(rows) == {
         ("analytics", "delayed", "skipped (error)"): 1,
+        ("analytics", "delayed", "not migrated"): 1,
+        ("analytics", "repeatable", "not migrated"): 1,
         ("analytics", "waiting", "skipped (error)"): 1,
         ("analytics", "waiting", "would import"): 1,
         ("email", "completed", "not migrated"): 1,
         ("email", "delayed", "would import"): 1,
+        ("email", "delayed", "not migrated"): 1,
+        ("email", "repeatable", "not migrated"): 1,
         ("email", "failed", "not migrated"): 1,
         ("email", "waiting", "skipped (error)"): 1,
         ("email", "waiting", "would import"): 2,
@@ -226,6 +230,13 @@ def test_bull_and_bullmq_jobs_move_into_jobgate_run_and_import_once(
     [too_far] = [reason for reason in skipped if reason.startswith("due in more than 86400 s")]
     assert skipped[too_far] == bullmq["far_delayed"]
     assert reasons(rows, "not migrated")["not selected: tenantId is 't2'"] == bullmq["other_tenant"]
+    not_migrated = reasons(rows, "not migrated")
+    assert "digest (cron '0 8 * * *'): make it a jobgate schedule (jobgate schedules create)" in (
+        not_migrated
+    )
+    assert not_migrated[
+        "pageview (cron '0 * * * *'): make it a jobgate schedule (jobgate schedules create)"
+    ] == ["hourly"]
     assert stack.jobs() == []
     assert "would import: 8" in stderr
 
@@ -237,16 +248,14 @@ def test_bull_and_bullmq_jobs_move_into_jobgate_run_and_import_once(
     assert stack.jobs() == []
     run_jobgate("email-policy", "set", stack.tenant_id, "--any", env=stack.env)
 
-    # The import: waiting, prioritized and delayed jobs; failed ones only when asked.
-    code, rows, stderr = stack.migrate(bull_prefix)
-    assert code == 1, stderr
-    assert sum(r["jobs"] for r in rows if r["result"] == "imported") == 8, rows
-    code, rows, stderr = stack.migrate(bull_prefix, "--include-failed", "--allow-skips")
-    assert code == 0, stderr
+    # The import (failed jobs too, as asked); the refused jobs go in now, the others once.
+    code, rows, stderr = stack.migrate(bull_prefix, "--include-failed")
+    assert code == 1, stderr  # the same skips as the dry run
     folded = counts(rows)
     assert folded[("email", "failed", "imported")] == 1
     assert folded[("prestashop", "failed", "imported")] == 1
-    assert sum(r["jobs"] for r in rows if r["result"] == "already imported") == 8, rows
+    assert sum(r["jobs"] for r in rows if r["result"] == "imported") == 10, rows
+    assert sum(r["jobs"] for r in rows if r["result"] == "skipped (error)") == 5, rows
 
     jobs = {job["idempotency_key"]: job for job in stack.jobs()}
     assert len(jobs) == 10
@@ -315,5 +324,6 @@ def test_bull_and_bullmq_jobs_move_into_jobgate_run_and_import_once(
     try:
         assert redis.llen(f"{bull_prefix}:email:wait") == 3
         assert redis.zcard(f"{bull_prefix}:prestashop:delayed") == 1
+        assert redis.zcard(f"{bull_prefix}:email:delayed") == 2
     finally:
         redis.close()

@@ -66,6 +66,8 @@ async function seedBull(made) {
   const delayed = await queue.add(email(5), { delay: HOUR });
   const invalid = await queue.add({ ...email(6), recipient: "not-an-email" });
   const unmapped = await legacy.add({ anything: true });
+  // A repeatable job: its definition and next run are reported, not imported.
+  await queue.add("digest", email(7), { repeat: { cron: "0 8 * * *" } });
   made.bull = {
     failed: [String(failing.id)],
     completed: [String(completed.id)],
@@ -122,6 +124,11 @@ async function seedBullmq(made) {
     "pageview",
     { name: "page.later", properties: {} },
     { delay: 72 * HOUR },
+  );
+  await analytics.upsertJobScheduler(
+    "hourly",
+    { pattern: "0 * * * *" },
+    { name: "pageview", data: { name: "hourly.report" } },
   );
   made.bullmq = {
     failed: [failing.id],

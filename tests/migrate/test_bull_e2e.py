@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import json5
 import pytest
 from redis import Redis
 
@@ -156,6 +157,19 @@ def reasons(rows: list[dict[str, Any]], result: str) -> dict[str, list[str]]:
     return {row["reason"]: row["examples"] for row in rows if row["result"] == result}
 
 
+def no_batch_wait(path: Path) -> Path:
+    """The shipped topology with every queue's consumer taking what is there at once
+    (prestashop-sync otherwise waits up to 30 s to fill a batch)."""
+    raw = json5.loads((REPO_ROOT / "wrangler.jsonc").read_text())
+    consumers = {c["queue"]: c for c in raw["queues"]["consumers"]}
+    for producer in raw["queues"]["producers"]:
+        consumers.setdefault(producer["queue"], {"queue": producer["queue"]})
+        consumers[producer["queue"]]["max_batch_timeout"] = 0
+    raw["queues"]["consumers"] = list(consumers.values())
+    path.write_text(json.dumps(raw), encoding="utf-8")
+    return path
+
+
 @pytest.fixture
 def stack(database: tuple[str, str | None], db_engine: object, tmp_path: Path) -> Iterator[Stack]:
     url, schema = database
@@ -169,6 +183,7 @@ def stack(database: tuple[str, str | None], db_engine: object, tmp_path: Path) -
         schema=schema,
         extra={
             "JOBGATE_TEST_CLOCK_FILE": str(clock_file),
+            "JOBGATE_WRANGLER_CONFIG": str(no_batch_wait(tmp_path / "wrangler.jsonc")),
             "JOBGATE_HANDLER_MODULES": "tests.support.recording_handlers",
             LOG_ENV: str(runs_file),
             "JOBGATE_CONSUMER_POLL_MIN_MS": "50",

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from app.cli.common import err, fail
-from app.cli.gateway import DEFAULT_URL, JsonOption, KeyOption, UrlOption, print_json, table
+from app.cli.gateway import DEFAULT_URL, JsonOption, UrlOption, print_json, table
 from app.client import GatewayUnreachable, JobgateClient, ProblemError, RetryPolicy
 from app.migrate import service
 from app.migrate.bull import BullReader
@@ -21,6 +21,15 @@ from app.migrate.service import Migration, Outcome, Summary
 
 app = typer.Typer(help="Import jobs from other queue systems.", no_args_is_help=True)
 
+TenantKeyOption = Annotated[
+    str,
+    typer.Option(
+        "--key",
+        envvar="JOBGATE_KEY",
+        help="The API key (jobs:write) of the tenant the jobs go to; not for --dry-run.",
+        show_default=False,
+    ),
+]
 # A migration outlasts a rate-limit window: wait out 429/503 answers longer than the CLI's
 # other commands do.
 MIGRATION_RETRIES = RetryPolicy(max_attempts=30, max_delay_s=120.0)
@@ -109,7 +118,7 @@ def migrate_bull(
     allow_skips: Annotated[
         bool, typer.Option("--allow-skips", help="Exit 0 even when jobs were skipped for errors.")
     ] = False,
-    key: KeyOption = "",
+    key: TenantKeyOption = "",
     url: UrlOption = DEFAULT_URL,
     as_json: JsonOption = False,
 ) -> None:

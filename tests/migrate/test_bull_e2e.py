@@ -255,6 +255,12 @@ def test_bull_and_bullmq_jobs_move_into_jobgate_run_and_import_once(
     assert stack.jobs() == []
     assert "would import: 8" in stderr
 
+    # A key the gateway does not know stops the run at its first batch, importing nothing.
+    code, rows, stderr = stack.migrate(bull_prefix, key="jg_not_a_key")
+    assert code == 1
+    assert "error: stopped: the gateway: 401 " in stderr
+    assert stack.jobs() == []
+
     # The tenant may not email anyone yet: the gateway refuses those jobs, each one named.
     code, rows, stderr = stack.migrate(bull_prefix, "--queue", "email")
     assert code == 1, stderr

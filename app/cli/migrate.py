@@ -16,7 +16,7 @@ from app.cli.gateway import DEFAULT_URL, JsonOption, UrlOption, print_json, tabl
 from app.client import GatewayUnreachable, JobgateClient, ProblemError, RetryPolicy
 from app.migrate import service
 from app.migrate.bull import BullReader
-from app.migrate.errors import MappingInvalid
+from app.migrate.errors import MappingInvalid, NoQueues
 from app.migrate.service import Migration, Outcome, Summary
 
 app = typer.Typer(help="Import jobs from other queue systems.", no_args_is_help=True)
@@ -137,10 +137,16 @@ def migrate_bull(
         include_failed=include_failed,
         cap_delay=cap_delay,
     )
+    where = f"Redis at {redis_url.split('@')[-1]}"  # never the password before the @
     aborted: str | None = None
     try:
-        queues = migration.queues(queue)
-        total = migration.size(queues)
+        try:
+            queues = migration.queues(queue)
+            total = migration.size(queues)
+        except NoQueues as exc:
+            fail(exc.detail)
+        except RedisError as exc:
+            fail(f"{where}: {type(exc).__name__}: {exc}")
         columns = (
             TextColumn("checking" if dry_run else "importing"),
             BarColumn(),
@@ -151,7 +157,7 @@ def migrate_bull(
             migration.on_progress = lambda n: progress.advance(task, n)
             migration.run(queues)
     except RedisError as exc:
-        aborted = f"Redis at {redis_url.split('@')[-1]}: {type(exc).__name__}: {exc}"
+        aborted = f"{where}: {type(exc).__name__}: {exc}"
     except ProblemError as exc:
         aborted = f"the gateway: {exc}"
     except GatewayUnreachable as exc:

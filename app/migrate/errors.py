@@ -9,5 +9,5 @@ class MappingInvalid(BadRequest):
     """The mapping file cannot be read, or says something jobgate cannot do."""
 
 
-class RedisUnreachable(BadRequest):
-    """No answer from `--redis-url`."""
+class NoQueues(BadRequest):
+    """Nothing to read: no queue under the prefix, or a named queue has no key."""

@@ -30,7 +30,7 @@ from app.client import JobgateClient, ProblemError, Submitted
 from app.jobs.payloads import JOB_MODELS, JOB_TYPES
 from app.jobs.schemas import MAX_BATCH_JOBS
 from app.migrate.bull import READ_STATES, REPEAT_ID_PREFIX, BullJob, BullReader, BullState
-from app.migrate.errors import MappingInvalid
+from app.migrate.errors import MappingInvalid, NoQueues
 from app.migrate.schemas import BullMapping
 from app.queues.topology import MAX_DELAY_SECONDS
 
@@ -202,8 +202,19 @@ class Migration:
     _pending_bytes: int = 0
 
     def queues(self, only: list[str] | None) -> list[str]:
-        """The queues to read: `only`, else every queue found under the prefix."""
-        return sorted(set(only)) if only else self.reader.queues()
+        """The queues to read: `only`, else every queue found under the prefix; NoQueues
+        when there is none, or one of `only` has no key (a wrong prefix or a typo would
+        otherwise import nothing and say nothing)."""
+        found = self.reader.queues()
+        where = f"under the key prefix {self.reader.prefix!r}"
+        if not only:
+            if not found:
+                raise NoQueues(f"no Bull queue {where} (see --prefix)")
+            return found
+        missing = sorted(set(only) - set(found))
+        if missing:
+            raise NoQueues(f"no Bull queue {', '.join(map(repr, missing))} {where}")
+        return sorted(set(only))
 
     def migrated_states(self) -> tuple[BullState, ...]:
         return tuple(s for s in READ_STATES if s is not BullState.failed or self.include_failed)

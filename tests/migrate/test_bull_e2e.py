@@ -339,6 +339,11 @@ def test_bull_and_bullmq_jobs_move_into_jobgate_run_and_import_once(
     code, rows, stderr = stack.migrate(bull_prefix, "--include-failed", "--allow-skips")
     assert code == 0, stderr
     assert not [row for row in rows if row["result"] == "imported"], rows
+    # The delayed ones now ask for a shorter delay: the gateway's 409 for their key.
+    assert reasons(rows, "already imported")["imported before with a longer delay"]
+    missing = stack.migrate(bull_prefix, "--dry-run", "--queue", "emails")
+    assert missing[0] == 1
+    assert "error: no Bull queue 'emails' under the key prefix" in missing[2]
     assert sum(r["jobs"] for r in rows if r["result"] == "already imported") == 10
     assert len(stack.jobs()) == 10
     redis = Redis.from_url(REDIS_URL)

@@ -4,6 +4,7 @@ No gateway is needed for these (nothing is sent)."""
 from __future__ import annotations
 
 import subprocess
+import uuid
 from pathlib import Path
 
 from app.core.config import REPO_ROOT
@@ -42,5 +43,14 @@ def test_what_stops_it_is_one_line(tmp_path: Path) -> None:
     url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
     unreachable = _migrate("--redis-url", url, "--mapping", str(good), "--dry-run")
     assert unreachable.returncode == 1
-    assert f"error: stopped: Redis at 127.0.0.1:{url.rsplit(':', 1)[1]}" in unreachable.stderr
+    assert unreachable.stderr.startswith(f"error: Redis at 127.0.0.1:{url.rsplit(':', 1)[1]}: ")
     assert "s3cret" not in unreachable.stderr + unreachable.stdout
+
+    # A prefix with no queue (a typo) is said, not taken for an empty Bull.
+    prefix = f"jgtest-none-{uuid.uuid4().hex[:8]}"
+    args = ("--redis-url", "redis://127.0.0.1:6379/0", "--mapping", str(good), "--dry-run")
+    empty = _migrate(*args, "--prefix", prefix)
+    assert empty.returncode == 1
+    assert empty.stderr.strip() == (
+        f"error: no Bull queue under the key prefix '{prefix}' (see --prefix)"
+    )

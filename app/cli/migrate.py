@@ -128,7 +128,10 @@ def migrate_bull(
         fail(exc.detail, code=2)
     if not dry_run and not key:
         fail("give the tenant's key: --key or JOBGATE_KEY (or use --dry-run)")
-    redis = Redis.from_url(redis_url, socket_timeout=30)
+    try:
+        redis = Redis.from_url(redis_url, socket_timeout=30)
+    except ValueError as exc:
+        fail(f"--redis-url: {exc}", code=2)
     client = None if dry_run else JobgateClient(url, key, retry=MIGRATION_RETRIES)
     migration = Migration(
         BullReader(redis, prefix),

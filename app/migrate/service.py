@@ -317,16 +317,15 @@ class Migration:
             if error.status not in _PER_JOB_STATUSES:
                 raise
             if error.status == 409 and job.state is BullState.delayed:
+                # Its key's original differs only by the delay, which shrinks run after run.
                 self._record(job, Outcome.replayed, "imported before with a longer delay")
                 return
-            detail = f"{error.status} {error.title}: {error.detail}".rstrip(": ")
-            messages = [
+            fields = [
                 f"{'.'.join(str(p) for p in e.get('loc', []) if p != 'body')}: {e.get('msg')}"
                 for e in error.errors
             ]
-            self._record(
-                job, Outcome.skipped, "; ".join([f"refused by the gateway: {detail}", *messages])
-            )
+            reason = "; ".join([f"refused by the gateway: {error}", *fields])
+            self._record(job, Outcome.skipped, reason)
             return
         self._answered(job, answer)
 

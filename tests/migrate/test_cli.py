@@ -39,6 +39,10 @@ def test_what_stops_it_is_one_line(tmp_path: Path) -> None:
         "error: give the tenant's key: --key or JOBGATE_KEY (or use --dry-run)"
     )
 
+    not_a_url = _migrate("--redis-url", "127.0.0.1:6379", "--mapping", str(good), "--dry-run")
+    assert not_a_url.returncode == 2
+    assert not_a_url.stderr.startswith("error: --redis-url: ")
+
     # A port nothing listens on: the run stops naming Redis (never its password).
     url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
     unreachable = _migrate("--redis-url", url, "--mapping", str(good), "--dry-run")

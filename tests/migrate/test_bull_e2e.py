@@ -107,6 +107,7 @@ class Stack:
     clock_file: Path
     runs_file: Path
     mapping: Path
+    bystander_key: str
 
     def migrate(
         self, prefix: str, *args: str, key: str | None = None
@@ -135,9 +136,9 @@ class Stack:
         rows = [json.loads(line) for line in done.stdout.splitlines()]
         return done.returncode, rows, done.stderr
 
-    def jobs(self) -> list[dict[str, Any]]:
+    def jobs(self, key: str | None = None) -> list[dict[str, Any]]:
         with httpx.Client(base_url=self.url, timeout=30) as http:
-            headers = {"Authorization": f"Bearer {self.key}"}
+            headers = {"Authorization": f"Bearer {key or self.key}"}
             page = http.get("/v1/jobs", params={"limit": 100}, headers=headers)
             assert page.status_code == 200, page.text
             data: list[dict[str, Any]] = page.json()["data"]
@@ -194,6 +195,7 @@ def stack(database: tuple[str, str | None], db_engine: object, tmp_path: Path) -
         },
     )
     tenant = create_tenant(env, "from-bull")
+    bystander = create_tenant(env, "bystander")
     with jobgate_server("serve", env=env) as gateway, jobgate_process("consume", env=env):
         yield Stack(
             env,
@@ -203,6 +205,7 @@ def stack(database: tuple[str, str | None], db_engine: object, tmp_path: Path) -
             clock_file,
             runs_file,
             mapping,
+            bystander["api_key"],
         )
 
 
@@ -346,6 +349,7 @@ def test_bull_and_bullmq_jobs_move_into_jobgate_run_and_import_once(
     assert "error: no Bull queue 'emails' under the key prefix" in missing[2]
     assert sum(r["jobs"] for r in rows if r["result"] == "already imported") == 10
     assert len(stack.jobs()) == 10
+    assert stack.jobs(stack.bystander_key) == []  # only the key's tenant got them
     redis = Redis.from_url(REDIS_URL)
     try:
         assert redis.llen(f"{bull_prefix}:email:wait") == 3

@@ -297,14 +297,32 @@ class Migration:
             for job, _ in pending:
                 self._record(job, Outcome.would_import)
             return
+        self._send(pending)
+
+    def _send(self, pending: list[tuple[BullJob, dict[str, Any]]]) -> None:
+        """One batch; when the gateway refuses a job of it (all or none), the jobs it
+        could be are sent apart: halves, down to the job alone (as the outbox relay does)."""
+        assert self.client is not None
+        if len(pending) <= 1:
+            for item in pending:
+                self._submit_one(*item)
+            return
         try:
             answers = self.client.batch_outcome([body for _, body in pending])
         except ProblemError as error:
             if error.status not in _PER_JOB_STATUSES:
                 raise
-            # All or none: find the job the gateway refused by sending them one by one.
-            for job, body in pending:
-                self._submit_one(job, body)
+            delayed = [item for item in pending if item[0].state is BullState.delayed]
+            if error.status == 409 and delayed:
+                # On a second run every delayed job's key conflicts: those alone, the rest
+                # as a batch.
+                self._send([item for item in pending if item[0].state is not BullState.delayed])
+                for item in delayed:
+                    self._submit_one(*item)
+                return
+            half = len(pending) // 2
+            self._send(pending[:half])
+            self._send(pending[half:])
             return
         for (job, _), answer in zip(pending, answers, strict=True):
             self._answered(job, answer)

@@ -4,10 +4,12 @@ Both libraries keep a queue under `<prefix>:<queue>:`: `wait` and `paused` lists
 takes from the right end, so the right end is the oldest), `active` list, `delayed` zset
 scored `due_ms * 0x1000 + counter` (the low 12 bits only order jobs due the same
 millisecond), `failed` and `completed` zsets, and one hash per job `<prefix>:<queue>:<id>`
-(`name`, `data` JSON, `opts` JSON, `timestamp`, `delay`, `attemptsMade` or BullMQ's `atm`,
-`failedReason`). Bull's `priority` zset indexes jobs that also sit in `wait`; BullMQ keeps
-prioritized jobs only in `prioritized`, flow parents in `waiting-children`, and before v5
-put marker entries (`0`, `0:<ms>`) in `wait`.
+(`name`, `data` JSON, `opts`, `timestamp`, `delay`, `attemptsMade`, `failedReason`...), of
+which the import needs `name` and `data`. Bull's `priority` zset indexes jobs that also sit
+in `wait`; BullMQ keeps prioritized jobs only in `prioritized`, flow parents in
+`waiting-children`, and before v5 put marker entries (`0`, `0:<ms>`) in `wait`. Repeatable
+jobs (Bull) and job schedulers (BullMQ) are listed in the `repeat` zset, and their next run
+waits in `delayed` with an id that starts `repeat:`.
 
 Only read commands are sent (SCAN, TYPE, LLEN, LRANGE, ZCARD, ZRANGE, HGETALL): nothing here
 changes, locks or removes a Bull key.
@@ -91,10 +93,7 @@ class BullJob:
     state: BullState
     name: str
     data: Any
-    timestamp_ms: int | None
     due_ms: int | None
-    attempts_made: int
-    failed_reason: str | None
     problem: str | None = None
 
 
@@ -247,9 +246,6 @@ def _job(
         state=state,
         name=fields.get("name") or "__default__",
         data=data,
-        timestamp_ms=_int(fields.get("timestamp")),
         due_ms=due_ms,
-        attempts_made=_int(fields.get("attemptsMade") or fields.get("atm")) or 0,
-        failed_reason=fields.get("failedReason"),
         problem=problem,
     )

@@ -59,6 +59,9 @@ queues:
   email:
     type: send-email
     rename: {recipient: to}
+  newsletter:
+    type: send-email
+    rename: {recipient: to}
   prestashop:
     type_field: type
   analytics:
@@ -232,6 +235,7 @@ def test_bull_and_bullmq_jobs_move_into_jobgate_run_and_import_once(
         ("email", "waiting", "skipped (error)"): 1,
         ("email", "waiting", "would import"): 2,
         ("legacy", "waiting", "skipped (error)"): 1,
+        ("newsletter", "paused", "would import"): 1,
         ("prestashop", "delayed", "would import"): 1,
         ("prestashop", "failed", "not migrated"): 1,
         ("prestashop", "prioritized", "would import"): 1,
@@ -256,7 +260,7 @@ def test_bull_and_bullmq_jobs_move_into_jobgate_run_and_import_once(
         "pageview (cron '0 * * * *'): make it a jobgate schedule (jobgate schedules create)"
     ] == ["hourly"]
     assert stack.jobs() == []
-    assert "would import: 8" in stderr
+    assert "would import: 9" in stderr
 
     # A key the gateway does not know stops the run at its first batch, importing nothing.
     code, rows, stderr = stack.migrate(bull_prefix, key="jg_not_a_key")
@@ -278,11 +282,12 @@ def test_bull_and_bullmq_jobs_move_into_jobgate_run_and_import_once(
     folded = counts(rows)
     assert folded[("email", "failed", "imported")] == 1
     assert folded[("prestashop", "failed", "imported")] == 1
-    assert sum(r["jobs"] for r in rows if r["result"] == "imported") == 10, rows
+    assert sum(r["jobs"] for r in rows if r["result"] == "imported") == 11, rows
     assert sum(r["jobs"] for r in rows if r["result"] == "skipped (error)") == 5, rows
 
     jobs = {job["idempotency_key"]: job for job in stack.jobs()}
-    assert len(jobs) == 10
+    assert len(jobs) == 11
+    assert jobs[f"bull:newsletter:{bull['paused'][0]}"]["payload"]["to"] == "buyer8@example.com"
     email = jobs[f"bull:email:{bull['waiting'][0]}"]
     assert email["type"] == "send-email"
     assert email["payload"] == {
@@ -347,13 +352,14 @@ def test_bull_and_bullmq_jobs_move_into_jobgate_run_and_import_once(
     missing = stack.migrate(bull_prefix, "--dry-run", "--queue", "emails")
     assert missing[0] == 1
     assert "error: no Bull queue 'emails' under the key prefix" in missing[2]
-    assert sum(r["jobs"] for r in rows if r["result"] == "already imported") == 10
-    assert len(stack.jobs()) == 10
+    assert sum(r["jobs"] for r in rows if r["result"] == "already imported") == 11
+    assert len(stack.jobs()) == 11
     assert stack.jobs(stack.bystander_key) == []  # only the key's tenant got them
     redis = Redis.from_url(REDIS_URL)
     try:
         assert redis.llen(f"{bull_prefix}:email:wait") == 3
         assert redis.zcard(f"{bull_prefix}:prestashop:delayed") == 1
         assert redis.zcard(f"{bull_prefix}:email:delayed") == 2
+        assert redis.llen(f"{bull_prefix}:newsletter:paused") == 1
     finally:
         redis.close()

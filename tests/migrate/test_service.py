@@ -39,10 +39,7 @@ def bull_job(
         state=BullState.delayed if due_ms is not None else BullState.waiting,
         name=name,
         data=data,
-        timestamp_ms=NOW_MS,
         due_ms=due_ms,
-        attempts_made=0,
-        failed_reason=None,
     )
 
 
@@ -104,7 +101,7 @@ def test_what_is_skipped_says_why() -> None:
     other = skip_of(bull_job("mail", mail(tenantId="t2")))
     assert (other.outcome, other.reason) == (Outcome.not_migrated, "not selected: tenantId is 't2'")
     assert skip_of(bull_job("mail", [1, 2])).reason == "its data is a JSON list, not an object"
-    broken = BullJob("mail", "9", BullState.waiting, "x", None, None, None, 0, None, "gone")
+    broken = BullJob("mail", "9", BullState.waiting, "x", None, None, problem="gone")
     assert skip_of(broken).reason == "gone"
 
 

@@ -66,6 +66,11 @@ async function seedBull(made) {
   const delayed = await queue.add(email(5), { delay: HOUR });
   const invalid = await queue.add({ ...email(6), recipient: "not-an-email" });
   const unmapped = await legacy.add({ anything: true });
+  // A paused queue: Bull moves its waiting jobs to the `paused` list.
+  const newsletter = new Bull("newsletter", redisUrl, { prefix });
+  const paused = await newsletter.add(email(8));
+  await newsletter.pause();
+  await newsletter.close();
   // A repeatable job: its definition and next run are reported, not imported.
   await queue.add("digest", email(7), { repeat: { cron: "0 8 * * *" } });
   made.bull = {
@@ -75,6 +80,7 @@ async function seedBull(made) {
     delayed: [String(delayed.id)],
     invalid: [String(invalid.id)],
     unmapped: [String(unmapped.id)],
+    paused: [String(paused.id)],
   };
   await queue.close();
   await legacy.close();

@@ -230,7 +230,7 @@ class AsyncJobgateClient(_Base):
             base_url=self.base_url, headers=self._headers, timeout=timeout, transport=transport
         )
 
-    async def _send(self, call: Call[Model]) -> Model:
+    async def _exchange(self, call: Call[Model]) -> httpx.Response:
         request = call.request(self._http)
         attempt = 1
         while True:
@@ -245,13 +245,28 @@ class AsyncJobgateClient(_Base):
             attempt += 1
         if not response.is_success:
             raise problem_error(response)
-        return call.read(response)
+        return response
+
+    async def _send(self, call: Call[Model]) -> Model:
+        return call.read(await self._exchange(call))
 
     async def submit(self, job: JobInput, *, idempotency_key: str | None = None) -> JobPublic:
         return await self._send(self._routes.submit(job, idempotency_key))
 
     async def batch(self, jobs: Sequence[JobInput]) -> list[JobPublic]:
         return (await self._send(self._routes.batch(jobs))).jobs
+
+    async def submit_outcome(
+        self, job: JobInput, *, idempotency_key: str | None = None
+    ) -> Submitted:
+        call = self._routes.submit(job, idempotency_key)
+        response = await self._exchange(call)
+        return Submitted(call.read(response), response.status_code != 200)
+
+    async def batch_outcome(self, jobs: Sequence[JobInput]) -> list[Submitted]:
+        call: Call[JobBatchResponse] = self._routes.batch(jobs)
+        response = await self._exchange(call)
+        return _batch_outcome(response.status_code, call.read(response).jobs)
 
     async def get(self, job_id: str) -> JobPublic:
         return await self._send(self._routes.get(job_id))

@@ -251,8 +251,8 @@ def test_bull_and_bullmq_jobs_move_into_jobgate_run_and_import_once(
     assert skipped[invalid] == bull["invalid"]
     [too_far] = [reason for reason in skipped if reason.startswith("due in more than 86400 s")]
     assert skipped[too_far] == bullmq["far_delayed"]
-    assert reasons(rows, "not migrated")["not selected: tenantId is 't2'"] == bullmq["other_tenant"]
     not_migrated = reasons(rows, "not migrated")
+    assert not_migrated["not selected: tenantId is 't2'"] == bullmq["other_tenant"]
     assert "digest (cron '0 8 * * *'): make it a jobgate schedule (jobgate schedules create)" in (
         not_migrated
     )

@@ -17,6 +17,7 @@ from app.cli import (
     help,
     jobs,
     keys,
+    migrate,
     openapi,
     operators,
     queues,
@@ -47,6 +48,7 @@ cli.add_typer(jobs.app, name="jobs")
 cli.add_typer(dlq.app, name="dlq")
 cli.add_typer(queues.app, name="queues")
 cli.add_typer(cf.app, name="cf")
+cli.add_typer(migrate.app, name="migrate")
 
 
 def main() -> None:

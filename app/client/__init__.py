@@ -1,7 +1,7 @@
 """Python client of the jobgate jobs API: `JobgateClient` (sync), `AsyncJobgateClient`."""
 
 from app.client.calls import RetryPolicy
-from app.client.client import AsyncJobgateClient, JobgateClient
+from app.client.client import AsyncJobgateClient, JobgateClient, Submitted
 from app.client.errors import (
     BadRequest,
     Conflict,
@@ -31,6 +31,7 @@ __all__ = [
     "ProblemError",
     "RateLimited",
     "RetryPolicy",
+    "Submitted",
     "Unauthorized",
     "Unavailable",
     "UnsupportedMediaType",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
@@ -22,10 +23,28 @@ import httpx
 from app.client.calls import Call, JobInput, Model, RetryPolicy, Routes
 from app.client.errors import GatewayUnreachable, problem_error
 from app.core.security import OPERATOR_KEY_PREFIX
-from app.jobs.schemas import AttemptList, BulkRetryResult, JobPage, JobPublic
+from app.jobs.schemas import AttemptList, BulkRetryResult, JobBatchResponse, JobPage, JobPublic
 
 DEFAULT_TIMEOUT_S = 30.0
 PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A submitted job and whether this call created it (False: its idempotency key's
+    original, answered again)."""
+
+    job: JobPublic
+    created: bool
+
+
+def _batch_outcome(status: int, jobs: list[JobPublic]) -> list[Submitted]:
+    """200: every job a repeat. 202: the gateway stamps the jobs one request creates with
+    that request's time, later than any original a repeated key answers with."""
+    if status == 200 or not jobs:
+        return [Submitted(job, False) for job in jobs]
+    newest = max(job.created_at for job in jobs)
+    return [Submitted(job, job.created_at == newest) for job in jobs]
 
 
 class _Base:
@@ -69,7 +88,7 @@ class JobgateClient(_Base):
             base_url=self.base_url, headers=self._headers, timeout=timeout, transport=transport
         )
 
-    def _send(self, call: Call[Model]) -> Model:
+    def _exchange(self, call: Call[Model]) -> httpx.Response:
         request = call.request(self._http)
         attempt = 1
         while True:
@@ -84,7 +103,10 @@ class JobgateClient(_Base):
             attempt += 1
         if not response.is_success:
             raise problem_error(response)
-        return call.read(response)
+        return response
+
+    def _send(self, call: Call[Model]) -> Model:
+        return call.read(self._exchange(call))
 
     def submit(self, job: JobInput, *, idempotency_key: str | None = None) -> JobPublic:
         """Submit one job; a repeat with the same key answers the original job."""
@@ -93,6 +115,18 @@ class JobgateClient(_Base):
     def batch(self, jobs: Sequence[JobInput]) -> list[JobPublic]:
         """Submit 1..100 jobs atomically (all stored or none)."""
         return self._send(self._routes.batch(jobs)).jobs
+
+    def submit_outcome(self, job: JobInput, *, idempotency_key: str | None = None) -> Submitted:
+        """`submit`, saying whether the job is new (202) or its key's original (200)."""
+        call = self._routes.submit(job, idempotency_key)
+        response = self._exchange(call)
+        return Submitted(call.read(response), response.status_code != 200)
+
+    def batch_outcome(self, jobs: Sequence[JobInput]) -> list[Submitted]:
+        """`batch`, saying for each job whether it is new or its key's original."""
+        call: Call[JobBatchResponse] = self._routes.batch(jobs)
+        response = self._exchange(call)
+        return _batch_outcome(response.status_code, call.read(response).jobs)
 
     def get(self, job_id: str) -> JobPublic:
         return self._send(self._routes.get(job_id))
@@ -196,7 +230,7 @@ class AsyncJobgateClient(_Base):
             base_url=self.base_url, headers=self._headers, timeout=timeout, transport=transport
         )
 
-    async def _send(self, call: Call[Model]) -> Model:
+    async def _exchange(self, call: Call[Model]) -> httpx.Response:
         request = call.request(self._http)
         attempt = 1
         while True:
@@ -211,13 +245,28 @@ class AsyncJobgateClient(_Base):
             attempt += 1
         if not response.is_success:
             raise problem_error(response)
-        return call.read(response)
+        return response
+
+    async def _send(self, call: Call[Model]) -> Model:
+        return call.read(await self._exchange(call))
 
     async def submit(self, job: JobInput, *, idempotency_key: str | None = None) -> JobPublic:
         return await self._send(self._routes.submit(job, idempotency_key))
 
     async def batch(self, jobs: Sequence[JobInput]) -> list[JobPublic]:
         return (await self._send(self._routes.batch(jobs))).jobs
+
+    async def submit_outcome(
+        self, job: JobInput, *, idempotency_key: str | None = None
+    ) -> Submitted:
+        call = self._routes.submit(job, idempotency_key)
+        response = await self._exchange(call)
+        return Submitted(call.read(response), response.status_code != 200)
+
+    async def batch_outcome(self, jobs: Sequence[JobInput]) -> list[Submitted]:
+        call: Call[JobBatchResponse] = self._routes.batch(jobs)
+        response = await self._exchange(call)
+        return _batch_outcome(response.status_code, call.read(response).jobs)
 
     async def get(self, job_id: str) -> JobPublic:
         return await self._send(self._routes.get(job_id))

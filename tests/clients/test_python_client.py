@@ -62,6 +62,18 @@ def test_sync_submit_batch_get_list_attempts_cancel_retry(live_gateway: LiveGate
         assert [j.payload["name"] for j in batch] == ["py-batch-0", "py-batch-1"]
         assert client.get(batch[0].id).id == batch[0].id
 
+        # The *_outcome calls also say which jobs this call created.
+        keyed = [
+            {"type": "analytics-event", "name": f"py-o-{n}", "idempotency_key": f"o{n}"}
+            for n in range(2)
+        ]
+        assert [s.created for s in client.batch_outcome(keyed[:1])] == [True]
+        mixed = client.batch_outcome(keyed)  # a 202: a repeat and a new job
+        assert [s.created for s in mixed] == [False, True]
+        assert [s.created for s in client.batch_outcome(keyed)] == [False, False]  # a 200
+        assert client.submit_outcome(keyed[0]).created is False
+        assert client.submit_outcome(keyed[0] | {"idempotency_key": "o9"}).created is True
+
         page = client.list(type="analytics-event", limit=2)
         assert len(page.data) == 2
         assert page.next_cursor
@@ -157,11 +169,14 @@ async def test_async_client_does_the_same(live_gateway: LiveGateway) -> None:
         assert len({job.id for job in submitted}) == 6
         batch = await client.batch([AnalyticsEventJob(type="analytics-event", name="a-batch")])
         assert (await client.get(batch[0].id)).payload["name"] == "a-batch"
+        keyed = {"type": "analytics-event", "name": "a-o", "idempotency_key": "a-o"}
+        assert [s.created for s in await client.batch_outcome([keyed])] == [True]
+        assert (await client.submit_outcome(keyed)).created is False
         page = await client.list(limit=5)
         assert len(page.data) == 5
         names = [job.payload["name"] async for job in client.iter_jobs(type="analytics-event")]
         assert "a-batch" in names
-        assert len(names) == 7
+        assert len(names) == 8
 
         later = await client.submit(
             {"type": "analytics-event", "name": "a-later", "delay_seconds": 600}

@@ -2,7 +2,8 @@
 
 The count (a read of the tenant's trigger-kept counter rows, `app.jobs.counters`, whatever
 its backlog) is read at most once per `cache_ms` per tenant and gateway, by one task while
-the others use the estimate; between reads the gateway adds what it admitted itself. A refusal never writes.
+the others use the estimate; between reads the gateway adds what it admitted itself. A
+refusal never writes.
 Retry-After comes from the tenant's measured completion rate (see `depth.DrainMeter`), else
 the fallback.
 """

@@ -7,6 +7,7 @@ On SQLite and, with JOBGATE_DATABASE_URL, on PostgreSQL (statement-level trigger
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -233,3 +234,33 @@ async def test_recount_repairs_counters_a_manual_edit_broke(
     await run_jobgate_async("db", "recount", env=jobgate_env(url, schema=schema))
     real = await _assert_exact(h)
     assert real[UNFINISHED_JOBS.kind] == {h.tenant_ids["a"]: (4, 0)}
+
+
+async def test_concurrent_writers_keep_them_exact(make_harness: MakeHarness) -> None:
+    """Producers and consumers on connections of their own (several processes' worth on
+    PostgreSQL: each backend writes its own counter shard), interleaving their commits."""
+    h = await make_harness(_registry())
+    engine = h.runtime.queue_engine
+    queues = [QUEUE, "email-sending"]
+
+    async def produce(queue: str) -> None:
+        for n in range(10):
+            await engine.send_batch(queue, [OutgoingMessage(body={"n": n, "q": queue})] * 20)
+
+    async def consume(queue: str) -> None:
+        for _ in range(15):
+            pulled = await engine.pull(queue, batch_size=10)
+            leases = [m.lease_id for m in pulled.messages]
+            await engine.ack(queue, acks=leases[::2])
+
+    await asyncio.gather(*(produce(q) for q in queues * 2), *(consume(q) for q in queues))
+    real = await _assert_exact(h)
+    assert sum(count for count, _ in real[QUEUE_MESSAGES.kind].values()) > 0
+    if h.runtime.engine.dialect.name == "postgresql":
+        async with h.runtime.sessionmaker() as session:
+            shards = await session.execute(
+                text("SELECT COUNT(DISTINCT shard) FROM row_counter WHERE kind = :kind"),
+                {"kind": QUEUE_MESSAGES.kind},
+            )
+            assert shards.scalar_one() > 1  # the backends spread over shards
+            await session.commit()

@@ -22,8 +22,8 @@ from app.core.db import SessionMaker, create_engine, create_sessionmaker, is_sql
 from app.core.security import SecretBox
 from app.dashboard.sessions import SessionCodec
 from app.handlers.shop_url import ShopUrlGuard
+from app.jobs import counters as jobs_counters
 from app.jobs import lifecycle
-from app.jobs import service as jobs_service
 from app.jobs.committer import GroupCommitter
 from app.jobs.dead_letters import CloudflareDeadLetters, LocalDeadLetters
 from app.jobs.dispatchers import Dispatcher, LocalDispatcher, OutboxDispatcher
@@ -191,7 +191,7 @@ def build_admission(
     """The gateway's admission control over `runtime`: depth is sampled from the backend in
     use (Cloudflare's metrics API, else the local engine) and, with the outbox, its backlog."""
     settings = settings or runtime.settings.admission
-    sample: SampleFn = runtime.queue_engine.metrics
+    sample: SampleFn = runtime.queue_engine.stored  # counter rows: no scan, no write
     if isinstance(runtime.backend, CloudflareQueues):
         sample = CloudflareDepth(
             runtime.backend, runtime.clock, poll_ms=settings.cf_metrics_poll_ms
@@ -206,7 +206,7 @@ def build_admission(
         topology=runtime.topology,
         sample=sample,
         pending=pending,
-        count_unfinished=jobs_service.count_unfinished,
+        count_unfinished=jobs_counters.count_unfinished,
         open_breakers=open_breakers,
         sessionmaker=runtime.sessionmaker,
     )

@@ -2,6 +2,7 @@
 
 from app.admission import models as admission_models  # noqa: F401
 from app.consumer.models import CircuitBreaker
+from app.core.counters import RowCounter
 from app.emulator.models import EmulatorConsumer, EmulatorQueue
 from app.handlers import models as handler_models  # noqa: F401
 from app.jobs.models import Job, JobAttempt, JobEvent
@@ -22,6 +23,7 @@ __all__ = [
     "OperatorKey",
     "OutboxMessage",
     "QueueMessage",
+    "RowCounter",
     "Schedule",
     "ScheduleFire",
     "Tenant",

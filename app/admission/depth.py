@@ -1,10 +1,11 @@
 """Queue-depth backpressure: watermarks with hysteresis and a measured drain rate.
 
 A background sampler (`DepthMonitor.run`, one per gateway) reads each routed queue's backlog
-every `sample_interval_ms`: from the local engine's `metrics()`, or for Cloudflare from the
-metrics every publish returns (free) and otherwise `GET .../metrics` at most every
-`cf_metrics_poll_ms`; with the outbox, its unpublished rows of the queue are added (accepted
-but not yet in Cloudflare). The request path only reads memory: no query, no API call.
+every `sample_interval_ms`: from the local engine's counter rows (`stored()`, no scan), or
+for Cloudflare from the metrics every publish returns (free) and otherwise `GET .../metrics`
+at most every `cf_metrics_poll_ms`; with the outbox, its unpublished rows of the queue (its
+counter rows too) are added (accepted but not yet in Cloudflare). The request path only
+reads memory: no query, no API call.
 
 Between samples the gateway adds what it admitted itself, so a burst cannot overshoot the
 high watermark by a whole sampling interval. A queue closes when its backlog (messages or

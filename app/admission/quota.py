@@ -1,8 +1,9 @@
 """In-flight quota: how many of a tenant's jobs are not finished yet.
 
-The count (an indexed COUNT over `job(tenant_id, status)`) is read at most once per
-`cache_ms` per tenant and gateway, in the request's session, by one request while the others
-wait for it; between reads the gateway adds what it admitted itself. A refusal never writes.
+The count (a read of the tenant's trigger-kept counter rows, `app.jobs.counters`, whatever
+its backlog) is read at most once per `cache_ms` per tenant and gateway, by one task while
+the others use the estimate; between reads the gateway adds what it admitted itself. A
+refusal never writes.
 Retry-After comes from the tenant's measured completion rate (see `depth.DrainMeter`), else
 the fallback.
 """

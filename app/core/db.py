@@ -65,6 +65,11 @@ def create_engine(settings: DatabaseSettings, *, search_path: str | None = None)
         if search_path:
             kwargs["connect_args"] = {"server_settings": {"search_path": search_path}}
     engine = create_async_engine(url, **kwargs)
+    if url.get_backend_name() != "sqlite":
+        # A bulk INSERT (`insert(table), rows`) as one multi-row statement per page instead
+        # of one statement per row: less server CPU, and the statement-level counting
+        # triggers (app.core.counters) run once per batch instead of once per row.
+        engine.sync_engine.dialect.use_insertmanyvalues_wo_returning = True
     if url.get_backend_name() == "sqlite":
         _configure_sqlite(engine, synchronous=settings.sqlite_synchronous)
         _keep_sqlite_file_private(engine, url)

@@ -22,6 +22,13 @@ class OutboxMessage(SQLModel, table=True):
             sqlite_where=text("published_at IS NULL"),
             postgresql_where=text("published_at IS NULL"),
         ),
+        # The oldest unpublished row (the age gauge) without a scan.
+        Index(
+            "ix_outbox_message_pending_created",
+            "created_ms",
+            sqlite_where=text("published_at IS NULL"),
+            postgresql_where=text("published_at IS NULL"),
+        ),
     )
 
     id: int | None = Field(

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.clock import Clock, to_datetime
 from app.core.db import SessionMaker, table_of
 from app.observability import metrics, tracing
+from app.outbox import counters as outbox_counters
 from app.outbox.models import OutboxMessage
 from app.queues.base import MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, OutgoingMessage, QueueBackend
 from app.queues.errors import QueueError, QueueUnavailable, Retry
@@ -147,47 +148,53 @@ class OutboxRelay:
             self._wake.set()
 
     async def pending(self) -> tuple[int, int | None]:
-        """(rows ready to publish, created_ms of the oldest of them)."""
+        """(rows ready to publish, capped at a full batch; created_ms of the oldest of them).
+
+        Reads at most a batch of rows from the pending index, however long the backlog:
+        at a full batch the relay publishes anyway, below it every ready row was read.
+        """
         now = self._clock.now_ms()
         async with self._sessionmaker() as session:
-            count, oldest = (
-                await session.execute(
-                    select(func.count(), func.min(_outbox.c.created_ms)).where(
-                        _outbox.c.published_at.is_(None), _outbox.c.available_at_ms <= now
+            created = (
+                (
+                    await session.execute(
+                        select(_outbox.c.created_ms)
+                        .where(_outbox.c.published_at.is_(None), _outbox.c.available_at_ms <= now)
+                        .order_by(_outbox.c.available_at_ms)
+                        .limit(MAX_BATCH_MESSAGES)
                     )
                 )
-            ).one()
+                .scalars()
+                .all()
+            )
             await session.commit()
-        return int(count), (int(oldest) if oldest is not None else None)
+        return len(created), (int(min(created)) if created else None)
 
     async def measure_age(self) -> float:
         """Set and return the age (s) of the oldest unpublished row: ready, claimed or backing
-        off; 0 when there is none (and the pending-rows gauge). It scans every unpublished row,
-        hence its own pace."""
+        off; 0 when there is none (and the pending-rows gauge). The count comes from the
+        counter rows, the oldest row from its own partial index: no scan of the backlog."""
         now = self._clock.now_ms()
         self._age_measured_ms = now
         async with self._sessionmaker() as session:
-            count, oldest = (
+            count = sum(rows for rows, _ in (await outbox_counters.unpublished(session)).values())
+            oldest = (
                 await session.execute(
-                    select(func.count(), func.min(_outbox.c.created_ms)).where(
-                        _outbox.c.published_at.is_(None)
-                    )
+                    select(func.min(_outbox.c.created_ms)).where(_outbox.c.published_at.is_(None))
                 )
-            ).one()
+            ).scalar_one()
             await session.commit()
         age = max(0, now - int(oldest)) / 1000 if oldest is not None else 0.0
         metrics.outbox_oldest_unpublished_age.set(age)
-        metrics.outbox_pending.set(int(count))
+        metrics.outbox_pending.set(count)
         return age
 
     async def backlog(self) -> int:
-        """Every unpublished row, whether ready, claimed or backing off."""
+        """Every unpublished row, whether ready, claimed or backing off (counter rows)."""
         async with self._sessionmaker() as session:
-            count = (
-                await session.execute(select(func.count()).where(_outbox.c.published_at.is_(None)))
-            ).scalar_one()
+            pending = await outbox_counters.unpublished(session)
             await session.commit()
-        return int(count)
+        return sum(rows for rows, _ in pending.values())
 
     async def relay_once(self, *, force: bool = False) -> int:
         """Publish what is due; returns how many messages were published.

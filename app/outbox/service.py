@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import SessionMaker, table_of
+from app.outbox import counters as outbox_counters
 from app.outbox.models import OutboxMessage
 from app.queues.base import OutgoingMessage
 
@@ -38,12 +39,8 @@ async def stage(
 
 
 async def pending_by_queue(sessionmaker: SessionMaker) -> dict[str, tuple[int, int]]:
-    """Unpublished outbox rows per queue: (messages, bytes), one grouped query."""
-    stmt = (
-        select(_table.c.queue, func.count(), func.coalesce(func.sum(_table.c.size_bytes), 0))
-        .where(_table.c.published_at.is_(None))
-        .group_by(_table.c.queue)
-    )
+    """Unpublished outbox rows per queue: (messages, bytes), from the counter rows."""
     async with sessionmaker() as session:
-        rows = (await session.execute(stmt)).all()
-    return {str(queue): (int(count), int(size)) for queue, count, size in rows}
+        pending = await outbox_counters.unpublished(session)
+        await session.commit()
+    return pending

@@ -22,7 +22,6 @@ from sqlalchemy import (
     RowMapping,
     and_,
     bindparam,
-    case,
     delete,
     exists,
     func,
@@ -36,6 +35,7 @@ from sqlalchemy.sql import Select
 from app.core.clock import Clock, SystemClock
 from app.core.db import SessionMaker, table_of
 from app.core.ids import hex_id
+from app.queues import counters as queue_counters
 from app.queues.base import (
     DEFAULT_PULL_BATCH,
     DEFAULT_VISIBILITY_TIMEOUT_MS,
@@ -273,25 +273,10 @@ class LocalQueueEngine:
                 f"visibility_timeout_ms must be 1..{MAX_VISIBILITY_TIMEOUT_MS}"
             )
         async with self._sessionmaker() as session:
-            now = self.clock.now_ms()
-            await self._expire(session, settings, now)
-            stmt = (
-                select(_table)
-                .where(
-                    _table.c.queue == queue,
-                    _table.c.visible_at_ms <= now,
-                    # Exhausted rows are dead-lettered by `_metrics` below, never redelivered.
-                    _table.c.attempts < settings.max_retries + 1,
-                    ~_paused(queue),
-                )
-                # The index order alone: a tie-breaker would sort every same-ms batch.
-                .order_by(_table.c.visible_at_ms)
-                .limit(batch_size)
-                .with_for_update(skip_locked=True)
+            leased = await self.lease(
+                session, queue, batch_size=batch_size, visibility_timeout_ms=visibility_timeout_ms
             )
-            rows = (await session.execute(stmt)).mappings().all()
-            leased = await self._take(session, rows, now, visibility_timeout_ms)
-            metrics = await self._metrics(session, settings, now)
+            metrics = await self._metrics(session, settings, self.clock.now_ms())
             await session.commit()
         return PullResult(messages=leased, metrics=metrics)
 
@@ -305,10 +290,9 @@ class LocalQueueEngine:
     ) -> list[LeasedMessage]:
         """`pull` inside the caller's transaction (the caller commits), without metrics.
 
-        The consumer's pull: its cost does not grow with the backlog. `pull` counts the
-        whole queue for its metrics and dead-letters exhausted messages found in that scan;
-        here only the head of the queue is read, and exhausted messages met there are
-        dead-lettered (each reaches the head once its final lease has run out).
+        The consumer's pull: its cost does not grow with the backlog. Only the head of the
+        queue is read, and exhausted messages met there are dead-lettered (each reaches the
+        head once its final lease has run out; `_metrics` finds them sooner).
         """
         settings = self.settings(queue)
         now = self.clock.now_ms()
@@ -498,8 +482,8 @@ class LocalQueueEngine:
         await self._dead_letter_exhausted(session, settings, now)
 
     async def _expire(self, session: AsyncSession, settings: QueueSettings, now: int) -> None:
-        """`_sweep`, except the queue's own exhausted messages, which `_metrics` finds in the
-        scan it makes anyway (a separate search would cost a second scan of the backlog)."""
+        """`_sweep`, except the queue's own exhausted messages, which `_metrics` looks for
+        right after (each step is an index range over expired or leased messages only)."""
         feeding = self._feeding(settings.name)
         for source in [settings, *feeding]:
             cutoff = now - source.message_retention_period * 1000
@@ -516,9 +500,11 @@ class LocalQueueEngine:
     async def _dead_letter_exhausted(
         self, session: AsyncSession, settings: QueueSettings, now: int
     ) -> None:
-        # The final delivery's lease ran out (or max_retries was lowered meanwhile).
+        # The final delivery's lease ran out. Only leased rows (a partial index) are read:
+        # a message requeued before max_retries was lowered is dead-lettered at the head.
         final = self._lockable(
             _table.c.queue == settings.name,
+            _table.c.lease_id.is_not(None),
             _table.c.visible_at_ms <= now,
             _table.c.attempts >= settings.max_retries + 1,
         )
@@ -573,25 +559,40 @@ class LocalQueueEngine:
     async def _metrics(
         self, session: AsyncSession, settings: QueueSettings, now: int
     ) -> QueueMetrics:
-        """The queue's metrics, after dead-lettering its messages whose final lease ran out."""
-        exhausted = and_(
-            _table.c.visible_at_ms <= now, _table.c.attempts >= settings.max_retries + 1
-        )
-        stmt = select(
-            func.count(),
-            func.coalesce(func.sum(_table.c.size_bytes), 0),
-            func.min(_table.c.enqueued_ms),
-            func.coalesce(func.sum(case((exhausted, 1), else_=0)), 0),
-        ).where(_table.c.queue == settings.name)
-        row = (await session.execute(stmt)).one()
-        if row[3]:  # rare: dead-letter them, then count again
-            await self._dead_letter_exhausted(session, settings, now)
-            row = (await session.execute(stmt)).one()
+        """The queue's metrics, after dead-lettering its messages whose final lease ran out.
+
+        No statement reads the backlog: counts and bytes come from the counter rows the
+        triggers keep, the oldest message from the end of the `(queue, enqueued_ms)` index.
+        """
+        await self._dead_letter_exhausted(session, settings, now)
+        return await self._stored(session, settings.name)
+
+    @staticmethod
+    async def _stored(session: AsyncSession, queue: str) -> QueueMetrics:
+        counted = await queue_counters.stored(session, [queue])
+        messages, size = counted[queue]
+        oldest = None
+        if messages:
+            oldest = (
+                await session.execute(
+                    select(func.min(_table.c.enqueued_ms)).where(_table.c.queue == queue)
+                )
+            ).scalar_one()
         return QueueMetrics(
-            backlog_count=int(row[0]),
-            backlog_bytes=int(row[1]),
-            oldest_message_timestamp_ms=int(row[2] or 0),
+            backlog_count=messages,
+            backlog_bytes=size,
+            oldest_message_timestamp_ms=int(oldest or 0),
         )
+
+    async def stored(self, queue: str) -> QueueMetrics:
+        """`metrics` for a frequent sampler (admission depth): counter rows and one index
+        probe, without applying time first, so without writing. Until the next call that
+        applies it, expired messages still count and exhausted ones count in their queue."""
+        self.settings(queue)
+        async with self._sessionmaker() as session:
+            metrics = await self._stored(session, queue)
+            await session.commit()
+        return metrics
 
     async def metrics(self, queue: str) -> QueueMetrics:
         """Every stored message counts: visible, delayed and in flight."""
@@ -666,6 +667,7 @@ class LocalQueueEngine:
         now = self.clock.now_ms()
         await self._expire(session, settings, now)
         metrics = await self._metrics(session, settings, now)
+        # The partial index of leased messages: a range over those in flight only.
         leased = and_(_table.c.lease_id.is_not(None), _table.c.visible_at_ms > now)
         in_flight = (
             await session.execute(select(func.count()).where(_table.c.queue == queue, leased))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Text
+from sqlalchemy import BigInteger, Column, Index, Text, text
 from sqlmodel import Field, SQLModel
 
 
@@ -13,6 +13,14 @@ class QueueMessage(SQLModel, table=True):
     __table_args__ = (
         Index("ix_queue_message_queue_visible_at_ms", "queue", "visible_at_ms"),
         Index("ix_queue_message_queue_enqueued_ms", "queue", "enqueued_ms"),
+        # Leased messages only: in-flight counts and expired final leases without a scan.
+        Index(
+            "ix_queue_message_leased",
+            "queue",
+            "visible_at_ms",
+            sqlite_where=text("lease_id IS NOT NULL"),
+            postgresql_where=text("lease_id IS NOT NULL"),
+        ),
     )
 
     id: str = Field(primary_key=True, max_length=32)

@@ -28,6 +28,8 @@ class EmulatorQueue(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     modified_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     purge_started_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    # eu, us or fedramp; set at creation only, and shared by the queue's dead letter queue.
+    jurisdiction: str | None = Field(default=None, max_length=16)
 
 
 class EmulatorConsumer(SQLModel, table=True):
@@ -41,7 +43,7 @@ class EmulatorConsumer(SQLModel, table=True):
             String(32),
             ForeignKey("emulator_queue.id", ondelete="CASCADE"),
             nullable=False,
-            unique=True,  # one consumer per queue, as Cloudflare documents
+            unique=True,  # one consumer per queue (a second one is refused: docs/emulator.md)
         )
     )
     type: str = Field(max_length=16)

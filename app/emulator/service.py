@@ -6,8 +6,11 @@ Guarantees:
 - the engine always holds the `QueueSettings` of every registered queue, keyed by queue id:
   delivery delay and retention from the queue, max retries, retry delay and dead letter
   queue from its consumer;
-- one consumer per queue, as Cloudflare documents; a dead letter queue that does not exist is
-  created when the consumer is configured and again whenever a pull or ack needs it;
+- one consumer per queue: the pull API names no consumer, so a second one is refused (10105,
+  docs/emulator.md); `PUT .../consumers/{id}` updates the consumer or creates it when the
+  queue has none. A dead letter queue that does not exist is created (in the queue's
+  jurisdiction) when the consumer is configured and again whenever a pull or ack needs it;
+- a queue's jurisdiction is set at creation only, and its dead letter queue shares it;
 - pulls need an `http_pull` consumer and an unpaused queue; pushes do not. The paused flag
   lives in the local engine's `queue_pause` table (keyed by queue id), so pausing through
   this API or through the engine is the same state.
@@ -35,15 +38,11 @@ from app.core.ids import hex_id
 from app.emulator.config import EmulatorConfig, OffsetClock
 from app.emulator.errors import (
     BodyInvalid,
-    ConsumerExists,
-    ConsumerNotFound,
-    ConsumerSettingsInvalid,
-    NoPullConsumer,
+    FeatureNotEnabled,
+    NoRoute,
     QueueIdMalformed,
-    QueueNameTaken,
     QueueNotFound,
     QueuePaused,
-    QueueSettingsInvalid,
     StorageLimitExceeded,
 )
 from app.emulator.models import EmulatorConsumer, EmulatorQueue
@@ -64,6 +63,10 @@ from app.queues.base import (
 from app.queues.local import LocalQueueEngine, message_id_of
 from app.queues.models import QueueMessage, QueuePause
 from app.queues.topology import DEFAULT_RETENTION_SECONDS, QueueSettings
+
+
+def _name_taken(name: str) -> BodyInvalid:
+    return BodyInvalid(f"a queue named {name!r} already exists", status=409)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +141,9 @@ class EmulatorService:
         if given.queue_name is None:
             raise BodyInvalid("queue_name is required")
         if self.by_name(given.queue_name) is not None:
-            raise QueueNameTaken(f"a queue named {given.queue_name!r} already exists")
+            raise _name_taken(given.queue_name)
         if len(self._records) >= self.config.max_queues:
-            raise QueueSettingsInvalid(f"an account holds at most {self.config.max_queues} queues")
+            raise BodyInvalid(f"an account holds at most {self.config.max_queues} queues")
         now = to_datetime(self.clock.now_ms())
         queue = EmulatorQueue(
             id=hex_id(),
@@ -149,6 +152,7 @@ class EmulatorService:
             message_retention_period=given.message_retention_period or DEFAULT_RETENTION_SECONDS,
             created_at=now,
             modified_at=now,
+            jurisdiction=given.jurisdiction,
         )
         paused = bool(given.delivery_paused)
         await self._save(queue, paused=paused)
@@ -164,7 +168,9 @@ class EmulatorService:
             old = record.queue
             name = given.queue_name or old.name
             if name != old.name and self.by_name(name) is not None:
-                raise QueueNameTaken(f"a queue named {name!r} already exists")
+                raise _name_taken(name)
+            if given.jurisdiction is not None and given.jurisdiction != old.jurisdiction:
+                raise BodyInvalid("a queue's jurisdiction is set when it is created, never changed")
 
             def pick(value: Any, current: Any, default: Any) -> Any:
                 if value is not None:
@@ -183,6 +189,7 @@ class EmulatorService:
                 created_at=old.created_at,
                 modified_at=to_datetime(self.clock.now_ms()),
                 purge_started_at=old.purge_started_at,
+                jurisdiction=old.jurisdiction,
             )
             paused = bool(pick(given.delivery_paused, record.paused, False))
             await self._save(queue, paused=paused)
@@ -212,20 +219,21 @@ class EmulatorService:
     async def set_consumer(
         self, queue_id: str, given: ConsumerInput, *, consumer_id: str | None = None
     ) -> EmulatorConsumer:
-        """Create the queue's consumer (`consumer_id` None) or replace the given one."""
+        """Create the queue's consumer (`consumer_id` None), or update the given one,
+        creating it under that id when the queue has none (Cloudflare's PUT)."""
         async with self._lock:
             record = self.get(queue_id)
             current = record.consumer
-            if consumer_id is None and current is not None:
-                raise ConsumerExists(
-                    f"queue {record.queue.name!r} already has a consumer; delete it first"
+            if consumer_id is not None and not HEX_ID.match(consumer_id):
+                raise NoRoute(f"consumer id {consumer_id!r} is not 32 lowercase hex characters")
+            if current is not None and consumer_id != current.id:
+                raise FeatureNotEnabled(
+                    f"queue {record.queue.name!r} already has a consumer: the pull API names no "
+                    "consumer, so this emulator keeps one per queue; update or delete it"
                 )
-            if consumer_id is not None and (current is None or current.id != consumer_id):
-                raise ConsumerNotFound(f"consumer {consumer_id} does not exist")
-            if given.dead_letter_queue == record.queue.name:
-                raise ConsumerSettingsInvalid("a queue cannot be its own dead letter queue")
+            self._check_dead_letter_queue(record, given.dead_letter_queue)
             consumer = EmulatorConsumer(
-                id=current.id if current else hex_id(),
+                id=current.id if current else consumer_id or hex_id(),
                 queue_id=record.id,
                 type=given.type,
                 script_name=given.script_name,
@@ -236,15 +244,32 @@ class EmulatorService:
             await self._save(consumer)
             self._records[record.id] = replace(record, consumer=consumer)
             if given.dead_letter_queue and self.by_name(given.dead_letter_queue) is None:
-                # Cloudflare creates a dead letter queue that does not exist yet.
-                await self._create_queue(QueueInput(queue_name=given.dead_letter_queue))
+                await self._create_dead_letter_queue(record, given.dead_letter_queue)
             self._declare_all()
             return consumer
+
+    def _check_dead_letter_queue(self, record: QueueRecord, name: str | None) -> None:
+        if name is None:
+            return
+        if name == record.queue.name:
+            raise BodyInvalid("a queue cannot be its own dead letter queue")
+        target = self.by_name(name)
+        if target is not None and target.queue.jurisdiction != record.queue.jurisdiction:
+            wanted, found = record.queue.jurisdiction, target.queue.jurisdiction
+            raise BodyInvalid(
+                f"dead letter queue {name!r} must share the queue's jurisdiction "
+                f"({wanted or 'none'}), not {found or 'none'}"
+            )
+
+    async def _create_dead_letter_queue(self, record: QueueRecord, name: str) -> None:
+        """Cloudflare creates a missing dead letter queue, in its queue's jurisdiction."""
+        given = QueueInput(queue_name=name, jurisdiction=record.queue.jurisdiction)
+        await self._create_queue(given)
 
     def get_consumer(self, queue_id: str, consumer_id: str) -> tuple[QueueRecord, EmulatorConsumer]:
         record = self.get(queue_id)
         if record.consumer is None or record.consumer.id != consumer_id:
-            raise ConsumerNotFound(f"consumer {consumer_id} does not exist")
+            raise NoRoute(f"queue {record.queue.name!r} has no consumer {consumer_id}")
         return record, record.consumer
 
     async def delete_consumer(self, queue_id: str, consumer_id: str) -> None:
@@ -269,7 +294,7 @@ class EmulatorService:
             try:
                 await session.commit()
             except IntegrityError:
-                raise QueueNameTaken("a queue with this name already exists") from None
+                raise _name_taken(getattr(row, "name", "")) from None
 
     def _declare_all(self) -> None:
         for record in self._records.values():
@@ -297,7 +322,7 @@ class EmulatorService:
         if consumer and consumer.dead_letter_queue and not self.by_name(consumer.dead_letter_queue):
             async with self._lock:
                 if not self.by_name(consumer.dead_letter_queue):
-                    await self._create_queue(QueueInput(queue_name=consumer.dead_letter_queue))
+                    await self._create_dead_letter_queue(record, consumer.dead_letter_queue)
 
     # -- messages -------------------------------------------------------------------------
 
@@ -331,10 +356,8 @@ class EmulatorService:
     ) -> PullResult:
         consumer = record.consumer
         if consumer is None or consumer.type != "http_pull":
-            raise NoPullConsumer(
-                f"queue {record.queue.name!r} has no http_pull consumer",
-                status=self.config.no_consumer_status,
-            )
+            # Pulling is enabled per queue by an http_pull consumer: without one, no route.
+            raise NoRoute(f"queue {record.queue.name!r} has no http_pull consumer")
         if record.paused:
             raise QueuePaused("queue_delivery_paused")
         await self._ensure_dead_letter_queue(record)

@@ -1,0 +1,27 @@
+"""emulator: a queue's jurisdiction (eu, us, fedramp), set once at creation
+
+Revision ID: 0013_i15_emu
+Revises: 0012_schedule_timezone
+Create Date: 2026-12-01 08:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0013_i15_emu"
+down_revision: str | None = "0012_schedule_timezone"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    # Existing queues have none: Cloudflare's default, the global network.
+    with op.batch_alter_table("emulator_queue") as batch:
+        batch.add_column(sa.Column("jurisdiction", sa.String(length=16), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("emulator_queue") as batch:
+        batch.drop_column("jurisdiction")

@@ -90,9 +90,9 @@ def parse_json(raw: bytes) -> Any:
 
 
 def _optional(raw: dict[str, Any], key: str, default: Any) -> Any:
-    """`raw[key]`, or `default` when absent or null (but not when falsy: `[]` is a mistake)."""
-    value = raw.get(key)
-    return default if value is None else value
+    """`raw[key]`, or `default` when absent. A null is a value (of the wrong type): the
+    schema makes none of these fields nullable."""
+    return raw[key] if key in raw else default
 
 
 def _object(value: Any, what: str) -> dict[str, Any]:
@@ -113,9 +113,16 @@ def as_int(value: Any) -> int | None:
 
 
 def _bounded(
-    raw: dict[str, Any], key: str, lo: int, hi: int, error: type[CfError], default: int | None
+    raw: dict[str, Any],
+    key: str,
+    lo: int,
+    hi: int,
+    error: type[CfError],
+    default: int | None,
+    *,
+    nullable: bool = False,
 ) -> int | None:
-    if raw.get(key) is None:
+    if key not in raw or (nullable and raw[key] is None):
         return default
     value = as_int(raw[key])
     if value is None or not lo <= value <= hi:
@@ -125,9 +132,9 @@ def _bounded(
 
 def _seconds(raw: dict[str, Any], key: str, lo: int, hi: int, error: type[CfError]) -> int | None:
     """A duration in seconds: any number in range, truncated to whole seconds."""
-    value = raw.get(key)
-    if value is None:
+    if key not in raw:
         return None
+    value = raw[key]
     if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
         raise error(f"{key} must be a number of seconds {lo}..{hi}")
     return int(value)
@@ -164,18 +171,18 @@ class QueueInput:
 
 def parse_queue(body: Any, *, name_required: bool) -> QueueInput:
     raw = _object(body, "the request body")
-    name = raw.get("queue_name")
-    if name is None and name_required:
+    if "queue_name" not in raw and name_required:
         raise BodyInvalid("queue_name is required")
+    name = check_queue_name(raw["queue_name"]) if "queue_name" in raw else None
     settings = _object(_optional(raw, "settings", {}), "settings")
-    paused = settings.get("delivery_paused")
-    if paused is not None and not isinstance(paused, bool):
+    paused = _optional(settings, "delivery_paused", None)
+    if "delivery_paused" in settings and not isinstance(paused, bool):
         raise BodyInvalid("delivery_paused must be a boolean")
-    jurisdiction = raw.get("jurisdiction")
-    if jurisdiction is not None and jurisdiction not in JURISDICTIONS:
+    jurisdiction = _optional(raw, "jurisdiction", None)
+    if "jurisdiction" in raw and jurisdiction not in JURISDICTIONS:
         raise BodyInvalid(f"jurisdiction must be one of {', '.join(JURISDICTIONS)}")
     return QueueInput(
-        queue_name=None if name is None else check_queue_name(name),
+        queue_name=name,
         delivery_delay=_seconds(settings, "delivery_delay", 0, MAX_DELAY_SECONDS, BodyInvalid),
         message_retention_period=_seconds(
             settings,
@@ -215,8 +222,9 @@ def parse_consumer(body: Any) -> ConsumerInput:
     for key, (lo, hi) in CONSUMER_LIMITS.items():
         if key in SECONDS_SETTINGS:
             settings[key] = _seconds(given, key, lo, hi, BodyInvalid)
-        elif key in given:
-            settings[key] = _bounded(given, key, lo, hi, BodyInvalid, None)
+        else:  # max_concurrency: null leaves it to the platform, as documented
+            nullable = key == "max_concurrency"
+            settings[key] = _bounded(given, key, lo, hi, BodyInvalid, None, nullable=nullable)
     shown = {
         key: default if settings.get(key) is None else settings[key]
         for key, default in CONSUMER_DEFAULTS[kind].items()
@@ -275,7 +283,7 @@ class PullInput:
 
 def parse_pull(body: Any) -> PullInput:
     raw = _object(body, "the request body")
-    if raw.get("visibility_timeout_ms") is None and "visibility_timeout" in raw:
+    if "visibility_timeout_ms" not in raw and "visibility_timeout" in raw:
         raw = {**raw, "visibility_timeout_ms": raw["visibility_timeout"]}  # legacy name
     return PullInput(
         batch_size=_bounded(raw, "batch_size", 1, MAX_PULL_BATCH, BodyInvalid, None),

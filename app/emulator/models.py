@@ -1,4 +1,4 @@
-"""Tables of the emulator's registry: queues and their (single) consumer.
+"""Tables of the emulator's registry: queues and their consumers.
 
 Messages themselves live in the local engine's `queue_message` table, keyed by `queue_id`
 (not by name), so a queue can be renamed without touching its messages and the emulator's
@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, ForeignKey, String
+from sqlalchemy import Column, ForeignKey, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from app.core.db import JSONType, UTCDateTime
@@ -33,17 +33,16 @@ class EmulatorQueue(SQLModel, table=True):
 
 
 class EmulatorConsumer(SQLModel, table=True):
-    """A queue's consumer; `settings` holds exactly what the API shows for its type."""
+    """One of a queue's consumers; `settings` holds exactly what the API shows for its type."""
 
     __tablename__ = "emulator_consumer"
+    # One consumer of each type per queue (docs/emulator.md).
+    __table_args__ = (UniqueConstraint("queue_id", "type"),)
 
     id: str = Field(primary_key=True, max_length=32)
     queue_id: str = Field(
         sa_column=Column(
-            String(32),
-            ForeignKey("emulator_queue.id", ondelete="CASCADE"),
-            nullable=False,
-            unique=True,  # one consumer per queue (a second one is refused: docs/emulator.md)
+            String(32), ForeignKey("emulator_queue.id", ondelete="CASCADE"), nullable=False
         )
     )
     type: str = Field(max_length=16)

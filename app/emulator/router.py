@@ -89,7 +89,7 @@ def _consumer_out(consumer: EmulatorConsumer, queue_name: str) -> dict[str, Any]
 
 def queue_out(record: QueueRecord) -> dict[str, Any]:
     queue = record.queue
-    consumers = [record.consumer] if record.consumer else []
+    consumers = record.consumers
     out = QueueOut(
         queue_id=queue.id,
         queue_name=queue.name,
@@ -175,7 +175,7 @@ async def edit_queue(queue_id: str, request: Request, service: ServiceDep) -> di
 
 @router.delete("/{queue_id}")
 async def delete_queue(queue_id: str, service: ServiceDep) -> dict[str, Any]:
-    """Delete a queue, its consumer and its messages."""
+    """Delete a queue, its consumers and its messages."""
     await service.delete_queue(queue_id)
     return envelope(None)
 
@@ -212,7 +212,7 @@ async def purge_status(queue_id: str, service: ServiceDep) -> dict[str, Any]:
 
 @router.post("/{queue_id}/consumers")
 async def create_consumer(queue_id: str, request: Request, service: ServiceDep) -> dict[str, Any]:
-    """Attach the queue's consumer (one per queue here: docs/emulator.md)."""
+    """Attach a consumer (one of each type per queue here: docs/emulator.md)."""
     record = service.get(queue_id)
     consumer = await service.set_consumer(record.id, parse_consumer(await _body(request)))
     return envelope(_consumer_out(consumer, record.queue.name))
@@ -220,10 +220,9 @@ async def create_consumer(queue_id: str, request: Request, service: ServiceDep) 
 
 @router.get("/{queue_id}/consumers")
 async def list_consumers(queue_id: str, service: ServiceDep) -> dict[str, Any]:
-    """The queue's consumers (zero or one)."""
+    """The queue's consumers."""
     record = service.get(queue_id)
-    consumers = [record.consumer] if record.consumer else []
-    return envelope([_consumer_out(c, record.queue.name) for c in consumers])
+    return envelope([_consumer_out(c, record.queue.name) for c in record.consumers])
 
 
 @router.get("/{queue_id}/consumers/{consumer_id}")
@@ -237,7 +236,7 @@ async def get_consumer(queue_id: str, consumer_id: str, service: ServiceDep) -> 
 async def update_consumer(
     queue_id: str, consumer_id: str, request: Request, service: ServiceDep
 ) -> dict[str, Any]:
-    """Update the consumer, or create it under this id if the queue has none (Cloudflare:
+    """Update the consumer, or create it under this id if it does not exist (Cloudflare:
     "Updates the consumer for a queue, or creates one if it does not exist")."""
     record = service.get(queue_id)
     given = parse_consumer(await _body(request))

@@ -6,10 +6,13 @@ Guarantees:
 - the engine always holds the `QueueSettings` of every registered queue, keyed by queue id:
   delivery delay and retention from the queue, max retries, retry delay and dead letter
   queue from its consumer;
-- one consumer per queue: the pull API names no consumer, so a second one is refused (10105,
-  docs/emulator.md); `PUT .../consumers/{id}` updates the consumer or creates it when the
-  queue has none. A dead letter queue that does not exist is created (in the queue's
-  jurisdiction) when the consumer is configured and again whenever a pull or ack needs it;
+- a queue has at most one consumer of each type: an `http_pull` one (the pull API names no
+  consumer, so two could not be told apart) and a `worker` one, side by side as Cloudflare
+  documents; another of a type already there is refused (10105, docs/emulator.md). Pulls
+  and acks follow the `http_pull` consumer's settings; a worker consumer is only registered
+  (no Workers run here). `PUT .../consumers/{id}` updates that consumer or creates it.
+  A dead letter queue that does not exist is created (in the queue's jurisdiction) when a
+  consumer is configured and again whenever a pull or ack needs it;
 - a queue's jurisdiction is set at creation only, and its dead letter queue shares it;
 - pulls need an `http_pull` consumer and an unpaused queue; pushes do not. The paused flag
   lives in the local engine's `queue_pause` table (keyed by queue id), so pausing through
@@ -71,19 +74,27 @@ def _name_taken(name: str) -> BodyInvalid:
 
 @dataclass(frozen=True, slots=True)
 class QueueRecord:
-    """A registered queue, its consumer and whether its delivery is paused, as last committed.
+    """A registered queue, its consumers and whether its delivery is paused, as last committed.
 
     The paused flag is the local engine's (`queue_pause`), so the engine's pulls and the
     emulator's API see one state.
     """
 
     queue: EmulatorQueue
-    consumer: EmulatorConsumer | None
+    consumers: tuple[EmulatorConsumer, ...] = ()
     paused: bool = False
 
     @property
     def id(self) -> str:
         return self.queue.id
+
+    @property
+    def pull_consumer(self) -> EmulatorConsumer | None:
+        """The `http_pull` consumer, whose settings pulls and acks follow."""
+        return next((c for c in self.consumers if c.type == "http_pull"), None)
+
+    def consumer(self, consumer_id: str) -> EmulatorConsumer | None:
+        return next((c for c in self.consumers if c.id == consumer_id), None)
 
 
 class EmulatorService:
@@ -112,9 +123,13 @@ class EmulatorService:
             queues = (await session.execute(select(EmulatorQueue))).scalars().all()
             consumers = (await session.execute(select(EmulatorConsumer))).scalars().all()
             await session.commit()
-        by_queue = {consumer.queue_id: consumer for consumer in consumers}
+        by_queue: dict[str, list[EmulatorConsumer]] = {}
+        for consumer in sorted(consumers, key=lambda c: (c.created_at, c.id)):
+            by_queue.setdefault(consumer.queue_id, []).append(consumer)
         paused = await self.engine.paused_queues()
-        self._records = {q.id: QueueRecord(q, by_queue.get(q.id), q.id in paused) for q in queues}
+        self._records = {
+            q.id: QueueRecord(q, tuple(by_queue.get(q.id, ())), q.id in paused) for q in queues
+        }
         self._declare_all()
 
     def get(self, queue_id: str) -> QueueRecord:
@@ -156,7 +171,7 @@ class EmulatorService:
         )
         paused = bool(given.delivery_paused)
         await self._save(queue, paused=paused)
-        record = QueueRecord(queue, None, paused)
+        record = QueueRecord(queue, (), paused)
         self._records[queue.id] = record
         self._declare_all()
         return record
@@ -219,17 +234,18 @@ class EmulatorService:
     async def set_consumer(
         self, queue_id: str, given: ConsumerInput, *, consumer_id: str | None = None
     ) -> EmulatorConsumer:
-        """Create the queue's consumer (`consumer_id` None), or update the given one,
-        creating it under that id when the queue has none (Cloudflare's PUT)."""
+        """Create a consumer (`consumer_id` None), or update the given one, creating it
+        under that id when the queue has no such consumer (Cloudflare's PUT)."""
         async with self._lock:
             record = self.get(queue_id)
-            current = record.consumer
             if consumer_id is not None and not HEX_ID.match(consumer_id):
                 raise NoRoute(f"consumer id {consumer_id!r} is not 32 lowercase hex characters")
-            if current is not None and consumer_id != current.id:
+            current = record.consumer(consumer_id) if consumer_id else None
+            others = [c for c in record.consumers if current is None or c.id != current.id]
+            if any(c.type == given.type for c in others):
                 raise FeatureNotEnabled(
-                    f"queue {record.queue.name!r} already has a consumer: the pull API names no "
-                    "consumer, so this emulator keeps one per queue; update or delete it"
+                    f"queue {record.queue.name!r} already has a {given.type} consumer: this "
+                    "emulator keeps one of each type per queue; update or delete it"
                 )
             self._check_dead_letter_queue(record, given.dead_letter_queue)
             consumer = EmulatorConsumer(
@@ -242,7 +258,7 @@ class EmulatorService:
                 created_at=current.created_at if current else to_datetime(self.clock.now_ms()),
             )
             await self._save(consumer)
-            self._records[record.id] = replace(record, consumer=consumer)
+            self._records[record.id] = replace(record, consumers=(*others, consumer))
             if given.dead_letter_queue and self.by_name(given.dead_letter_queue) is None:
                 await self._create_dead_letter_queue(record, given.dead_letter_queue)
             self._declare_all()
@@ -268,9 +284,10 @@ class EmulatorService:
 
     def get_consumer(self, queue_id: str, consumer_id: str) -> tuple[QueueRecord, EmulatorConsumer]:
         record = self.get(queue_id)
-        if record.consumer is None or record.consumer.id != consumer_id:
+        consumer = record.consumer(consumer_id)
+        if consumer is None:
             raise NoRoute(f"queue {record.queue.name!r} has no consumer {consumer_id}")
-        return record, record.consumer
+        return record, consumer
 
     async def delete_consumer(self, queue_id: str, consumer_id: str) -> None:
         async with self._lock:
@@ -280,7 +297,8 @@ class EmulatorService:
                     delete(EmulatorConsumer).where(col(EmulatorConsumer.id) == consumer.id)
                 )
                 await session.commit()
-            self._records[record.id] = replace(record, consumer=None)
+            left = tuple(c for c in record.consumers if c.id != consumer.id)
+            self._records[record.id] = replace(record, consumers=left)
             self._declare_all()
 
     async def _save(
@@ -294,14 +312,16 @@ class EmulatorService:
             try:
                 await session.commit()
             except IntegrityError:
-                raise _name_taken(getattr(row, "name", "")) from None
+                if isinstance(row, EmulatorQueue):
+                    raise _name_taken(row.name) from None
+                raise FeatureNotEnabled("the queue already has a consumer of this type") from None
 
     def _declare_all(self) -> None:
         for record in self._records.values():
             self.engine.declare(self._queue_settings(record))
 
     def _queue_settings(self, record: QueueRecord) -> QueueSettings:
-        consumer = record.consumer
+        consumer = record.pull_consumer
         settings = consumer.settings if consumer else CONSUMER_DEFAULTS["http_pull"]
         dlq = None
         if consumer and consumer.dead_letter_queue:
@@ -318,7 +338,7 @@ class EmulatorService:
 
     async def _ensure_dead_letter_queue(self, record: QueueRecord) -> None:
         """Recreate a consumer's dead letter queue that was deleted (Cloudflare does)."""
-        consumer = record.consumer
+        consumer = record.pull_consumer
         if consumer and consumer.dead_letter_queue and not self.by_name(consumer.dead_letter_queue):
             async with self._lock:
                 if not self.by_name(consumer.dead_letter_queue):
@@ -354,8 +374,8 @@ class EmulatorService:
     async def pull(
         self, record: QueueRecord, *, batch_size: int | None, visibility_timeout_ms: int | None
     ) -> PullResult:
-        consumer = record.consumer
-        if consumer is None or consumer.type != "http_pull":
+        consumer = record.pull_consumer
+        if consumer is None:
             # Pulling is enabled per queue by an http_pull consumer: without one, no route.
             raise NoRoute(f"queue {record.queue.name!r} has no http_pull consumer")
         if record.paused:

@@ -193,8 +193,8 @@ class CloudflareQueues:
                         },
                     )
                 except (ConflictError, BadRequestError):
-                    # Another process may have created it a moment ago: a queue takes one
-                    # consumer (a second is refused, 409 or 400 code 10105). Else, re-raise.
+                    # Another process may have created it a moment ago: a second http_pull
+                    # consumer is refused (409, or 400 code 10105). Else, re-raise.
                     if await has_pull_consumer():
                         continue
                     raise

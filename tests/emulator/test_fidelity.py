@@ -1,6 +1,6 @@
 """Where the emulator follows Cloudflare's schema, docs and error-code reference (issue 15):
-one test per error code of the table, consumer bodies and upserts, one consumer per queue,
-response types, jurisdictions."""
+one test per error code of the table, consumer bodies and upserts, one consumer of each type
+per queue, response types, jurisdictions."""
 
 from __future__ import annotations
 
@@ -247,6 +247,50 @@ class TestConsumerUpsert:
         queue_id = await _queue(api, consumer=False)
         _error(await api.get(f"/{queue_id}/consumers/{UNKNOWN_ID}"), 404, 7003)
         _error(await api.delete(f"/{queue_id}/consumers/{UNKNOWN_ID}"), 404, 7003)
+
+
+class TestConsumersPerQueue:
+    """One consumer of each type: an http_pull one beside a worker one (documented), never
+    two of a type (the pull API names no consumer; docs/emulator.md)."""
+
+    async def test_worker_and_http_pull_side_by_side(self, api: httpx.AsyncClient) -> None:
+        queue_id = await _queue(api, consumer=False)
+        worker = {"type": "worker", "script_name": "w", "dead_letter_queue": "worker-dlq"}
+        assert (await api.post(f"/{queue_id}/consumers", json=worker)).status_code == 200
+        pull = {"type": "http_pull", "settings": {"max_retries": 0}}
+        pulled_by = (await api.post(f"/{queue_id}/consumers", json=pull)).json()["result"]
+        listed = (await api.get(f"/{queue_id}/consumers")).json()["result"]
+        assert sorted(c["type"] for c in listed) == ["http_pull", "worker"]
+        queue = (await api.get(f"/{queue_id}")).json()["result"]
+        assert queue["consumers_total_count"] == 2
+        for body in (worker, pull):
+            _error(await api.post(f"/{queue_id}/consumers", json=body), 400, 10105)
+
+        # Pulls follow the http_pull consumer: max_retries 0 and no dead letter queue.
+        await api.post(f"/{queue_id}/messages", json={"body": 1})
+        message = (await api.post(f"/{queue_id}/messages/pull", json={})).json()["result"]
+        lease = message["messages"][0]["lease_id"]
+        retried = await api.post(
+            f"/{queue_id}/messages/ack", json={"retries": [{"lease_id": lease}]}
+        )
+        assert retried.status_code == 200
+        metrics = (await api.get(f"/{queue_id}/metrics")).json()["result"]
+        assert metrics["backlog_count"] == 0  # dropped, not sent to the worker's DLQ
+
+        await api.delete(f"/{queue_id}/consumers/{pulled_by['consumer_id']}")
+        _error(await api.post(f"/{queue_id}/messages/pull", json={}), 404, 7003)
+        listed = (await api.get(f"/{queue_id}/consumers")).json()["result"]
+        assert [c["type"] for c in listed] == ["worker"]
+
+    async def test_put_may_not_turn_one_into_a_second_of_a_type(
+        self, api: httpx.AsyncClient
+    ) -> None:
+        queue_id = await _queue(api)  # an http_pull consumer
+        worker = {"type": "worker", "script_name": "w"}
+        created = (await api.post(f"/{queue_id}/consumers", json=worker)).json()["result"]
+        url = f"/{queue_id}/consumers/{created['consumer_id']}"
+        _error(await api.put(url, json={"type": "http_pull"}), 400, 10105)
+        assert (await api.put(url, json={**worker, "script_name": "w2"})).status_code == 200
 
 
 # -- response types -----------------------------------------------------------------------------

@@ -137,7 +137,7 @@ class TestConsumers:
         assert queue is not None
         assert queue.consumers_total_count == 1
 
-        # One consumer per queue: the pull API names no consumer (docs/emulator.md).
+        # One http_pull consumer per queue: the pull API names no consumer (docs/emulator.md).
         with pytest.raises(cloudflare.BadRequestError) as refused:
             await cf.queues.consumers.create(queue_id, account_id=ACCOUNT, type="http_pull")
         assert _code(refused.value) == 10105

@@ -241,6 +241,8 @@ class EmulatorService:
             if consumer_id is not None and not HEX_ID.match(consumer_id):
                 raise NoRoute(f"consumer id {consumer_id!r} is not 32 lowercase hex characters")
             current = record.consumer(consumer_id) if consumer_id else None
+            if consumer_id and current is None and self._consumer_anywhere(consumer_id):
+                raise BodyInvalid(f"consumer id {consumer_id} belongs to another queue", status=409)
             others = [c for c in record.consumers if current is None or c.id != current.id]
             if any(c.type == given.type for c in others):
                 raise FeatureNotEnabled(
@@ -263,6 +265,9 @@ class EmulatorService:
                 await self._create_dead_letter_queue(record, given.dead_letter_queue)
             self._declare_all()
             return consumer
+
+    def _consumer_anywhere(self, consumer_id: str) -> bool:
+        return any(r.consumer(consumer_id) for r in self._records.values())
 
     def _check_dead_letter_queue(self, record: QueueRecord, name: str | None) -> None:
         if name is None:

@@ -243,6 +243,15 @@ class TestConsumerUpsert:
             10104,
         )
 
+    async def test_put_cannot_take_another_queues_consumer_id(self, api: httpx.AsyncClient) -> None:
+        first = await _queue(api, "first")
+        taken = (await api.get(f"/{first}/consumers")).json()["result"][0]["consumer_id"]
+        second = await _queue(api, "second", consumer=False)
+        url = f"/{second}/consumers/{taken}"
+        _error(await api.put(url, json={"type": "http_pull"}), 409, 10207)
+        kept = (await api.get(f"/{first}/consumers/{taken}")).json()["result"]
+        assert kept["queue_name"] == "first"
+
     async def test_unknown_consumer_is_7003(self, api: httpx.AsyncClient) -> None:
         queue_id = await _queue(api, consumer=False)
         _error(await api.get(f"/{queue_id}/consumers/{UNKNOWN_ID}"), 404, 7003)

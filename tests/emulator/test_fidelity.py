@@ -156,6 +156,8 @@ async def test_the_table_has_one_class_and_one_test_per_code() -> None:
     assert set(PROVOKE) == set(ERROR_CODES)
     assert set(ERROR_CLASSES) == set(ERROR_CODES)
     assert set(EXTRA_STATUSES) <= set(ERROR_CODES)
+    with pytest.raises(ValueError, match="never answered with 409"):
+        ERROR_CLASSES[10252]("queue_delivery_paused", status=409)
 
 
 @pytest.mark.parametrize("code", sorted(PROVOKE))

@@ -124,7 +124,6 @@ VARIABLES: list[tuple[str, str, str, Any]] = [
         25000000001,
     ),
     ("JOBGATE_EMULATOR_MAX_QUEUES", "emulator.max_queues", "10001", 10001),
-    ("JOBGATE_EMULATOR_NO_CONSUMER_STATUS", "emulator.no_consumer_status", "406", 406),
     ("JOBGATE_EMULATOR_FAULT_RATE", "emulator.fault_rate", "0.5", 0.5),
     ("JOBGATE_ADMISSION_RATE_LIMIT_BATCH", "admission.rate_limit_batch", "7/second", "7/second"),
     ("JOBGATE_ADMISSION_RATE_LIMIT_READS", "admission.rate_limit_reads", "7/second", "7/second"),

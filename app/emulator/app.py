@@ -1,8 +1,8 @@
 """The emulator application: `jobgate emulator` serves it with uvicorn.
 
 Every response under `/client/v4` is a Cloudflare v4 envelope, errors included: an unknown
-path is 404 code 7003, an unexpected failure 500 code 15000. `GET /healthz` answers when the
-registry is loaded; `/_emulator/*` exists only with test controls on.
+path or method is 404 code 7003, an unexpected failure 500 code 15000. `GET /healthz`
+answers when the registry is loaded; `/_emulator/*` exists only with test controls on.
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ from app.emulator.config import EmulatorAppSettings, EmulatorConfig, OffsetClock
 from app.emulator.errors import (
     BodyInvalid,
     CfError,
-    GlobalRateLimited,
     InternalError,
-    MethodNotAllowed,
     NoRoute,
+    QueueOverloaded,
     error_response,
     from_queue_error,
 )
@@ -67,7 +66,7 @@ class FaultInjector:
             return
         error: CfError
         if fault.kind == "rate_limit":
-            error = GlobalRateLimited(
+            error = QueueOverloaded(
                 "rate limited (injected fault)", headers={"Retry-After": str(fault.retry_after)}
             )
         else:
@@ -100,11 +99,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def on_http_error(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        if exc.status_code == 404:
-            return error_response(NoRoute("No route for that URI"))
-        if exc.status_code == 405:
-            return error_response(MethodNotAllowed("Method not allowed"))
-        return error_response(CfError(str(exc.detail), status=exc.status_code, code=10000))
+        if exc.status_code in (404, 405):  # no route for this path, or for this method
+            return error_response(NoRoute("No route for the URI"))
+        if exc.status_code < 500:
+            return error_response(BodyInvalid(str(exc.detail)))
+        return error_response(InternalError(str(exc.detail)))
 
     async def on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
         return error_response(BodyInvalid(str(exc)))

@@ -31,8 +31,6 @@ class EmulatorSettings(SettingsGroup):
     queue_msgs_per_second: int = Field(default=5000, ge=1)
     max_backlog_bytes: int = Field(default=25_000_000_000, ge=1)
     max_queues: int = Field(default=10_000, ge=1)
-    # Pulling from a queue without an http_pull consumer (405 was reported by a third party).
-    no_consumer_status: int = Field(default=405, ge=400, le=499)
     # Share of Cloudflare API calls answered with a 500 (code 15000), for soak tests.
     fault_rate: float = Field(default=0.0, ge=0.0, le=1.0)
 
@@ -55,7 +53,6 @@ class EmulatorConfig:
     queue_msgs_per_second: int
     max_backlog_bytes: int
     max_queues: int
-    no_consumer_status: int
     fault_rate: float
 
     @classmethod

@@ -77,7 +77,8 @@ def _consumer_out(consumer: EmulatorConsumer, queue_name: str) -> dict[str, Any]
         queue_name=queue_name,
         type="worker" if consumer.type == "worker" else "http_pull",
         dead_letter_queue=consumer.dead_letter_queue or "",
-        settings=consumer.settings,
+        # Cloudflare's schema types every setting as a number: a null one is left out.
+        settings={k: int(v) for k, v in consumer.settings.items() if v is not None},
         script_name=consumer.script_name,
     )
     shown = out.model_dump()
@@ -88,7 +89,7 @@ def _consumer_out(consumer: EmulatorConsumer, queue_name: str) -> dict[str, Any]
 
 def queue_out(record: QueueRecord) -> dict[str, Any]:
     queue = record.queue
-    consumers = [record.consumer] if record.consumer else []
+    consumers = record.consumers
     out = QueueOut(
         queue_id=queue.id,
         queue_name=queue.name,
@@ -103,7 +104,10 @@ def queue_out(record: QueueRecord) -> dict[str, Any]:
             delivery_paused=record.paused,
             message_retention_period=queue.message_retention_period,
         ),
+        jurisdiction=queue.jurisdiction,
     ).model_dump()
+    if out["jurisdiction"] is None:
+        del out["jurisdiction"]
     out["consumers"] = [_consumer_out(c, queue.name) for c in consumers]
     return out
 
@@ -171,7 +175,7 @@ async def edit_queue(queue_id: str, request: Request, service: ServiceDep) -> di
 
 @router.delete("/{queue_id}")
 async def delete_queue(queue_id: str, service: ServiceDep) -> dict[str, Any]:
-    """Delete a queue, its consumer and its messages."""
+    """Delete a queue, its consumers and its messages."""
     await service.delete_queue(queue_id)
     return envelope(None)
 
@@ -195,15 +199,12 @@ async def purge_queue(queue_id: str, request: Request, service: ServiceDep) -> d
 
 @router.get("/{queue_id}/purge")
 async def purge_status(queue_id: str, service: ServiceDep) -> dict[str, Any]:
-    """When the last purge started; purges complete at once here."""
+    """When the last purge started (absent if never); purges complete at once here."""
     started = service.get(queue_id).queue.purge_started_at
-    return envelope(
-        {
-            "started_at": timestamp(started) if started else None,
-            "completed": "true",
-            "complete": True,  # wrangler's spelling of the same field
-        }
-    )
+    status: dict[str, Any] = {"completed": "true", "complete": True}  # wrangler: `complete`
+    if started is not None:
+        status["started_at"] = timestamp(started)
+    return envelope(status)
 
 
 # -- consumers ----------------------------------------------------------------------------
@@ -211,7 +212,7 @@ async def purge_status(queue_id: str, service: ServiceDep) -> dict[str, Any]:
 
 @router.post("/{queue_id}/consumers")
 async def create_consumer(queue_id: str, request: Request, service: ServiceDep) -> dict[str, Any]:
-    """Attach the queue's consumer (one per queue)."""
+    """Attach a consumer (one of each type per queue here: docs/emulator.md)."""
     record = service.get(queue_id)
     consumer = await service.set_consumer(record.id, parse_consumer(await _body(request)))
     return envelope(_consumer_out(consumer, record.queue.name))
@@ -219,10 +220,9 @@ async def create_consumer(queue_id: str, request: Request, service: ServiceDep) 
 
 @router.get("/{queue_id}/consumers")
 async def list_consumers(queue_id: str, service: ServiceDep) -> dict[str, Any]:
-    """The queue's consumers (zero or one)."""
+    """The queue's consumers."""
     record = service.get(queue_id)
-    consumers = [record.consumer] if record.consumer else []
-    return envelope([_consumer_out(c, record.queue.name) for c in consumers])
+    return envelope([_consumer_out(c, record.queue.name) for c in record.consumers])
 
 
 @router.get("/{queue_id}/consumers/{consumer_id}")
@@ -236,8 +236,9 @@ async def get_consumer(queue_id: str, consumer_id: str, service: ServiceDep) -> 
 async def update_consumer(
     queue_id: str, consumer_id: str, request: Request, service: ServiceDep
 ) -> dict[str, Any]:
-    """Replace a consumer's configuration."""
-    record, _ = service.get_consumer(queue_id, consumer_id)
+    """Update the consumer, or create it under this id if it does not exist (Cloudflare:
+    "Updates the consumer for a queue, or creates one if it does not exist")."""
+    record = service.get(queue_id)
     given = parse_consumer(await _body(request))
     consumer = await service.set_consumer(record.id, given, consumer_id=consumer_id)
     return envelope(_consumer_out(consumer, record.queue.name))

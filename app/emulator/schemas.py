@@ -1,10 +1,12 @@
 """Request parsing and response shapes of the Cloudflare Queues API (docs/cloudflare-queues.md).
 
 Bodies are parsed by hand rather than by FastAPI, because Cloudflare answers each kind of
-mistake with its own code: not JSON → 10208, wrong shape → 10207, bad content type
-or message delay → 10203, bad batch delay → 10202, bad queue settings → 100128, bad
-consumer settings → 100127. Integral floats (`10.0`) count as integers: the official SDK
-types every number as `float`.
+mistake with its own code: not JSON → 10208, wrong shape, type or range (queue and consumer
+settings included) → 10207, bad content type or message delay → 10203, bad batch delay →
+10202. Integral floats (`10.0`) count as integers: the official SDK types every number as
+`float`. Durations in seconds (delays, retention) may be fractional, as Cloudflare's schema
+types them as numbers: they are truncated to whole seconds, as the Workers runtime does
+with `delaySeconds`.
 """
 
 from __future__ import annotations
@@ -23,9 +25,7 @@ from app.emulator.errors import (
     BodyInvalid,
     BodyMalformed,
     CfError,
-    ConsumerSettingsInvalid,
     MessageMetadataInvalid,
-    QueueSettingsInvalid,
 )
 from app.queues.base import (
     DEFAULT_PULL_BATCH,
@@ -45,6 +45,9 @@ QUEUE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 
 ConsumerType = Literal["http_pull", "worker"]
+JURISDICTIONS = ("eu", "us", "fedramp")
+# Settings measured in seconds: fractional values are truncated, not refused.
+SECONDS_SETTINGS = frozenset({"retry_delay"})
 
 # Consumer settings each type shows, with Cloudflare's defaults.
 CONSUMER_DEFAULTS: dict[str, dict[str, int | None]] = {
@@ -86,6 +89,12 @@ def parse_json(raw: bytes) -> Any:
         raise BodyMalformed("request body is not valid JSON") from None
 
 
+def _optional(raw: dict[str, Any], key: str, default: Any) -> Any:
+    """`raw[key]`, or `default` when absent. A null is a value (of the wrong type): the
+    schema makes none of these fields nullable."""
+    return raw[key] if key in raw else default
+
+
 def _object(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BodyInvalid(f"{what} must be a JSON object")
@@ -104,9 +113,16 @@ def as_int(value: Any) -> int | None:
 
 
 def _bounded(
-    raw: dict[str, Any], key: str, lo: int, hi: int, error: type[CfError], default: int | None
+    raw: dict[str, Any],
+    key: str,
+    lo: int,
+    hi: int,
+    error: type[CfError],
+    default: int | None,
+    *,
+    nullable: bool = False,
 ) -> int | None:
-    if raw.get(key) is None:
+    if key not in raw or (nullable and raw[key] is None):
         return default
     value = as_int(raw[key])
     if value is None or not lo <= value <= hi:
@@ -114,15 +130,25 @@ def _bounded(
     return value
 
 
+def _seconds(raw: dict[str, Any], key: str, lo: int, hi: int, error: type[CfError]) -> int | None:
+    """A duration in seconds: any number in range, truncated to whole seconds."""
+    if key not in raw:
+        return None
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        raise error(f"{key} must be a number of seconds {lo}..{hi}")
+    return int(value)
+
+
 def _delay(raw: dict[str, Any], error: type[CfError]) -> int | None:
-    return _bounded(raw, "delay_seconds", 0, MAX_DELAY_SECONDS, error, None)
+    return _seconds(raw, "delay_seconds", 0, MAX_DELAY_SECONDS, error)
 
 
-def check_queue_name(name: Any, error: type[CfError] = QueueSettingsInvalid) -> str:
+def check_queue_name(name: Any) -> str:
     if not isinstance(name, str):
         raise BodyInvalid("queue_name must be a string")
     if not QUEUE_NAME.match(name):
-        raise error(
+        raise BodyInvalid(
             "queue names are 1-63 lowercase letters, digits and dashes, "
             "starting and ending with a letter or digit"
         )
@@ -140,31 +166,33 @@ class QueueInput:
     delivery_delay: int | None = None
     message_retention_period: int | None = None
     delivery_paused: bool | None = None
+    jurisdiction: str | None = None  # one of JURISDICTIONS
 
 
 def parse_queue(body: Any, *, name_required: bool) -> QueueInput:
     raw = _object(body, "the request body")
-    name = raw.get("queue_name")
-    if name is None and name_required:
+    if "queue_name" not in raw and name_required:
         raise BodyInvalid("queue_name is required")
-    settings = _object(raw.get("settings") or {}, "settings")
-    paused = settings.get("delivery_paused")
-    if paused is not None and not isinstance(paused, bool):
-        raise QueueSettingsInvalid("delivery_paused must be a boolean")
+    name = check_queue_name(raw["queue_name"]) if "queue_name" in raw else None
+    settings = _object(_optional(raw, "settings", {}), "settings")
+    paused = _optional(settings, "delivery_paused", None)
+    if "delivery_paused" in settings and not isinstance(paused, bool):
+        raise BodyInvalid("delivery_paused must be a boolean")
+    jurisdiction = _optional(raw, "jurisdiction", None)
+    if "jurisdiction" in raw and jurisdiction not in JURISDICTIONS:
+        raise BodyInvalid(f"jurisdiction must be one of {', '.join(JURISDICTIONS)}")
     return QueueInput(
-        queue_name=None if name is None else check_queue_name(name),
-        delivery_delay=_bounded(
-            settings, "delivery_delay", 0, MAX_DELAY_SECONDS, QueueSettingsInvalid, None
-        ),
-        message_retention_period=_bounded(
+        queue_name=name,
+        delivery_delay=_seconds(settings, "delivery_delay", 0, MAX_DELAY_SECONDS, BodyInvalid),
+        message_retention_period=_seconds(
             settings,
             "message_retention_period",
             MIN_RETENTION_SECONDS,
             MAX_RETENTION_SECONDS,
-            QueueSettingsInvalid,
-            None,
+            BodyInvalid,
         ),
         delivery_paused=paused,
+        jurisdiction=jurisdiction,
     )
 
 
@@ -182,22 +210,27 @@ class ConsumerInput:
 def parse_consumer(body: Any) -> ConsumerInput:
     raw = _object(body, "the request body")
     kind = raw.get("type")
-    if kind not in CONSUMER_DEFAULTS:
+    if not isinstance(kind, str) or kind not in CONSUMER_DEFAULTS:
         raise BodyInvalid("type must be 'http_pull' or 'worker'")
     script = raw.get("script_name", raw.get("script"))  # older API versions said `script`
     if kind == "worker" and (not isinstance(script, str) or not script):
         raise BodyInvalid("script_name is required for a worker consumer")
-    dlq = raw.get("dead_letter_queue") or None
-    if dlq is not None:
-        dlq = check_queue_name(dlq, ConsumerSettingsInvalid)
-    given = _object(raw.get("settings") or {}, "settings")
+    dlq = _optional(raw, "dead_letter_queue", "")
+    dlq = check_queue_name(dlq) if dlq != "" else None  # "" means none, as in responses
+    given = _object(_optional(raw, "settings", {}), "settings")
     settings: dict[str, int | None] = {}
     for key, (lo, hi) in CONSUMER_LIMITS.items():
-        if key in given:
-            settings[key] = _bounded(given, key, lo, hi, ConsumerSettingsInvalid, None)
-    shown = {key: settings.get(key, default) for key, default in CONSUMER_DEFAULTS[kind].items()}
+        if key in SECONDS_SETTINGS:
+            settings[key] = _seconds(given, key, lo, hi, BodyInvalid)
+        else:  # max_concurrency: null leaves it to the platform, as documented
+            nullable = key == "max_concurrency"
+            settings[key] = _bounded(given, key, lo, hi, BodyInvalid, None, nullable=nullable)
+    shown = {
+        key: default if settings.get(key) is None else settings[key]
+        for key, default in CONSUMER_DEFAULTS[kind].items()
+    }
     return ConsumerInput(
-        type=kind,  # checked against CONSUMER_DEFAULTS above
+        type="worker" if kind == "worker" else "http_pull",
         script_name=script if kind == "worker" else None,
         dead_letter_queue=dlq,
         settings=shown,
@@ -250,7 +283,7 @@ class PullInput:
 
 def parse_pull(body: Any) -> PullInput:
     raw = _object(body, "the request body")
-    if raw.get("visibility_timeout_ms") is None and "visibility_timeout" in raw:
+    if "visibility_timeout_ms" not in raw and "visibility_timeout" in raw:
         raw = {**raw, "visibility_timeout_ms": raw["visibility_timeout"]}  # legacy name
     return PullInput(
         batch_size=_bounded(raw, "batch_size", 1, MAX_PULL_BATCH, BodyInvalid, None),
@@ -268,7 +301,7 @@ def parse_peek(body: Any) -> int:
 
 
 def _lease_ids(raw: dict[str, Any], key: str, id_key: str) -> list[dict[str, Any]]:
-    items = raw.get(key) or []
+    items = _optional(raw, key, [])
     if not isinstance(items, list):
         raise BodyInvalid(f"{key} must be an array")
     for item in items:
@@ -332,7 +365,7 @@ class ConsumerOut(BaseModel):
     queue_name: str
     type: ConsumerType
     dead_letter_queue: str  # "" when none is configured
-    settings: dict[str, int | None]
+    settings: dict[str, int]  # a setting left to the platform (max_concurrency) is omitted
     script_name: str | None = None
 
 
@@ -346,6 +379,7 @@ class QueueOut(BaseModel):
     consumers: list[ConsumerOut]
     consumers_total_count: int
     settings: QueueSettingsOut
+    jurisdiction: str | None = None  # one of JURISDICTIONS, shown only when the queue has one
 
 
 class PulledMessage(BaseModel):

@@ -6,8 +6,14 @@ Guarantees:
 - the engine always holds the `QueueSettings` of every registered queue, keyed by queue id:
   delivery delay and retention from the queue, max retries, retry delay and dead letter
   queue from its consumer;
-- one consumer per queue, as Cloudflare documents; a dead letter queue that does not exist is
-  created when the consumer is configured and again whenever a pull or ack needs it;
+- a queue has at most one consumer of each type: an `http_pull` one (the pull API names no
+  consumer, so two could not be told apart) and a `worker` one, side by side as Cloudflare
+  documents; another of a type already there is refused (10105, docs/emulator.md). Pulls
+  and acks follow the `http_pull` consumer's settings; a worker consumer is only registered
+  (no Workers run here). `PUT .../consumers/{id}` updates that consumer or creates it.
+  A dead letter queue that does not exist is created (in the queue's jurisdiction) when a
+  consumer is configured and again whenever a pull or ack needs it;
+- a queue's jurisdiction is set at creation only, and its dead letter queue shares it;
 - pulls need an `http_pull` consumer and an unpaused queue; pushes do not. The paused flag
   lives in the local engine's `queue_pause` table (keyed by queue id), so pausing through
   this API or through the engine is the same state.
@@ -35,15 +41,11 @@ from app.core.ids import hex_id
 from app.emulator.config import EmulatorConfig, OffsetClock
 from app.emulator.errors import (
     BodyInvalid,
-    ConsumerExists,
-    ConsumerNotFound,
-    ConsumerSettingsInvalid,
-    NoPullConsumer,
+    FeatureNotEnabled,
+    NoRoute,
     QueueIdMalformed,
-    QueueNameTaken,
     QueueNotFound,
     QueuePaused,
-    QueueSettingsInvalid,
     StorageLimitExceeded,
 )
 from app.emulator.models import EmulatorConsumer, EmulatorQueue
@@ -66,21 +68,33 @@ from app.queues.models import QueueMessage, QueuePause
 from app.queues.topology import DEFAULT_RETENTION_SECONDS, QueueSettings
 
 
+def _name_taken(name: str) -> BodyInvalid:
+    return BodyInvalid(f"a queue named {name!r} already exists", status=409)
+
+
 @dataclass(frozen=True, slots=True)
 class QueueRecord:
-    """A registered queue, its consumer and whether its delivery is paused, as last committed.
+    """A registered queue, its consumers and whether its delivery is paused, as last committed.
 
     The paused flag is the local engine's (`queue_pause`), so the engine's pulls and the
     emulator's API see one state.
     """
 
     queue: EmulatorQueue
-    consumer: EmulatorConsumer | None
+    consumers: tuple[EmulatorConsumer, ...] = ()
     paused: bool = False
 
     @property
     def id(self) -> str:
         return self.queue.id
+
+    @property
+    def pull_consumer(self) -> EmulatorConsumer | None:
+        """The `http_pull` consumer, whose settings pulls and acks follow."""
+        return next((c for c in self.consumers if c.type == "http_pull"), None)
+
+    def consumer(self, consumer_id: str) -> EmulatorConsumer | None:
+        return next((c for c in self.consumers if c.id == consumer_id), None)
 
 
 class EmulatorService:
@@ -109,9 +123,13 @@ class EmulatorService:
             queues = (await session.execute(select(EmulatorQueue))).scalars().all()
             consumers = (await session.execute(select(EmulatorConsumer))).scalars().all()
             await session.commit()
-        by_queue = {consumer.queue_id: consumer for consumer in consumers}
+        by_queue: dict[str, list[EmulatorConsumer]] = {}
+        for consumer in sorted(consumers, key=lambda c: (c.created_at, c.id)):
+            by_queue.setdefault(consumer.queue_id, []).append(consumer)
         paused = await self.engine.paused_queues()
-        self._records = {q.id: QueueRecord(q, by_queue.get(q.id), q.id in paused) for q in queues}
+        self._records = {
+            q.id: QueueRecord(q, tuple(by_queue.get(q.id, ())), q.id in paused) for q in queues
+        }
         self._declare_all()
 
     def get(self, queue_id: str) -> QueueRecord:
@@ -138,9 +156,9 @@ class EmulatorService:
         if given.queue_name is None:
             raise BodyInvalid("queue_name is required")
         if self.by_name(given.queue_name) is not None:
-            raise QueueNameTaken(f"a queue named {given.queue_name!r} already exists")
+            raise _name_taken(given.queue_name)
         if len(self._records) >= self.config.max_queues:
-            raise QueueSettingsInvalid(f"an account holds at most {self.config.max_queues} queues")
+            raise BodyInvalid(f"an account holds at most {self.config.max_queues} queues")
         now = to_datetime(self.clock.now_ms())
         queue = EmulatorQueue(
             id=hex_id(),
@@ -149,10 +167,11 @@ class EmulatorService:
             message_retention_period=given.message_retention_period or DEFAULT_RETENTION_SECONDS,
             created_at=now,
             modified_at=now,
+            jurisdiction=given.jurisdiction,
         )
         paused = bool(given.delivery_paused)
         await self._save(queue, paused=paused)
-        record = QueueRecord(queue, None, paused)
+        record = QueueRecord(queue, (), paused)
         self._records[queue.id] = record
         self._declare_all()
         return record
@@ -164,7 +183,9 @@ class EmulatorService:
             old = record.queue
             name = given.queue_name or old.name
             if name != old.name and self.by_name(name) is not None:
-                raise QueueNameTaken(f"a queue named {name!r} already exists")
+                raise _name_taken(name)
+            if given.jurisdiction is not None and given.jurisdiction != old.jurisdiction:
+                raise BodyInvalid("a queue's jurisdiction is set when it is created, never changed")
 
             def pick(value: Any, current: Any, default: Any) -> Any:
                 if value is not None:
@@ -183,6 +204,7 @@ class EmulatorService:
                 created_at=old.created_at,
                 modified_at=to_datetime(self.clock.now_ms()),
                 purge_started_at=old.purge_started_at,
+                jurisdiction=old.jurisdiction,
             )
             paused = bool(pick(given.delivery_paused, record.paused, False))
             await self._save(queue, paused=paused)
@@ -212,20 +234,24 @@ class EmulatorService:
     async def set_consumer(
         self, queue_id: str, given: ConsumerInput, *, consumer_id: str | None = None
     ) -> EmulatorConsumer:
-        """Create the queue's consumer (`consumer_id` None) or replace the given one."""
+        """Create a consumer (`consumer_id` None), or update the given one, creating it
+        under that id when the queue has no such consumer (Cloudflare's PUT)."""
         async with self._lock:
             record = self.get(queue_id)
-            current = record.consumer
-            if consumer_id is None and current is not None:
-                raise ConsumerExists(
-                    f"queue {record.queue.name!r} already has a consumer; delete it first"
+            if consumer_id is not None and not HEX_ID.match(consumer_id):
+                raise NoRoute(f"consumer id {consumer_id!r} is not 32 lowercase hex characters")
+            current = record.consumer(consumer_id) if consumer_id else None
+            if consumer_id and current is None and self._consumer_anywhere(consumer_id):
+                raise BodyInvalid(f"consumer id {consumer_id} belongs to another queue", status=409)
+            others = [c for c in record.consumers if current is None or c.id != current.id]
+            if any(c.type == given.type for c in others):
+                raise FeatureNotEnabled(
+                    f"queue {record.queue.name!r} already has a {given.type} consumer: this "
+                    "emulator keeps one of each type per queue; update or delete it"
                 )
-            if consumer_id is not None and (current is None or current.id != consumer_id):
-                raise ConsumerNotFound(f"consumer {consumer_id} does not exist")
-            if given.dead_letter_queue == record.queue.name:
-                raise ConsumerSettingsInvalid("a queue cannot be its own dead letter queue")
+            self._check_dead_letter_queue(record, given.dead_letter_queue)
             consumer = EmulatorConsumer(
-                id=current.id if current else hex_id(),
+                id=current.id if current else consumer_id or hex_id(),
                 queue_id=record.id,
                 type=given.type,
                 script_name=given.script_name,
@@ -234,18 +260,39 @@ class EmulatorService:
                 created_at=current.created_at if current else to_datetime(self.clock.now_ms()),
             )
             await self._save(consumer)
-            self._records[record.id] = replace(record, consumer=consumer)
+            self._records[record.id] = replace(record, consumers=(*others, consumer))
             if given.dead_letter_queue and self.by_name(given.dead_letter_queue) is None:
-                # Cloudflare creates a dead letter queue that does not exist yet.
-                await self._create_queue(QueueInput(queue_name=given.dead_letter_queue))
+                await self._create_dead_letter_queue(record, given.dead_letter_queue)
             self._declare_all()
             return consumer
 
+    def _consumer_anywhere(self, consumer_id: str) -> bool:
+        return any(r.consumer(consumer_id) for r in self._records.values())
+
+    def _check_dead_letter_queue(self, record: QueueRecord, name: str | None) -> None:
+        if name is None:
+            return
+        if name == record.queue.name:
+            raise BodyInvalid("a queue cannot be its own dead letter queue")
+        target = self.by_name(name)
+        if target is not None and target.queue.jurisdiction != record.queue.jurisdiction:
+            wanted, found = record.queue.jurisdiction, target.queue.jurisdiction
+            raise BodyInvalid(
+                f"dead letter queue {name!r} must share the queue's jurisdiction "
+                f"({wanted or 'none'}), not {found or 'none'}"
+            )
+
+    async def _create_dead_letter_queue(self, record: QueueRecord, name: str) -> None:
+        """Cloudflare creates a missing dead letter queue, in its queue's jurisdiction."""
+        given = QueueInput(queue_name=name, jurisdiction=record.queue.jurisdiction)
+        await self._create_queue(given)
+
     def get_consumer(self, queue_id: str, consumer_id: str) -> tuple[QueueRecord, EmulatorConsumer]:
         record = self.get(queue_id)
-        if record.consumer is None or record.consumer.id != consumer_id:
-            raise ConsumerNotFound(f"consumer {consumer_id} does not exist")
-        return record, record.consumer
+        consumer = record.consumer(consumer_id)
+        if consumer is None:
+            raise NoRoute(f"queue {record.queue.name!r} has no consumer {consumer_id}")
+        return record, consumer
 
     async def delete_consumer(self, queue_id: str, consumer_id: str) -> None:
         async with self._lock:
@@ -255,7 +302,8 @@ class EmulatorService:
                     delete(EmulatorConsumer).where(col(EmulatorConsumer.id) == consumer.id)
                 )
                 await session.commit()
-            self._records[record.id] = replace(record, consumer=None)
+            left = tuple(c for c in record.consumers if c.id != consumer.id)
+            self._records[record.id] = replace(record, consumers=left)
             self._declare_all()
 
     async def _save(
@@ -269,14 +317,16 @@ class EmulatorService:
             try:
                 await session.commit()
             except IntegrityError:
-                raise QueueNameTaken("a queue with this name already exists") from None
+                if isinstance(row, EmulatorQueue):
+                    raise _name_taken(row.name) from None
+                raise FeatureNotEnabled("the queue already has a consumer of this type") from None
 
     def _declare_all(self) -> None:
         for record in self._records.values():
             self.engine.declare(self._queue_settings(record))
 
     def _queue_settings(self, record: QueueRecord) -> QueueSettings:
-        consumer = record.consumer
+        consumer = record.pull_consumer
         settings = consumer.settings if consumer else CONSUMER_DEFAULTS["http_pull"]
         dlq = None
         if consumer and consumer.dead_letter_queue:
@@ -293,11 +343,11 @@ class EmulatorService:
 
     async def _ensure_dead_letter_queue(self, record: QueueRecord) -> None:
         """Recreate a consumer's dead letter queue that was deleted (Cloudflare does)."""
-        consumer = record.consumer
+        consumer = record.pull_consumer
         if consumer and consumer.dead_letter_queue and not self.by_name(consumer.dead_letter_queue):
             async with self._lock:
                 if not self.by_name(consumer.dead_letter_queue):
-                    await self._create_queue(QueueInput(queue_name=consumer.dead_letter_queue))
+                    await self._create_dead_letter_queue(record, consumer.dead_letter_queue)
 
     # -- messages -------------------------------------------------------------------------
 
@@ -329,12 +379,10 @@ class EmulatorService:
     async def pull(
         self, record: QueueRecord, *, batch_size: int | None, visibility_timeout_ms: int | None
     ) -> PullResult:
-        consumer = record.consumer
-        if consumer is None or consumer.type != "http_pull":
-            raise NoPullConsumer(
-                f"queue {record.queue.name!r} has no http_pull consumer",
-                status=self.config.no_consumer_status,
-            )
+        consumer = record.pull_consumer
+        if consumer is None:
+            # Pulling is enabled per queue by an http_pull consumer: without one, no route.
+            raise NoRoute(f"queue {record.queue.name!r} has no http_pull consumer")
         if record.paused:
             raise QueuePaused("queue_delivery_paused")
         await self._ensure_dead_letter_queue(record)

@@ -2,10 +2,10 @@
 
 - Global limit (Cloudflare's: 1,200 per 5 minutes): N requests per fixed window per token,
   pull and ack exempt; once exceeded, calls are refused for the rest of the window (429,
-  code 971, Retry-After).
+  Retry-After; code 10250, the only documented 429 code that fits).
 - Per-queue throughput (Cloudflare's: 5,000 per second): M messages per second per queue,
   pushes and pulls (429, 10250).
-- Faults: the next N Cloudflare API calls answer 500 (code 15000), 429 (code 971 with
+- Faults: the next N Cloudflare API calls answer 500 (code 15000), 429 (code 10250 with
   Retry-After) or lose their connection, before or after the call took effect; plus an
   optional random share of 500s.
 
@@ -22,7 +22,7 @@ from typing import Literal
 
 from app.core.clock import Clock
 from app.emulator.config import EmulatorConfig
-from app.emulator.errors import BodyInvalid, GlobalRateLimited, QueueOverloaded
+from app.emulator.errors import BodyInvalid, QueueOverloaded
 
 FaultKind = Literal["error", "rate_limit", "drop"]
 
@@ -51,7 +51,7 @@ class RateLimiter:
         reset_s = max(1, math.ceil((start + window_ms - now) / 1000))
         policy = f'"default";q={config.global_limit};w={config.global_window_seconds}'
         if count >= config.global_limit:
-            raise GlobalRateLimited(
+            raise QueueOverloaded(
                 f"More than {config.global_limit} requests per {config.global_window_seconds} "
                 "seconds reached. Please wait and consider throttling your request speed",
                 headers={

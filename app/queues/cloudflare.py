@@ -8,7 +8,9 @@ Client rules (docs/cloudflare-queues.md, "Client rules"): retry 429, 5xx and net
 exponential backoff and full jitter, honouring `Retry-After`; never retry 10xxx validation
 errors (`app.queues.errors.classify` is the table, which the outbox relay follows too);
 decode pulled bodies by `CF-Content-Type` (base64 or plain JSON); accept `warnings` as a
-map or a list and a null `result` on publish. Publishing is not idempotent: a request that
+map or a list and a null `result` on publish. A paused queue's pull is recognised by code
+10252 (a 429-class code) or by the message `queue_delivery_paused` (with the 409 the pause
+documentation names), and is never retried. Publishing is not idempotent: a request that
 timed out after Cloudflare stored it is sent again, so consumers dedupe by job id.
 """
 
@@ -141,7 +143,7 @@ class CloudflareQueues:
 
     async def start(self, topology: Topology) -> None:
         """Resolve every topology queue to its id, creating queues and pull consumers."""
-        from cloudflare import AsyncCloudflare, ConflictError, omit
+        from cloudflare import AsyncCloudflare, BadRequestError, ConflictError, omit
 
         sdk = AsyncCloudflare(api_token=self._api_token, base_url=self.base_url, max_retries=3)
 
@@ -169,11 +171,12 @@ class CloudflareQueues:
                 logger.info("created Cloudflare queue %s (%s)", name, created.queue_id)
             for name, consumer in topology.consumers.items():
                 queue_id = existing[name]
-                kinds = [
-                    c.type
-                    async for c in sdk.queues.consumers.list(queue_id, account_id=self.account_id)
-                ]
-                if "http_pull" in kinds:
+
+                async def has_pull_consumer(queue_id: str = queue_id) -> bool:
+                    consumers = sdk.queues.consumers.list(queue_id, account_id=self.account_id)
+                    return "http_pull" in [c.type async for c in consumers]
+
+                if await has_pull_consumer():
                     continue
                 retry_delay = consumer.retry_delay if isinstance(consumer.retry_delay, int) else 0
                 try:
@@ -189,8 +192,12 @@ class CloudflareQueues:
                             "visibility_timeout_ms": consumer.visibility_timeout_ms,
                         },
                     )
-                except ConflictError:
-                    continue  # created concurrently by another process
+                except (ConflictError, BadRequestError):
+                    # Another process may have created it a moment ago: a second http_pull
+                    # consumer is refused (409, or 400 code 10105). Else, re-raise.
+                    if await has_pull_consumer():
+                        continue
+                    raise
                 logger.info("created http_pull consumer for %s", name)
         finally:
             await sdk.close()

@@ -100,7 +100,7 @@ class TestSizes:
 
 
 class TestDelays:
-    @pytest.mark.parametrize("delay", [-1, 86_401, 1.5, "10", True])
+    @pytest.mark.parametrize("delay", [-1, 86_401, 86_400.5, "10", True])
     async def test_invalid_delays(self, api: httpx.AsyncClient, delay: Any) -> None:
         queue_id = await _queue(api)
         message = {"body": 1, "delay_seconds": delay}
@@ -114,9 +114,32 @@ class TestDelays:
 
     async def test_boundaries_accepted(self, api: httpx.AsyncClient) -> None:
         queue_id = await _queue(api)
-        for delay in (0, 86_400, 10.0):
+        for delay in (0, 86_400, 10.0, 0.5, 1.5):
             message = {"body": 1, "delay_seconds": delay}
             assert (await api.post(f"/{queue_id}/messages", json=message)).status_code == 200
+
+    async def test_fractional_delays_are_truncated(
+        self, api: httpx.AsyncClient, emulator: Emulator
+    ) -> None:
+        """Cloudflare's schema types delays as numbers; like the Workers runtime, the
+        emulator keeps whole seconds: 1.9 s is 1 s, 0.5 s is now."""
+        queue_id = await _queue(api)
+        emulator.control("POST", "clock", {"frozen": True})
+        await api.post(f"/{queue_id}/messages", json={"body": "now", "delay_seconds": 0.5})
+        batch = {"messages": [{"body": "later"}], "delay_seconds": 1.9}
+        assert (await api.post(f"/{queue_id}/messages/batch", json=batch)).status_code == 200
+        pulled = (await api.post(f"/{queue_id}/messages/pull", json={})).json()["result"]
+        assert [m["metadata"].get("CF-msg-delay-secs") for m in pulled["messages"]] == [None]
+        retry = {"retries": [{"lease_id": pulled["messages"][0]["lease_id"], "delay_seconds": 2.7}]}
+        assert (await api.post(f"/{queue_id}/messages/ack", json=retry)).json()["result"][
+            "retryCount"
+        ] == 1
+        emulator.advance(1)
+        pulled = (await api.post(f"/{queue_id}/messages/pull", json={})).json()["result"]
+        assert len(pulled["messages"]) == 1  # the batch, after 1 s, not 2
+        emulator.advance(1)
+        pulled = (await api.post(f"/{queue_id}/messages/pull", json={})).json()["result"]
+        assert len(pulled["messages"]) == 1  # the retry, after 2 s, not 3
 
 
 class TestPull:
@@ -147,23 +170,19 @@ class TestPull:
         assert again.status_code == 200
         assert [m["attempts"] for m in again.json()["result"]["messages"]] == [2]
 
-    async def test_paused_queue_is_409(self, api: httpx.AsyncClient) -> None:
+    async def test_paused_queue_is_10252(self, api: httpx.AsyncClient) -> None:
         queue_id = await _queue(api)
         await api.patch(f"/{queue_id}", json={"settings": {"delivery_paused": True}})
-        body = _error(await api.post(f"/{queue_id}/messages/pull", json={}), 409, 10252)
+        body = _error(await api.post(f"/{queue_id}/messages/pull", json={}), 429, 10252)
         assert body["errors"][0]["message"] == "queue_delivery_paused"
         assert (await api.post(f"/{queue_id}/messages", json={"body": 1})).status_code == 200
 
-    async def test_pull_needs_an_http_pull_consumer(
-        self, api: httpx.AsyncClient, emulator: Emulator
-    ) -> None:
+    async def test_pull_needs_an_http_pull_consumer(self, api: httpx.AsyncClient) -> None:
         queue_id = await _queue(api, consumer="none")
-        _error(await api.post(f"/{queue_id}/messages/pull", json={}), 405, 11006)
+        _error(await api.post(f"/{queue_id}/messages/pull", json={}), 404, 7003)
         worker = {"type": "worker", "script_name": "w"}
         assert (await api.post(f"/{queue_id}/consumers", json=worker)).status_code == 200
-        _error(await api.post(f"/{queue_id}/messages/pull", json={}), 405, 11006)
-        emulator.configure(no_consumer_status=404)
-        _error(await api.post(f"/{queue_id}/messages/pull", json={}), 404, 11006)
+        _error(await api.post(f"/{queue_id}/messages/pull", json={}), 404, 7003)
 
 
 class TestSettings:
@@ -177,17 +196,19 @@ class TestSettings:
             {"delivery_paused": "yes"},
         ],
     )
-    async def test_queue_settings_are_100128(
+    async def test_queue_settings_are_10207(
         self, api: httpx.AsyncClient, settings: dict[str, Any]
     ) -> None:
         created = await api.post("", json={"queue_name": "q", "settings": settings})
-        _error(created, 400, 100128)
+        _error(created, 400, 10207)
         queue_id = await _queue(api, consumer="none")
-        _error(await api.patch(f"/{queue_id}", json={"settings": settings}), 400, 100128)
+        _error(await api.patch(f"/{queue_id}", json={"settings": settings}), 400, 10207)
 
     async def test_queue_name(self, api: httpx.AsyncClient) -> None:
         _error(await api.post("", json={}), 400, 10207)
-        _error(await api.post("", json={"queue_name": "Bad_Name"}), 400, 100128)
+        _error(await api.post("", json={"queue_name": "Bad_Name"}), 400, 10207)
+        await _queue(api, "taken", consumer="none")
+        _error(await api.post("", json={"queue_name": "taken"}), 409, 10207)
 
     @pytest.mark.parametrize(
         ("key", "bad", "good"),
@@ -203,21 +224,21 @@ class TestSettings:
             ("max_concurrency", 251, 250),
         ],
     )
-    async def test_consumer_settings_are_100127(
+    async def test_consumer_settings_are_10207(
         self, api: httpx.AsyncClient, key: str, bad: int, good: int
     ) -> None:
         queue_id = await _queue(api, consumer="none")
         url = f"/{queue_id}/consumers"
         kind = {"type": "worker", "script_name": "w"} if key.startswith("max_") else {}
         body = {"type": "http_pull", **kind}
-        _error(await api.post(url, json={**body, "settings": {key: bad}}), 400, 100127)
+        _error(await api.post(url, json={**body, "settings": {key: bad}}), 400, 10207)
         assert (await api.post(url, json={**body, "settings": {key: good}})).status_code == 200
 
     async def test_queues_per_account(self, api: httpx.AsyncClient, emulator: Emulator) -> None:
         emulator.configure(max_queues=2)
         await _queue(api, "a", consumer="none")
         await _queue(api, "b", consumer="none")
-        _error(await api.post("", json={"queue_name": "c"}), 400, 100128)
+        _error(await api.post("", json={"queue_name": "c"}), 400, 10207)
 
 
 class TestRouting:
@@ -261,12 +282,12 @@ class TestRateLimits:
             assert response.status_code == 200
             assert "Ratelimit" in response.headers
         refused = await api.get(f"/{queue_id}")
-        _error(refused, 429, 971)
+        _error(refused, 429, 10250)
         assert 1 <= int(refused.headers["Retry-After"]) <= 300
         for _ in range(5):  # pull and ack are exempt
             assert (await api.post(f"/{queue_id}/messages/pull", json={})).status_code == 200
             assert (await api.post(f"/{queue_id}/messages/ack", json={})).status_code == 200
-        _error(await api.post(f"/{queue_id}/messages", json={"body": 1}), 429, 971)
+        _error(await api.post(f"/{queue_id}/messages", json={"body": 1}), 429, 10250)
         emulator.advance(300)
         assert (await api.get(f"/{queue_id}")).status_code == 200
 
@@ -301,7 +322,7 @@ class TestFaults:
         emulator.faults(kind="rate_limit", retry_after=7, match="/messages")
         assert (await api.get(f"/{queue_id}/metrics")).status_code == 200  # does not match
         refused = await api.post(f"/{queue_id}/messages", json={"body": 1})
-        _error(refused, 429, 971)
+        _error(refused, 429, 10250)
         assert refused.headers["Retry-After"] == "7"
 
     async def test_drop_before_and_after(self, api: httpx.AsyncClient, emulator: Emulator) -> None:

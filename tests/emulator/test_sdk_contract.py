@@ -137,8 +137,10 @@ class TestConsumers:
         assert queue is not None
         assert queue.consumers_total_count == 1
 
-        with pytest.raises(cloudflare.ConflictError):
+        # One http_pull consumer per queue: the pull API names no consumer (docs/emulator.md).
+        with pytest.raises(cloudflare.BadRequestError) as refused:
             await cf.queues.consumers.create(queue_id, account_id=ACCOUNT, type="http_pull")
+        assert _code(refused.value) == 10105
 
         updated = await cf.queues.consumers.update(
             consumer.consumer_id,
@@ -449,7 +451,7 @@ class TestMessages:
         queue_id = await _pull_queue(cf)
         await cf.queues.edit(queue_id, account_id=ACCOUNT, settings={"delivery_paused": True})
         await cf.queues.messages.push(queue_id, account_id=ACCOUNT, body={"held": True})
-        with pytest.raises(cloudflare.ConflictError) as info:
+        with pytest.raises(cloudflare.RateLimitError) as info:  # 10252 is a 429-class code
             await cf.queues.messages.pull(queue_id, account_id=ACCOUNT)
         assert _code(info.value) == 10252
         assert info.value.body["errors"][0]["message"] == "queue_delivery_paused"  # type: ignore[index]

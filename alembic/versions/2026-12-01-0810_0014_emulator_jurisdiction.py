@@ -1,8 +1,8 @@
 """emulator: a queue's jurisdiction (eu, us, fedramp), set once at creation; one consumer of
 each type per queue (an http_pull one beside a worker one), no longer one in all
 
-Revision ID: 0013_i15_emu
-Revises: 0012_schedule_timezone
+Revision ID: 0014_emulator_jurisdiction
+Revises: 0013_counters
 Create Date: 2026-12-01 08:00:00
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0013_i15_emu"
-down_revision: str | None = "0012_schedule_timezone"
+revision: str = "0014_emulator_jurisdiction"
+down_revision: str | None = "0013_counters"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

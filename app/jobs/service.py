@@ -82,8 +82,12 @@ class _Prepared:
     size: int  # of the serialized envelope
 
 
+# One encoder for every call: `json.dumps` with options builds a new one each time.
+_canonical_encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def _canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _canonical_encoder.encode(value).encode()
 
 
 def _prepare(

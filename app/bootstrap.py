@@ -24,11 +24,12 @@ from app.dashboard.sessions import SessionCodec
 from app.handlers.shop_url import ShopUrlGuard
 from app.jobs import counters as jobs_counters
 from app.jobs import lifecycle
-from app.jobs.committer import GroupCommitter
+from app.jobs.committer import GroupCommitter, GroupWriter
 from app.jobs.dead_letters import CloudflareDeadLetters, LocalDeadLetters
 from app.jobs.dispatchers import Dispatcher, LocalDispatcher, OutboxDispatcher
 from app.jobs.operations import DeadLetters, JobOperations
 from app.jobs.payloads import JOB_TYPES
+from app.jobs.pg_writer import PostgresGroupWriter
 from app.jobs.sqlite_writer import SqliteGroupWriter
 from app.jobs.submitter import JobSubmitter
 from app.outbox import service as outbox_service
@@ -129,9 +130,7 @@ def build_runtime(
             api_token=settings.cloudflare.api_token,
             base_url=settings.cloudflare.api_base_url,
         )
-    committer = GroupCommitter(
-        sessionmaker, dispatcher, sqlite_writer=sqlite_group_writer(db_engine, settings)
-    )
+    committer = GroupCommitter(sessionmaker, dispatcher, writer=group_writer(db_engine, settings))
     submitter = JobSubmitter(
         dispatcher=dispatcher,
         topology=topology,
@@ -167,12 +166,18 @@ def build_runtime(
             cancel_purged=lifecycle.cancel_purged,
             running_by_queue=lifecycle.running_by_queue,
             prepare=(
-                partial(backend.start, topology)
-                if isinstance(backend, CloudflareQueues)
-                else None
+                partial(backend.start, topology) if isinstance(backend, CloudflareQueues) else None
             ),
         ),
     )
+
+
+def group_writer(engine: AsyncEngine, settings: Settings) -> GroupWriter | None:
+    """The group commit's raw writer for this database: the stdlib driver's for a SQLite
+    file, asyncpg's for PostgreSQL (None: the rows go through an ORM session)."""
+    if engine.dialect.name == "postgresql" and engine.dialect.driver == "asyncpg":
+        return PostgresGroupWriter(engine)
+    return sqlite_group_writer(engine, settings)
 
 
 def sqlite_group_writer(engine: AsyncEngine, settings: Settings) -> SqliteGroupWriter | None:

@@ -28,6 +28,9 @@ from limits.storage import storage_from_string
 from app.admission.config import MAX_RETRY_AFTER_SECONDS, MIN_RETRY_AFTER_SECONDS
 from app.admission.errors import RateLimited
 
+# Budget keys kept built (tenant x route class x limit); the cache restarts when full.
+_MAX_CACHED_KEYS = 100_000
+
 
 class RouteClass(StrEnum):
     """What a request is charged against; each has its own budget per tenant."""
@@ -107,33 +110,64 @@ class TenantLimiter:
         self._strategy = FixedWindowRateLimiter(self.storage)
         # Redis TTLs are whole seconds (rounded): never promise a reset before it happens.
         self.reset_slack = 0.5 if self.shared else 0.0
+        self._keys: dict[tuple[str, RouteClass, RateLimitItem], str] = {}
+        # In memory, budgets are counted here: `limits`' memory storage starts a task that
+        # scans every key on each increment, a cost per request that grows with the tenants.
+        self._windows = None if self.shared else _Windows()
 
     async def charge(self, tenant_id: str, charges: Sequence[Charge]) -> list[Standing]:
-        """Spend each charge's cost, all or none; raise `RateLimited` naming the budget."""
+        """Spend each charge's cost, all or none; raise `RateLimited` naming the budget.
+
+        What `limits`' fixed window strategy does (`test` every budget, then `hit` each),
+        with each key built once per tenant and the count after a hit taken from the
+        increment itself.
+        """
         try:
-            for charge in charges:
-                if not await self._strategy.test(
-                    charge.item, tenant_id, charge.route_class, cost=charge.cost
-                ):
+            keys = [self._key(tenant_id, charge) for charge in charges]
+            for charge, key in zip(charges, keys, strict=True):
+                if await self._count(key) > charge.item.amount - charge.cost:
                     raise await self._refusal(tenant_id, charge, charges)
-            for charge in charges:
-                if not await self._strategy.hit(
-                    charge.item, tenant_id, charge.route_class, cost=charge.cost
-                ):
+            standings: list[Standing] = []
+            for charge, key in zip(charges, keys, strict=True):
+                count, reset_at = await self._hit(key, charge)
+                if count > charge.item.amount:
                     raise await self._refusal(tenant_id, charge, charges)
-            return [await self._standing(tenant_id, charge) for charge in charges]
+                standings.append(_standing(charge, count, reset_at))
+            return standings
         except StorageError as exc:
             raise LimiterUnavailable(str(exc)) from exc
 
+    def _key(self, tenant_id: str, charge: Charge) -> str:
+        """The storage key of a tenant's budget (what `RateLimitItem.key_for` builds)."""
+        cached = (tenant_id, charge.route_class, charge.item)
+        key = self._keys.get(cached)
+        if key is None:
+            if len(self._keys) >= _MAX_CACHED_KEYS:
+                self._keys.clear()
+            key = self._keys[cached] = charge.item.key_for(tenant_id, charge.route_class)
+        return key
+
+    async def _count(self, key: str) -> int:
+        if self._windows is not None:
+            return self._windows.count(key, time.time())
+        return await self.storage.get(key)
+
+    async def _hit(self, key: str, charge: Charge) -> tuple[int, float]:
+        """Add the charge's cost; the count after it and when its window resets."""
+        expiry = charge.item.get_expiry()
+        if self._windows is not None:
+            return self._windows.add(key, charge.cost, expiry, time.time())
+        count = await self.storage.incr(key, expiry, amount=charge.cost)
+        return count, await self.storage.get_expiry(key) + self.reset_slack
+
     async def _standing(self, tenant_id: str, charge: Charge) -> Standing:
+        key = self._key(tenant_id, charge)
+        if self._windows is not None:
+            now = time.time()
+            return _standing(charge, self._windows.count(key, now), self._windows.reset(key, now))
         stats = await self._strategy.get_window_stats(charge.item, tenant_id, charge.route_class)
-        return Standing(
-            route_class=charge.route_class,
-            limit=charge.item.amount,
-            remaining=max(0, int(stats.remaining)),
-            window_seconds=charge.item.get_expiry(),
-            reset_at=stats.reset_time + self.reset_slack,
-        )
+        count = charge.item.amount - int(stats.remaining)
+        return _standing(charge, count, stats.reset_time + self.reset_slack)
 
     async def _refusal(
         self, tenant_id: str, refused: Charge, charges: Sequence[Charge]
@@ -164,6 +198,45 @@ class TenantLimiter:
             client = getattr(bridge, "storage", None)
             if client is not None and hasattr(client, "aclose"):
                 await client.aclose()
+
+
+def _standing(charge: Charge, count: int, reset_at: float) -> Standing:
+    return Standing(
+        route_class=charge.route_class,
+        limit=charge.item.amount,
+        remaining=max(0, charge.item.amount - count),
+        window_seconds=charge.item.get_expiry(),
+        reset_at=reset_at,
+    )
+
+
+class _Windows:
+    """Fixed windows in this process: per key, a count and when its window ends (the first
+    hit starts it, as in `limits`); expired windows are dropped at most once a minute."""
+
+    def __init__(self) -> None:
+        self._windows: dict[str, tuple[int, float]] = {}
+        self._next_sweep = 0.0
+
+    def count(self, key: str, now: float) -> int:
+        window = self._windows.get(key)
+        return window[0] if window is not None and window[1] > now else 0
+
+    def reset(self, key: str, now: float) -> float:
+        window = self._windows.get(key)
+        return window[1] if window is not None and window[1] > now else now
+
+    def add(self, key: str, cost: int, expiry: int, now: float) -> tuple[int, float]:
+        window = self._windows.get(key)
+        if window is None or window[1] <= now:
+            window = (cost, now + expiry)
+            if now >= self._next_sweep:
+                self._next_sweep = now + 60
+                self._windows = {k: w for k, w in self._windows.items() if w[1] > now}
+        else:
+            window = (window[0] + cost, window[1])
+        self._windows[key] = window
+        return window
 
 
 def _window(seconds: int) -> str:

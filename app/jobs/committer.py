@@ -14,8 +14,9 @@ gets the failure at once (503), without a retry storm against it.
 At low load a group holds one submission and adds no wait; under load the cost of a
 commit (an fsync on SQLite FULL, a WAL flush on PostgreSQL) is paid once per group. On
 SQLite the committer is also the only writer of the hot path, which removes lock
-contention between requests; there the rows are written by `SqliteGroupWriter` (the stdlib
-driver in a thread of its own) when the composition root hands one in.
+contention between requests. The composition root hands in the database's raw writer:
+`SqliteGroupWriter` (the stdlib driver in a thread of its own) or `PostgresGroupWriter`
+(asyncpg's `executemany`); without one, the rows go through an ORM session.
 """
 
 from __future__ import annotations
@@ -23,20 +24,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import cast
+from typing import Any, Protocol, cast
 
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import SessionMaker
 from app.core.errors import database_problem, describe_database_error
 from app.jobs.dispatchers import Dispatcher
 from app.jobs.service import PendingWrites, write_pending
-from app.jobs.sqlite_writer import RecordedInserts, SqliteGroupWriter
+from app.jobs.sqlite_writer import RecordedInserts
 
 logger = logging.getLogger(__name__)
 
 # Rows per group: bounded so one transaction stays short.
 MAX_GROUP_JOBS = 1000
+
+
+class GroupWriter(Protocol):
+    """Stores a group's bulk inserts (table, rows) in one transaction of its own."""
+
+    async def write(self, batches: list[tuple[Table, list[dict[str, Any]]]]) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 class GroupCommitter:
@@ -46,10 +56,10 @@ class GroupCommitter:
         dispatcher: Dispatcher,
         *,
         max_jobs: int = MAX_GROUP_JOBS,
-        sqlite_writer: SqliteGroupWriter | None = None,
+        writer: GroupWriter | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
-        self._sqlite_writer = sqlite_writer
+        self._writer = writer
         self._dispatcher = dispatcher
         self._max_jobs = max_jobs
         self._pending: list[tuple[PendingWrites, asyncio.Future[None]]] = []
@@ -112,11 +122,11 @@ class GroupCommitter:
                     _settle(future, None)
 
     async def _commit(self, writes: PendingWrites) -> None:
-        if self._sqlite_writer is not None:
+        if self._writer is not None:
             # The dispatcher builds its rows as for a session; the writer stores them all.
             recorded = RecordedInserts()
             await write_pending(cast(AsyncSession, recorded), writes, self._dispatcher)
-            await self._sqlite_writer.write(recorded.batches)
+            await self._writer.write(recorded.batches)
             return
         async with self._sessionmaker() as session:
             await write_pending(session, writes, self._dispatcher)
@@ -147,8 +157,8 @@ class GroupCommitter:
             if not future.done():
                 future.cancel()
         self._pending.clear()
-        if self._sqlite_writer is not None:
-            await self._sqlite_writer.close()
+        if self._writer is not None:
+            await self._writer.close()
 
 
 def _is_unavailable(exc: Exception) -> bool:

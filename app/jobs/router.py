@@ -13,7 +13,7 @@ from app.core.errors import problem_responses
 from app.core.openapi import Tag
 from app.jobs import operations
 from app.jobs import service as jobs_service
-from app.jobs.accept import AcceptRoute, trace_of
+from app.jobs.accept import trace_of
 from app.jobs.deps import JobOperationsDep, SubmitterDep
 from app.jobs.models import Job, JobStatus
 from app.jobs.payloads import JOB_EXAMPLES, JobRequest, JobTypeName
@@ -29,8 +29,8 @@ from app.jobs.schemas import (
 from app.jobs.submitter import count_accepted
 from app.tenants.deps import JobsReader, JobsWriter
 
-# AcceptRoute: the submit routes answer plain submissions on a fast path (app/jobs/accept.py).
-router = APIRouter(prefix="/v1/jobs", tags=[Tag.jobs], route_class=AcceptRoute)
+# Plain submissions are answered before they reach these routes (app/jobs/accept.py).
+router = APIRouter(prefix="/v1/jobs", tags=[Tag.jobs])
 
 IdempotencyKey = Annotated[
     str | None,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, insert, update
+from sqlalchemy import insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
@@ -25,7 +25,7 @@ from app.core.db import table_of
 from app.core.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
 from app.core.ids import uuid7
 from app.jobs.dispatchers import Dispatcher
-from app.jobs.models import FINISHED_STATUSES, Job, JobEvent, JobStatus
+from app.jobs.models import Job, JobEvent, JobStatus
 from app.jobs.payloads import JobOptions
 from app.jobs.schemas import MAX_BATCH_JOBS
 from app.queues.base import (
@@ -39,7 +39,6 @@ from app.tenants.schemas import Principal
 
 MAX_ENVELOPE_BYTES = MAX_MESSAGE_BYTES - MESSAGE_OVERHEAD_BYTES  # 127,900
 _job_table = table_of(Job)
-_UNFINISHED = sorted(status.value for status in JobStatus if status not in FINISHED_STATUSES)
 _event_table = table_of(JobEvent)
 
 
@@ -82,8 +81,12 @@ class _Prepared:
     size: int  # of the serialized envelope
 
 
+# One encoder for every call: `json.dumps` with options builds a new one each time.
+_canonical_encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def _canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _canonical_encoder.encode(value).encode()
 
 
 def _prepare(
@@ -416,12 +419,3 @@ async def list_jobs(
     next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
     return rows[:limit], next_cursor
 
-
-async def count_unfinished(session: AsyncSession, tenant_id: str) -> int:
-    """The tenant's jobs not finished yet (an indexed COUNT over `job(tenant_id, status)`)."""
-    stmt = (
-        select(func.count())
-        .select_from(Job)
-        .where(col(Job.tenant_id) == tenant_id, col(Job.status).in_(_UNFINISHED))
-    )
-    return int((await session.execute(stmt)).scalar_one())

@@ -42,24 +42,16 @@ class RecordedInserts:
         self.batches.append((statement.table, list(params)))
 
 
-class SqliteGroupWriter:
-    def __init__(self, path: Path, *, synchronous: str, dialect: Dialect) -> None:
-        self._path = path
-        self._synchronous = synchronous
+class BindConverter:
+    """INSERT statements per (table, columns), cached, and rows converted to their values by
+    the columns' bind processors for `dialect`; each distinct timestamp is formatted once."""
+
+    def __init__(self, dialect: Dialect, *, placeholder: Callable[[int], str]) -> None:
         self._dialect = dialect
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="jobgate-sqlite-writer")
-        self._connection: sqlite3.Connection | None = None
+        self._placeholder = placeholder  # the driver's mark for parameter n (1-based)
         self._statements: dict[tuple[str, tuple[str, ...]], tuple[str, list[Processor]]] = {}
 
-    async def write(self, batches: list[tuple[Table, list[dict[str, Any]]]]) -> None:
-        """Insert every batch in one transaction; returns once it is committed."""
-        prepared = [self._prepare(table, rows) for table, rows in batches if rows]
-        if prepared:
-            await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._write, prepared
-            )
-
-    def _prepare(
+    def convert(
         self, table: Table, rows: list[dict[str, Any]]
     ) -> tuple[str, list[tuple[Any, ...]]]:
         keys = tuple(rows[0])
@@ -67,7 +59,7 @@ class SqliteGroupWriter:
         if cached is None:
             quote = self._dialect.identifier_preparer.quote
             columns = ", ".join(quote(key) for key in keys)
-            marks = ", ".join("?" for _ in keys)
+            marks = ", ".join(self._placeholder(i) for i in range(1, len(keys) + 1))
             sql = f"INSERT INTO {quote(table.name)} ({columns}) VALUES ({marks})"
             processors: list[Processor] = [
                 table.c[key].type.dialect_impl(self._dialect).bind_processor(self._dialect)
@@ -93,6 +85,21 @@ class SqliteGroupWriter:
                 converted.append(value)
             values.append(tuple(converted))
         return sql, values
+
+
+class SqliteGroupWriter:
+    def __init__(self, path: Path, *, synchronous: str, dialect: Dialect) -> None:
+        self._path = path
+        self._synchronous = synchronous
+        self._converter = BindConverter(dialect, placeholder=lambda _: "?")
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="jobgate-sqlite-writer")
+        self._connection: sqlite3.Connection | None = None
+
+    async def write(self, batches: list[tuple[Table, list[dict[str, Any]]]]) -> None:
+        """Insert every batch in one transaction; returns once it is committed."""
+        prepared = [self._converter.convert(table, rows) for table, rows in batches if rows]
+        if prepared:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._write, prepared)
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:

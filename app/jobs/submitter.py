@@ -6,6 +6,7 @@ idempotency window, so callers only say who submits what.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
@@ -91,6 +92,6 @@ class JobSubmitter:
 
 def count_accepted(submitted: Iterable[SubmittedJob]) -> None:
     """Count the jobs this submission created (idempotent repeats are not new work)."""
-    for item in submitted:
-        if item.created:
-            metrics.jobs_accepted.labels(type=item.type, queue=item.queue).inc()
+    created = Counter((item.type, item.queue) for item in submitted if item.created)
+    for (job_type, queue), count in created.items():
+        metrics.jobs_accepted.labels(type=job_type, queue=queue).inc(count)

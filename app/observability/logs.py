@@ -22,7 +22,7 @@ import secrets
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -193,8 +193,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or secrets.token_hex(8)
-        token = _context.set({"request_id": request_id})
+        request_id, token = open_request(scope)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -206,7 +205,18 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            _context.reset(token)
+            close_request(token)
+
+
+def open_request(scope: Scope) -> tuple[str, Token[dict[str, Any] | None]]:
+    """A request's id (the caller's `X-Request-ID` when it is a sane token, else a new
+    one), bound as its log context until `close_request`."""
+    request_id = _incoming_request_id(scope) or secrets.token_hex(8)
+    return request_id, _context.set({"request_id": request_id})
+
+
+def close_request(token: Token[dict[str, Any] | None]) -> None:
+    _context.reset(token)
 
 
 def _incoming_request_id(scope: Scope) -> str | None:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.bootstrap import Runtime
+from app.bootstrap import Runtime, build_runtime
+from app.core.clock import ManualClock
+from app.main import create_app
+from app.settings import Settings
 from tests.factories import TenantFactory, auth
+from tests.support.asgi import asgi_client
 from tests.support.statements import count_statements
 
 pytestmark = pytest.mark.asyncio
@@ -83,3 +88,50 @@ async def test_what_the_fast_path_does_not_take_gets_the_full_routes_answers(
     assert too_many.status_code == 413
     unknown = await client.post("/v1/jobs", json=ORDER, headers=auth("jg_aaaaaaaa_nope"))
     assert unknown.status_code == 401
+
+
+async def test_the_fast_path_keeps_what_the_middleware_does(
+    settings: Settings, clock: ManualClock, db_engine: AsyncEngine
+) -> None:
+    """Plain submissions skip the middleware, not its rules: request id, body cap and the
+    failed-authentication block are the same as on every other route."""
+    runtime = build_runtime(
+        settings.updated(auth_failures={"burst": 2, "window_seconds": 60}),
+        clock=clock,
+        engine=db_engine,
+    )
+    key = (await TenantFactory(runtime).create()).api_key
+    app = create_app(runtime=runtime)
+    cap = settings.http.max_request_bytes
+    async with asgi_client(app, client=("198.51.100.7", 4321)) as client:
+        await client.post("/v1/jobs", json=ORDER, headers=auth(key))  # warms key and tenant
+        given = await client.post(
+            "/v1/jobs", json=ORDER, headers={**auth(key), "X-Request-ID": "abc-123"}
+        )
+        made = await client.post("/v1/jobs/batch", json={"jobs": [ORDER]}, headers=auth(key))
+        assert (given.status_code, made.status_code) == (202, 202)
+        assert given.headers["x-request-id"] == "abc-123"
+        assert len(made.headers["x-request-id"]) == 16
+        assert given.headers.get_list("x-request-id") == ["abc-123"]
+        # A refusal on the fast path is the application's problem+json, with the request id.
+        foreign = await client.post(
+            "/v1/jobs",
+            json={**ORDER, "tenantId": "someone-else"},
+            headers={**auth(key), "X-Request-ID": "r-403"},
+        )
+        assert foreign.status_code == 403
+        assert foreign.headers["content-type"] == "application/problem+json"
+        assert foreign.headers.get_list("x-request-id") == ["r-403"]
+        oversized = await client.post(
+            "/v1/jobs",
+            content=b'{"type":"analytics-event","name":"' + b"x" * cap + b'"}',
+            headers={**auth(key), "Content-Type": "application/json"},
+        )
+        assert oversized.status_code == 413
+        # Blocked after its failed attempts, the address is refused even with a good key.
+        for _ in range(2):
+            assert (await client.get("/v1/jobs", headers=auth("nope"))).status_code == 401
+        blocked = await client.post("/v1/jobs", json=ORDER, headers=auth(key))
+        assert blocked.status_code == 429
+        assert blocked.json()["type"].endswith("/auth-failures")
+    await runtime.queue_engine.close()

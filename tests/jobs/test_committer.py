@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from app.bootstrap import Runtime, sqlite_group_writer
+from app.bootstrap import Runtime, group_writer
 from app.core.clock import to_datetime
 from app.jobs.committer import GroupCommitter
 from app.jobs.models import Job
@@ -64,19 +64,20 @@ async def _principal(tenants: TenantFactory) -> Principal:
 ORDER = SyncSingleOrderJob(type="sync-single-order", orderId=1)
 
 
-@pytest.fixture(params=["sqlalchemy", "sqlite3"])
+@pytest.fixture(params=["sqlalchemy", "raw"])
 def make_committer(
     request: pytest.FixtureRequest, runtime: Runtime
 ) -> Callable[[], GroupCommitter]:
-    """Group committers writing through the session, or (SQLite) the stdlib writer thread."""
+    """Group committers writing through the session, or the database's raw writer (the
+    stdlib driver's thread on a SQLite file, asyncpg on PostgreSQL)."""
 
     def make() -> GroupCommitter:
         writer = None
-        if request.param == "sqlite3":
-            writer = sqlite_group_writer(runtime.engine, runtime.settings)
+        if request.param == "raw":
+            writer = group_writer(runtime.engine, runtime.settings)
             if writer is None:
-                pytest.skip("the stdlib writer is for SQLite files")
-        return GroupCommitter(runtime.sessionmaker, runtime.dispatcher, sqlite_writer=writer)
+                pytest.skip("no raw writer for this database (in-memory SQLite)")
+        return GroupCommitter(runtime.sessionmaker, runtime.dispatcher, writer=writer)
 
     return make
 
@@ -164,19 +165,19 @@ async def test_an_unreachable_database_fails_the_whole_group_without_retries(
     await committer.close()
 
 
-async def test_the_sqlite_writer_stores_what_the_session_stores(
+async def test_the_raw_writer_stores_what_the_session_stores(
     runtime: Runtime, tenants: TenantFactory
 ) -> None:
-    """Rows written by the stdlib writer read back exactly like the ORM path's."""
-    writer = sqlite_group_writer(runtime.engine, runtime.settings)
+    """Rows written by the raw writer (sqlite3 or asyncpg) read back like the ORM path's."""
+    writer = group_writer(runtime.engine, runtime.settings)
     if writer is None:
-        pytest.skip("the stdlib writer is for SQLite files")
+        pytest.skip("no raw writer for this database (in-memory SQLite)")
     principal = await _principal(tenants)
     job = AnalyticsEventJob(
         type="analytics-event", name="é", properties={"n": 1.5, "list": [1, "x"], "none": None}
     )
     by_session = GroupCommitter(runtime.sessionmaker, runtime.dispatcher)
-    by_writer = GroupCommitter(runtime.sessionmaker, runtime.dispatcher, sqlite_writer=writer)
+    by_writer = GroupCommitter(runtime.sessionmaker, runtime.dispatcher, writer=writer)
     first, second = _writes(runtime, principal, job), _writes(runtime, principal, job)
     await by_session.write(first)
     await by_writer.write(second)

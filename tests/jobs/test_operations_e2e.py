@@ -34,10 +34,23 @@ class Ops:
     stack: Stack
     fail_file: Path
     database: tuple[str, str | None]
+    operator_key: str
 
     @property
     def http(self) -> httpx.Client:
         return self.stack.http
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.stack.env
+
+    @property
+    def url(self) -> str:
+        return self.stack.base_url
+
+    @property
+    def tenant_id(self) -> str:
+        return self.stack.tenant_id
 
     def submit(self, **extra: Any) -> str:
         body = {"type": "analytics-event", "name": "ops", **extra}
@@ -77,8 +90,8 @@ async def _local_backlog(database: tuple[str, str | None], queue: str) -> int:
 
 @contextmanager
 def running_ops(backend: str, database: tuple[str, str | None], tmp_path: Path) -> Iterator[Ops]:
-    """A gateway and a consumer of `analytics-events` (2 attempts a job) on `backend`, and a
-    tenant; analytics jobs fail while `Ops.fail_file` exists."""
+    """A gateway and a consumer of `analytics-events` (2 attempts a job) on `backend`, a
+    tenant and an operator key; analytics jobs fail while `Ops.fail_file` exists."""
     fail_file = tmp_path / "failing"
     fail_file.touch()
     consumer = {
@@ -96,7 +109,7 @@ def running_ops(backend: str, database: tuple[str, str | None], tmp_path: Path) 
     with running_stack(
         backend, database, tmp_path, consumer=consumer, extra_env=extra_env
     ) as stack:
-        yield Ops(stack, fail_file, database)
+        yield Ops(stack, fail_file, database, stack.operator_key())
 
 
 @pytest.fixture(params=["local", "cloudflare"])

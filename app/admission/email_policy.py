@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.admission.config import check_limit
 from app.admission.models import EmailPolicy
 from app.core.errors import FieldError, NotFound, ValidationFailed
+from app.core.schemas import RequestBody
 from app.tenants.models import Tenant
 
 DEFAULT_EMAIL_RATE = "100/hour"
@@ -143,7 +144,7 @@ async def set_policy(
     return row
 
 
-class EmailPolicySet(BaseModel):
+class EmailPolicySet(RequestBody):
     """Open email for a tenant: recipient `domains`, or `allow_any`; and a send rate."""
 
     model_config = ConfigDict(extra="forbid")

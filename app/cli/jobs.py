@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
@@ -29,6 +29,7 @@ from app.cli.gateway import (
     table,
 )
 from app.client import GatewayUnreachable, JobgateClient, ProblemError
+from app.jobs.payloads import JOB_MODELS
 
 app = typer.Typer(
     help="Jobs through a running gateway: submit, get, list, attempts, watch, cancel, retry.",
@@ -115,6 +116,41 @@ def print_job(job: dict[str, Any]) -> None:
     rows = [[name, job.get(name)] for name in fields if name in job]
     rows.append(["payload", json.dumps(job.get("payload"), ensure_ascii=False)])
     table(None, ["field", "value"], rows)
+
+
+def _takes_text(job_type: str, name: str) -> bool:
+    """The job type's field `name` is a string (so `siteId=1` means "1", as the API wants)."""
+    model = JOB_MODELS.get(job_type)
+    if model is None:
+        return False
+    schema = model.model_json_schema()["properties"].get(name, {})
+    types = {schema.get("type")} | {branch.get("type") for branch in schema.get("anyOf", [])}
+    return types - {None, "null"} == {"string"}
+
+
+def field_value(job_type: str, name: str, raw: str) -> Any:
+    """A `--field` VALUE: JSON if it parses, except for a string field, which takes the text."""
+    if _takes_text(job_type, name):
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _show_job(
+    gw: Gateway, act: Callable[[JobgateClient], Any], *, as_json: bool, brief: bool = False
+) -> None:
+    """Make one call about a job and print the job it answers: as JSON, whole, or (brief)
+    as `ID STATUS`."""
+    with calling(gw) as client:
+        job = plain(act(client))
+    if as_json:
+        print_json(job)
+    elif brief:
+        out.print(f"{job['id']} {job['status']}")
+    else:
+        print_job(job)
 
 
 def print_jobs(jobs: list[dict[str, Any]], *, title: str, operator: bool) -> None:
@@ -221,7 +257,11 @@ def jobs_submit(
     ] = None,
     field: Annotated[
         list[str] | None,
-        typer.Option("--field", "-f", help="NAME=VALUE (VALUE read as JSON if it parses)."),
+        typer.Option(
+            "--field",
+            "-f",
+            help="NAME=VALUE (VALUE read as JSON if it parses, unless NAME is a text field).",
+        ),
     ] = None,
     delay: Annotated[int | None, typer.Option("--delay", help="Seconds before it runs.")] = None,
     idempotency_key: Annotated[
@@ -243,22 +283,13 @@ def jobs_submit(
         name, sep, raw = item.partition("=")
         if not sep or not name:
             fail(f"--field wants NAME=VALUE, not {item!r}")
-        try:
-            body[name] = json.loads(raw)
-        except ValueError:
-            body[name] = raw
+        body[name] = field_value(job_type, name, raw)
     body["type"] = job_type
     if delay is not None:
         body["delay_seconds"] = delay
     if idempotency_key is not None:
         body["idempotency_key"] = idempotency_key
-    gw = _gateway(url, key, False)
-    with calling(gw) as client:
-        job = plain(client.submit(body))
-    if as_json:
-        print_json(job)
-    else:
-        print_job(job)
+    _show_job(_gateway(url, key, False), lambda client: client.submit(body), as_json=as_json)
 
 
 @app.command("get")
@@ -270,13 +301,7 @@ def jobs_get(
     as_json: JsonOption = False,
 ) -> None:
     """Show one job."""
-    gw = _gateway(url, key, operator)
-    with calling(gw) as client:
-        job = plain(client.get(job_id))
-    if as_json:
-        print_json(job)
-    else:
-        print_job(job)
+    _show_job(_gateway(url, key, operator), lambda client: client.get(job_id), as_json=as_json)
 
 
 @app.command("list")
@@ -396,12 +421,7 @@ def jobs_cancel(
 ) -> None:
     """Cancel an accepted, queued or retrying job: it will not run."""
     gw = _gateway(url, key, operator)
-    with calling(gw) as client:
-        job = plain(client.cancel(job_id))
-    if as_json:
-        print_json(job)
-    else:
-        out.print(f"{job['id']} {job['status']}")
+    _show_job(gw, lambda client: client.cancel(job_id), as_json=as_json, brief=True)
 
 
 @app.command("retry")
@@ -438,12 +458,8 @@ def jobs_retry(
     if (job_id is None) == (status is None):
         fail("give either a job id or --status dead|failed")
     if job_id is not None:
-        with calling(gw) as client:
-            job = plain(client.retry(job_id))
-        if as_json:
-            print_json(job)
-        else:
-            out.print(f"{job['id']} {job['status']}")
+        one = job_id
+        _show_job(gw, lambda client: client.retry(one), as_json=as_json, brief=True)
         return
     filters = {
         "status": status,

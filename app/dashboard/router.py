@@ -7,9 +7,11 @@ the page that shows the result. Actions call the jobs, queues and scheduler serv
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.admission.deps import JobsGate
 from app.admission.email_policy import recipients
@@ -48,6 +50,7 @@ from app.jobs.models import FINISHED_STATUSES, JobStatus
 from app.jobs.operations import RetrySelection
 from app.jobs.payloads import JOB_TYPES
 from app.queues.deps import QueueControlsDep
+from app.queues.service import QueueControls, QueueStatus
 from app.scheduler import service as scheduler_service
 from app.scheduler.schemas import ScheduleUpdate
 from app.tenants.deps import CredentialsDep, authenticate_token
@@ -209,31 +212,38 @@ async def home(
 QueueName = Annotated[str, Path(max_length=63)]
 
 
-@router.post("/queues/{name}/pause")
-async def pause_queue(
-    name: QueueName,
-    _viewer: OperatorViewer,
-    _form: FormDep,
-    session: SessionDep,
-    controls: QueueControlsDep,
-) -> Response:
-    """Pulls get nothing until resumed; the queue still accepts messages."""
-    await controls.pause(session, name)
-    await session.commit()
-    return back_to(HOME_PATH)
+QueueControl = Callable[[QueueControls, AsyncSession, str], Awaitable[QueueStatus]]
 
 
-@router.post("/queues/{name}/resume")
-async def resume_queue(
-    name: QueueName,
-    _viewer: OperatorViewer,
-    _form: FormDep,
-    session: SessionDep,
-    controls: QueueControlsDep,
-) -> Response:
-    await controls.resume(session, name)
-    await session.commit()
-    return back_to(HOME_PATH)
+def _add_queue_control(action: str, control: QueueControl, doc: str) -> None:
+    """`POST /queues/{name}/<action>`: the operator's control, then back to the home page."""
+
+    async def control_queue(
+        name: QueueName,
+        _viewer: OperatorViewer,
+        _form: FormDep,
+        session: SessionDep,
+        controls: QueueControlsDep,
+    ) -> Response:
+        await control(controls, session, name)
+        await session.commit()
+        return back_to(HOME_PATH)
+
+    router.add_api_route(
+        f"/queues/{{name}}/{action}",
+        control_queue,
+        methods=["POST"],
+        name=f"{action}_queue",
+        description=doc,
+    )
+
+
+_add_queue_control(
+    "pause",
+    QueueControls.pause,
+    "Pulls get nothing until resumed; the queue still accepts messages.",
+)
+_add_queue_control("resume", QueueControls.resume, "Deliveries start again.")
 
 
 @router.get("/queues/{name}/purge")

@@ -6,8 +6,10 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.core.schemas import RequestBody
 
-class ShopConnectionSet(BaseModel):
+
+class ShopConnectionSet(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     base_url: str = Field(max_length=500, examples=["https://shop.example"])

@@ -15,8 +15,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from email_validator import SPECIAL_USE_DOMAIN_NAMES
+from pydantic import ConfigDict, EmailStr, Field, field_validator
 
+from app.core.schemas import JsonDatetime, JsonInt, RequestBody
 from app.jobs.object_keys import MAX_JOB_KEY_BYTES, InvalidKey, check_key
 from app.queues.topology import MAX_DELAY_SECONDS
 
@@ -59,23 +61,21 @@ def _unsafe_links(variables: Any, prefix: str = "") -> list[str]:
 SiteId = Annotated[str, Field(min_length=1, max_length=64, examples=["shop-1"])]
 OPTION_FIELDS = frozenset({"type", "delay_seconds", "idempotency_key", "tenantId"})
 # Same rules for a payload on its own as inside a request (a stored payload re-validates).
-_PAYLOAD_CONFIG = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+_PAYLOAD_CONFIG = ConfigDict(extra="forbid")
 
 
-class JobPayload(BaseModel):
+class JobPayload(RequestBody):
     """The stored fields of one job type (base of every payload model)."""
 
     model_config = _PAYLOAD_CONFIG
 
 
-class JobOptions(BaseModel):
+class JobOptions(RequestBody):
     model_config = _PAYLOAD_CONFIG
 
     type: str
-    delay_seconds: int | None = Field(
+    delay_seconds: JsonInt[Annotated[int, Field(ge=0, le=MAX_DELAY_SECONDS)]] | None = Field(
         default=None,
-        ge=0,
-        le=MAX_DELAY_SECONDS,
         description="Deliver no sooner than this many seconds from now.",
     )
     idempotency_key: str | None = Field(
@@ -96,7 +96,7 @@ class JobOptions(BaseModel):
 
 class SyncOrdersPayload(JobPayload):
     siteId: SiteId
-    lastDays: int = Field(default=40, ge=1, le=3650)
+    lastDays: JsonInt[int] = Field(default=40, ge=1, le=3650)
     bulkMode: bool = True
 
 
@@ -125,7 +125,7 @@ class SyncProductsJob(SyncProductsPayload, JobOptions):
 
 
 class SyncSingleOrderPayload(JobPayload):
-    orderId: int = Field(ge=1)
+    orderId: JsonInt[int] = Field(ge=1)
     siteId: SiteId | None = None
 
 
@@ -138,8 +138,24 @@ class SyncSingleOrderJob(SyncSingleOrderPayload, JobOptions):
     type: Literal["sync-single-order"]
 
 
+def _any_case(word: str) -> str:
+    # JSON Schema patterns have no case-insensitive flag.
+    return "".join(f"[{ch.lower()}{ch.upper()}]" if ch.isalpha() else ch for ch in word)
+
+
+# `EmailStr` refuses these domains (mail to them cannot be delivered); the document says so.
+_SPECIAL_USE_DOMAIN = (
+    "[.@](" + "|".join(_any_case(name) for name in SPECIAL_USE_DOMAIN_NAMES) + r")\.?$"
+)
+
+
 class SendEmailPayload(JobPayload):
-    to: EmailStr
+    to: EmailStr = Field(
+        description="The recipient; not at a special-use domain ("
+        + ", ".join(f".{name}" for name in SPECIAL_USE_DOMAIN_NAMES)
+        + ").",
+        json_schema_extra={"not": {"pattern": _SPECIAL_USE_DOMAIN}},
+    )
     subject: str = Field(min_length=1, max_length=998)
     templateId: str = Field(min_length=1, max_length=100)
     variables: dict[str, Any] = Field(
@@ -178,15 +194,15 @@ class SendEmailJob(SendEmailPayload, JobOptions):
     type: Literal["send-email"]
 
 
-class ThumbnailOperation(BaseModel):
+class ThumbnailOperation(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["thumbnail"]
-    width: int = Field(ge=1, le=8192)
-    height: int = Field(ge=1, le=8192)
+    width: JsonInt[int] = Field(ge=1, le=8192)
+    height: JsonInt[int] = Field(ge=1, le=8192)
 
 
-class AltTextOperation(BaseModel):
+class AltTextOperation(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["alt-text"]
@@ -201,6 +217,8 @@ class ProcessImagePayload(JobPayload):
         max_length=MAX_JOB_KEY_BYTES,
         description=f"The object key: 1 to {MAX_JOB_KEY_BYTES} bytes of UTF-8, no control "
         "characters, not '.' or '..'.",
+        # The validator's rules, in the document (only the byte count is beyond JSON Schema).
+        json_schema_extra={"pattern": "^[^\\x00-\\x1f\\x7f]+$", "not": {"enum": [".", ".."]}},
     )
     operations: list[ImageOperation] = Field(min_length=1, max_length=20)
 
@@ -239,7 +257,7 @@ class ProcessImageJob(ProcessImagePayload, JobOptions):
 class AnalyticsEventPayload(JobPayload):
     name: str = Field(min_length=1, max_length=200)
     properties: dict[str, Any] = Field(default_factory=dict)
-    occurredAt: datetime | None = Field(
+    occurredAt: JsonDatetime | None = Field(
         default=None,
         description="When it happened (years 1 to 9999 in UTC); the submission time when omitted.",
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.core.schemas import JsonAwareDatetime, JsonInt, RequestBody
 from app.jobs.models import JobStatus
 from app.jobs.payloads import JOB_TYPES, JobRequest
 
@@ -38,7 +39,7 @@ class JobPublic(BaseModel):
     )
 
 
-class JobBatchRequest(BaseModel):
+class JobBatchRequest(RequestBody):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -105,7 +106,7 @@ class AttemptList(BaseModel):
 MAX_BULK_RETRY = 1000
 
 
-class BulkRetryRequest(BaseModel):
+class BulkRetryRequest(RequestBody):
     """Which finished jobs to queue again (all filters combine)."""
 
     model_config = ConfigDict(
@@ -118,10 +119,12 @@ class BulkRetryRequest(BaseModel):
     status: Literal["dead", "failed"]
     type: str | None = Field(default=None, max_length=64)
     queue: str | None = Field(default=None, max_length=63)
-    created_after: AwareDatetime | None = None
-    created_before: AwareDatetime | None = None
+    created_after: JsonAwareDatetime | None = None
+    created_before: JsonAwareDatetime | None = None
     error_contains: str | None = Field(default=None, min_length=1, max_length=200)
-    limit: int = Field(default=100, ge=1, le=MAX_BULK_RETRY, description="At most this many.")
+    limit: JsonInt[int] = Field(
+        default=100, ge=1, le=MAX_BULK_RETRY, description="At most this many."
+    )
     dry_run: bool = Field(description="true: only count the matching jobs.")
 
     @model_validator(mode="after")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.core.schemas import RequestBody
 from app.queues.service import PurgeResult, QueueStatus
 
 
@@ -35,7 +36,7 @@ class QueueList(BaseModel):
     data: list[QueuePublic]
 
 
-class QueuePurge(BaseModel):
+class QueuePurge(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     confirm: str | None = Field(

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from app.core.schemas import RequestBody
 from app.jobs.payloads import JobOptions, JobRequest
 from app.scheduler import cron
 
@@ -71,12 +72,20 @@ def _check_job(job: JobOptions) -> JobOptions:
     return job
 
 
+def _keyless_job(schema: dict[str, Any]) -> None:
+    """Document `_check_job`: a scheduled job has no string `idempotency_key`."""
+    schema["not"] = {
+        "required": ["idempotency_key"],
+        "properties": {"idempotency_key": {"type": "string"}},
+    }
+
+
 def job_template(job: JobOptions) -> dict[str, Any]:
     """What is stored and submitted at each fire: the job's fields with defaults filled in."""
     return job.model_dump(mode="json", exclude={"idempotency_key", "tenantId"}, exclude_none=True)
 
 
-class ScheduleCreate(BaseModel):
+class ScheduleCreate(RequestBody):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -93,7 +102,7 @@ class ScheduleCreate(BaseModel):
     name: Name
     cron: Cron
     timezone: Timezone = "UTC"
-    job: JobRequest = Field(description=JOB_DESCRIPTION)
+    job: JobRequest = Field(description=JOB_DESCRIPTION, json_schema_extra=_keyless_job)
     enabled: bool = True
 
     _cron = field_validator("cron")(_check_cron)
@@ -101,12 +110,13 @@ class ScheduleCreate(BaseModel):
     _job = field_validator("job")(_check_job)
 
 
-def _not_null(schema: dict[str, Any]) -> None:
-    """Document an omittable field as never null."""
+def _omittable_keyless_job(schema: dict[str, Any]) -> None:
+    """Document an omittable job as never null, and keyless."""
     schema["anyOf"] = [branch for branch in schema["anyOf"] if branch != {"type": "null"}]
+    _keyless_job(schema)
 
 
-class ScheduleUpdate(BaseModel):
+class ScheduleUpdate(RequestBody):
     """Only the fields sent change; none of them may be null."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"enabled": False}]})
@@ -117,7 +127,7 @@ class ScheduleUpdate(BaseModel):
     timezone: Timezone | SkipJsonSchema[None] = None
     # (`SkipJsonSchema` would make the job a plain union: its errors would lose the type.)
     job: JobRequest | None = Field(
-        default=None, description=JOB_DESCRIPTION, json_schema_extra=_not_null
+        default=None, description=JOB_DESCRIPTION, json_schema_extra=_omittable_keyless_job
     )
     enabled: bool | SkipJsonSchema[None] = None
 

@@ -8,6 +8,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.core.schemas import JsonEnum, RequestBody
+
 
 class Scope(StrEnum):
     jobs_write = "jobs:write"
@@ -58,11 +60,11 @@ class TenantCreated(BaseModel):
 # --- Admin API shapes -------------------------------------------------------------------
 
 
-class TenantCreate(BaseModel):
+class TenantCreate(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
-    scopes: list[Scope] = Field(
+    scopes: list[JsonEnum[Scope]] = Field(
         default_factory=lambda: list(DEFAULT_SCOPES), description="Scopes of the first API key."
     )
 
@@ -79,10 +81,12 @@ class TenantList(BaseModel):
     data: list[TenantPublic]
 
 
-class ApiKeyCreate(BaseModel):
+class ApiKeyCreate(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
-    scopes: list[Scope] = Field(default_factory=lambda: list(DEFAULT_SCOPES), min_length=1)
+    scopes: list[JsonEnum[Scope]] = Field(
+        default_factory=lambda: list(DEFAULT_SCOPES), min_length=1
+    )
     name: str | None = Field(default=None, max_length=200)
 
 

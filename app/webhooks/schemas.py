@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from app.core.schemas import JsonDatetime, JsonInt, RequestBody
 from app.jobs.payloads import ImageOperation
 
 PrestaShopEventType = Literal[
@@ -18,23 +19,46 @@ PrestaShopEventType = Literal[
 ]
 
 
-class ShopRef(BaseModel):
-    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
+MAX_ID_SHOP = 2**63 - 1
 
-    id: str = Field(min_length=1, max_length=64, description="The shop's site id (or id_shop).")
+
+def _id_shop_as_text(value: Any) -> Any:
+    # PrestaShop's own `id_shop` is a number: taken as the site id it spells (JSON Schema
+    # counts 1.0 as the integer 1).
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID_SHOP:
+        return str(value)
+    return value
+
+
+def _site_id_or_id_shop(schema: dict[str, Any]) -> None:
+    text = {key: schema.pop(key) for key in ("type", "minLength", "maxLength")}
+    schema["anyOf"] = [text, {"type": "integer", "minimum": 0, "maximum": MAX_ID_SHOP}]
+
+
+class ShopRef(RequestBody):
+    model_config = ConfigDict(extra="allow")
+
+    id: Annotated[str, BeforeValidator(_id_shop_as_text)] = Field(
+        min_length=1,
+        max_length=64,
+        description="The shop's site id, or PrestaShop's numeric id_shop.",
+        json_schema_extra=_site_id_or_id_shop,
+    )
     url: str | None = Field(default=None, max_length=500)
 
 
-class EventData(BaseModel):
+class EventData(RequestBody):
     """Thin event data: ids and state only; the consumer re-fetches the truth."""
 
     model_config = ConfigDict(extra="allow")
 
-    id_order: int | None = Field(default=None, ge=1)
-    id_product: int | None = Field(default=None, ge=1)
+    id_order: JsonInt[Annotated[int, Field(ge=1)]] | None = None
+    id_product: JsonInt[Annotated[int, Field(ge=1)]] | None = None
 
 
-class PrestaShopEvent(BaseModel):
+class PrestaShopEvent(RequestBody):
     """What the jobgate PrestaShop module posts (signed with Standard Webhooks)."""
 
     model_config = ConfigDict(
@@ -54,10 +78,10 @@ class PrestaShopEvent(BaseModel):
     type: PrestaShopEventType
     shop: ShopRef
     data: EventData
-    occurred_at: datetime
+    occurred_at: JsonDatetime
 
 
-class UnsignedPrestaShopEvent(BaseModel):
+class UnsignedPrestaShopEvent(RequestBody):
     """A `ps_webhooks`-style payload: `{action, entity, data}`, unsigned."""
 
     model_config = ConfigDict(extra="allow")
@@ -67,15 +91,15 @@ class UnsignedPrestaShopEvent(BaseModel):
     data: dict[str, Any]
 
 
-class R2Object(BaseModel):
+class R2Object(RequestBody):
     model_config = ConfigDict(extra="allow")
 
     key: str = Field(min_length=1, max_length=1024)
-    size: int | None = Field(default=None, ge=0)
+    size: JsonInt[Annotated[int, Field(ge=0)]] | None = None
     eTag: str | None = Field(default=None, max_length=128)
 
 
-class R2Notification(BaseModel):
+class R2Notification(RequestBody):
     """One Cloudflare R2 event notification body (as R2 writes it to a queue)."""
 
     model_config = ConfigDict(
@@ -97,16 +121,16 @@ class R2Notification(BaseModel):
     action: str = Field(min_length=1, max_length=64)
     bucket: str = Field(min_length=1, max_length=63)
     object: R2Object
-    eventTime: datetime
+    eventTime: JsonDatetime
 
 
-class R2NotificationBatch(BaseModel):
+class R2NotificationBatch(RequestBody):
     """Up to 100 notifications at once (what a queue consumer Worker forwards)."""
 
     messages: list[R2Notification] = Field(min_length=1, max_length=100)
 
 
-class PrestaShopPing(BaseModel):
+class PrestaShopPing(RequestBody):
     """The module's connection test: signed like an event, but it makes no job."""
 
     model_config = ConfigDict(extra="allow")
@@ -144,7 +168,7 @@ class R2Accepted(WebhookAccepted):
     )
 
 
-class R2RuleCreate(BaseModel):
+class R2RuleCreate(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     bucket: str = Field(min_length=1, max_length=63)

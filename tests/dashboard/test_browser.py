@@ -26,11 +26,11 @@ from app.jobs.payloads import JOB_TYPES
 from app.queues.topology import load_topology
 from tests.consumer.conftest import write_topology
 from tests.dashboard.browser_handlers import FIX_FILE_ENV
-from tests.emulator.conftest import ACCOUNT, TOKEN, Emulator, emulator_env, start_emulator
 from tests.support.browser import chromium, new_page, require_chromium
 from tests.support.servers import (
     ServerProcess,
     create_tenant,
+    emulated_cloudflare,
     jobgate_env,
     jobgate_process,
     jobgate_server,
@@ -94,16 +94,8 @@ def stack(
     with contextlib.ExitStack() as resources:
         backend_env: dict[str, str] = {}
         if request.param == "cloudflare":
-            emulator = Emulator(start_emulator(emulator_env(database)))
+            emulator, backend_env = emulated_cloudflare(database)
             resources.callback(emulator.close)
-            backend_env = {
-                "JOBGATE_QUEUE_BACKEND": "cloudflare",
-                "JOBGATE_CF_API_TOKEN": TOKEN,
-                "JOBGATE_CF_ACCOUNT_ID": ACCOUNT,
-                "JOBGATE_CF_API_BASE_URL": emulator.api_url,
-                "JOBGATE_OUTBOX_LINGER_MS": "0",
-                "JOBGATE_OUTBOX_POLL_MS": "50",
-            }
         env = jobgate_env(
             url,
             schema=schema,

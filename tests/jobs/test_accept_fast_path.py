@@ -16,7 +16,7 @@ from tests.support.statements import count_statements
 
 pytestmark = pytest.mark.asyncio
 
-ORDER = {"type": "sync-single-order", "orderId": 7, "siteId": 3}
+ORDER = {"type": "sync-single-order", "orderId": 7, "siteId": "3"}
 
 
 def _reads(statements: list[str]) -> list[str]:

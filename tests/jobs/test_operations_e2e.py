@@ -8,7 +8,6 @@ run, and then succeeds, its dead letter copy gone; a delayed job cancelled never
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,14 +18,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from app.core.clock import write_clock_offset
-from app.core.config import REPO_ROOT, DatabaseSettings
+from app.core.config import DatabaseSettings
 from app.core.db import create_engine
 from app.queues.models import QueueMessage
-from tests.consumer.conftest import DLQ, QUEUE, write_topology
-from tests.consumer.test_e2e import Consumer, Stack
-from tests.emulator.conftest import ACCOUNT, TOKEN, Emulator, emulator_env, start_emulator
-from tests.support.servers import create_tenant, jobgate_env, jobgate_server, run_jobgate
+from tests.consumer.conftest import DLQ, QUEUE
+from tests.support.servers import Stack, running_stack
 
 pytestmark = pytest.mark.slow
 # Long enough that real time (slow subprocesses under load) never reaches it: the test clock does.
@@ -36,16 +32,25 @@ RETRY_DELAY_S = 600
 @dataclass
 class Ops:
     stack: Stack
-    env: dict[str, str]
-    url: str
-    operator_key: str
     fail_file: Path
     database: tuple[str, str | None]
-    tenant_id: str
+    operator_key: str
 
     @property
     def http(self) -> httpx.Client:
         return self.stack.http
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.stack.env
+
+    @property
+    def url(self) -> str:
+        return self.stack.base_url
+
+    @property
+    def tenant_id(self) -> str:
+        return self.stack.tenant_id
 
     def submit(self, **extra: Any) -> str:
         body = {"type": "analytics-event", "name": "ops", **extra}
@@ -87,73 +92,24 @@ async def _local_backlog(database: tuple[str, str | None], queue: str) -> int:
 def running_ops(backend: str, database: tuple[str, str | None], tmp_path: Path) -> Iterator[Ops]:
     """A gateway and a consumer of `analytics-events` (2 attempts a job) on `backend`, a
     tenant and an operator key; analytics jobs fail while `Ops.fail_file` exists."""
-    url, schema = database
-    emulator: Emulator | None = None
-    backend_env: dict[str, str] = {}
-    if backend == "cloudflare":
-        emulator = Emulator(start_emulator(emulator_env(database)))
-        backend_env = {
-            "JOBGATE_QUEUE_BACKEND": "cloudflare",
-            "JOBGATE_CF_API_TOKEN": TOKEN,
-            "JOBGATE_CF_ACCOUNT_ID": ACCOUNT,
-            "JOBGATE_CF_API_BASE_URL": emulator.api_url,
-            "JOBGATE_OUTBOX_LINGER_MS": "0",
-            "JOBGATE_OUTBOX_POLL_MS": "50",
-        }
-    clock_file = tmp_path / "clock"
-    write_clock_offset(clock_file, 0)
     fail_file = tmp_path / "failing"
     fail_file.touch()
-    topology = write_topology(
-        tmp_path / "wrangler.jsonc",
-        {
-            "max_batch_size": 10,
-            "max_batch_timeout": 0,
-            "max_retries": 1,
-            "retry_delay": RETRY_DELAY_S,
-            "visibility_timeout_ms": 5000,
-        },
-    )
-    env = jobgate_env(
-        url,
-        schema=schema,
-        extra={
-            "JOBGATE_WRANGLER_CONFIG": str(topology),
-            "JOBGATE_TEST_CLOCK_FILE": str(clock_file),
-            "JOBGATE_HANDLER_MODULES": "tests.jobs.ops_handlers",
-            "JOBGATE_OPS_FAIL_FILE": str(fail_file),
-            "JOBGATE_BREAKER_THRESHOLD": "1000",
-            "JOBGATE_CONSUMER_POLL_MIN_MS": "50",
-            "JOBGATE_CONSUMER_POLL_MAX_MS": "200",
-            "JOBGATE_SQLITE_SYNCHRONOUS": "NORMAL",
-            "PYTHONPATH": str(REPO_ROOT),
-            **backend_env,
-        },
-    )
-    try:
-        tenant = create_tenant(env, "ops")
-        operator_key = json.loads(run_jobgate("operators", "create", "ops", "--json", env=env))[
-            "api_key"
-        ]
-        consumer = Consumer(env, tmp_path)
-        with jobgate_server("serve", env=env) as gateway:
-            consumer.start()
-            with httpx.Client(base_url=gateway.base_url, timeout=30) as http:
-                try:
-                    yield Ops(
-                        Stack(http, consumer, clock_file, tenant["api_key"], emulator),
-                        env,
-                        gateway.base_url,
-                        operator_key,
-                        fail_file,
-                        database,
-                        tenant["tenant_id"],
-                    )
-                finally:
-                    consumer.terminate()
-    finally:
-        if emulator is not None:
-            emulator.close()
+    consumer = {
+        "max_batch_size": 10,
+        "max_batch_timeout": 0,
+        "max_retries": 1,
+        "retry_delay": RETRY_DELAY_S,
+        "visibility_timeout_ms": 5000,
+    }
+    extra_env = {
+        "JOBGATE_HANDLER_MODULES": "tests.jobs.ops_handlers",
+        "JOBGATE_OPS_FAIL_FILE": str(fail_file),
+        "JOBGATE_BREAKER_THRESHOLD": "1000",
+    }
+    with running_stack(
+        backend, database, tmp_path, consumer=consumer, extra_env=extra_env
+    ) as stack:
+        yield Ops(stack, fail_file, database, stack.operator_key())
 
 
 @pytest.fixture(params=["local", "cloudflare"])

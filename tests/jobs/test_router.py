@@ -63,7 +63,7 @@ class TestSubmit:
         ("job", "queue"),
         [
             ({"type": "sync-orders", "siteId": "s1"}, "prestashop-sync"),
-            ({"type": "sync-products", "siteId": 7}, "prestashop-sync"),
+            ({"type": "sync-products", "siteId": "7"}, "prestashop-sync"),
             ({"type": "sync-single-order", "orderId": 1, "siteId": "s1"}, "prestashop-sync"),
             (
                 {

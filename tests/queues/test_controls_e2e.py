@@ -8,21 +8,14 @@ of `GET /v1/admin/queues` follow a running job and a dead one.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from app.core.clock import write_clock_offset
-from app.core.config import REPO_ROOT
-from tests.consumer.conftest import write_topology
-from tests.consumer.test_e2e import Consumer, Stack
-from tests.emulator.conftest import ACCOUNT, TOKEN, Emulator, emulator_env, start_emulator
-from tests.support.servers import create_tenant, jobgate_env, jobgate_server, run_jobgate
+from tests.support.servers import Stack, running_stack
 
 pytestmark = pytest.mark.slow
 QUEUE = "analytics-events"
@@ -59,58 +52,16 @@ def controls(
     db_engine: object,
     tmp_path: Path,
 ) -> Iterator[Controls]:
-    url, schema = database
-    emulator: Emulator | None = None
-    backend_env: dict[str, str] = {}
-    if request.param == "cloudflare":
-        emulator = Emulator(start_emulator(emulator_env(database)))
-        backend_env = {
-            "JOBGATE_QUEUE_BACKEND": "cloudflare",
-            "JOBGATE_CF_API_TOKEN": TOKEN,
-            "JOBGATE_CF_ACCOUNT_ID": ACCOUNT,
-            "JOBGATE_CF_API_BASE_URL": emulator.api_url,
-            "JOBGATE_OUTBOX_LINGER_MS": "0",
-            "JOBGATE_OUTBOX_POLL_MS": "50",
-        }
-    clock_file = tmp_path / "clock"
-    write_clock_offset(clock_file, 0)
     # No retry: a failing job dies at once, into the dead letter queue.
-    topology = write_topology(
-        tmp_path / "wrangler.jsonc",
-        {"max_batch_size": 10, "max_batch_timeout": 0, "max_retries": 0},
-    )
-    env = jobgate_env(
-        url,
-        schema=schema,
-        extra={
-            "JOBGATE_WRANGLER_CONFIG": str(topology),
-            "JOBGATE_TEST_CLOCK_FILE": str(clock_file),
-            "JOBGATE_HANDLER_MODULES": "tests.consumer.e2e_handlers",
-            "JOBGATE_CONSUMER_POLL_MIN_MS": "50",
-            "JOBGATE_CONSUMER_POLL_MAX_MS": "200",
-            "JOBGATE_E2E_BLOCK_FILE": str(tmp_path / "block"),
-            "JOBGATE_SQLITE_SYNCHRONOUS": "NORMAL",
-            "PYTHONPATH": str(REPO_ROOT),
-            **backend_env,
-        },
-    )
-    try:
-        key = create_tenant(env, "e2e")["api_key"]
-        operator_key = json.loads(run_jobgate("operators", "create", "ops", "--json", env=env))
-        consumer = Consumer(env, tmp_path)
-        with jobgate_server("serve", env=env) as gateway:
-            consumer.start()
-            with httpx.Client(base_url=gateway.base_url, timeout=30) as http:
-                try:
-                    yield Controls(
-                        Stack(http, consumer, clock_file, key, emulator),
-                        operator_key["api_key"],
-                    )
-                finally:
-                    consumer.terminate()
-    finally:
-        if emulator is not None:
-            emulator.close()
+    consumer = {"max_batch_size": 10, "max_batch_timeout": 0, "max_retries": 0}
+    extra_env = {
+        "JOBGATE_HANDLER_MODULES": "tests.consumer.e2e_handlers",
+        "JOBGATE_E2E_BLOCK_FILE": str(tmp_path / "block"),
+    }
+    with running_stack(
+        request.param, database, tmp_path, consumer=consumer, extra_env=extra_env
+    ) as stack:
+        yield Controls(stack, stack.operator_key())
 
 
 def test_a_paused_queue_accepts_jobs_and_runs_them_once_resumed(controls: Controls) -> None:

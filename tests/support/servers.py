@@ -6,6 +6,7 @@ spawned: `jobgate_process`); `run_jobgate` runs one-shot commands (`db upgrade`,
 `tenants create`) with the same environment. Environments come from `jobgate_env`, which
 drops every inherited `JOBGATE_*` variable so a subprocess sees exactly the settings the
 caller chose, including the PostgreSQL schema of the test run (`JOBGATE_DATABASE_SCHEMA`).
+`running_stack` starts a whole deployment (gateway, consumer, emulator) for end-to-end tests.
 """
 
 from __future__ import annotations
@@ -19,13 +20,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from app.core.clock import write_clock_offset
 from app.core.config import REPO_ROOT
+from tests.support.waiting import wait_until_sync
+
+if TYPE_CHECKING:
+    from tests.emulator.conftest import Emulator
 
 # `jobgate serve` and `jobgate consume` refuse to start without an explicit secret key.
 TEST_SECRET_KEY = "test-secret-key-0123456789abcdef"
@@ -305,3 +313,183 @@ def jobgate_server(
 def jobgate_process(*args: str, env: Mapping[str, str]) -> ServerProcess:
     """A `jobgate ARGS...` process that serves no HTTP (e.g. `consume`), not started yet."""
     return ServerProcess(jobgate_argv(*args), env=env, ready_path=None)
+
+
+# --- A whole deployment: gateway + consumer (+ emulator) ---------------------------------
+
+E2E_QUEUE = "analytics-events"
+E2E_WAIT_S = 60.0
+
+
+class Consumer:
+    """`jobgate consume --queue analytics-events` as a subprocess (output in files)."""
+
+    def __init__(self, env: Mapping[str, str], logs: Path) -> None:
+        self._env, self._logs, self._n = env, logs, 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._n += 1
+        with (self._logs / f"consumer{self._n}.log").open("ab") as out:
+            self.proc = subprocess.Popen(
+                jobgate_argv("consume", "--queue", E2E_QUEUE),
+                env=dict(self._env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,  # the handler modules live in `tests`
+                start_new_session=True,
+            )
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(STOP_TIMEOUT_S)
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(STOP_TIMEOUT_S * 4)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+    def output(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-3000:] for p in self._logs.glob("*.log"))
+
+
+class Stack:
+    """A running gateway and consumer on one backend, one tenant, and a shared test clock.
+
+    Time moves for every process at once (the clock file `JOBGATE_TEST_CLOCK_FILE` for the
+    gateway and the consumer, `/_emulator/clock` for the emulator).
+    """
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        consumer: Consumer,
+        clock_file: Path,
+        tenant: Mapping[str, str],
+        env: Mapping[str, str],
+        emulator: Emulator | None = None,
+    ) -> None:
+        self.http, self.consumer, self.clock_file = http, consumer, clock_file
+        self.tenant_id = tenant["tenant_id"]
+        self.headers = {"Authorization": f"Bearer {tenant['api_key']}"}
+        self.env = dict(env)
+        self.offset_ms = 0
+        self.emulator = emulator
+
+    @property
+    def base_url(self) -> str:
+        return str(self.http.base_url).rstrip("/")
+
+    def operator_key(self, name: str = "ops") -> str:
+        """A new operator's API key (`jobgate operators create`)."""
+        created = json.loads(run_jobgate("operators", "create", name, "--json", env=self.env))
+        key: str = created["api_key"]
+        return key
+
+    def advance(self, seconds: float) -> None:
+        self.offset_ms += int(seconds * 1000)
+        write_clock_offset(self.clock_file, self.offset_ms)
+        if self.emulator is not None:
+            self.emulator.advance(seconds)
+
+    def submit(self, mode: str) -> str:
+        body = {"type": "analytics-event", "name": "e2e", "properties": {"mode": mode}}
+        response = self.http.post("/v1/jobs", json=body, headers=self.headers)
+        assert response.status_code == 202, response.text
+        job_id: str = response.json()["id"]
+        return job_id
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = self.http.get(f"/v1/jobs/{job_id}", headers=self.headers)
+        assert response.status_code == 200
+        body: dict[str, Any] = response.json()
+        return body
+
+    def wait(self, what: str, check: Callable[[], bool], timeout: float = E2E_WAIT_S) -> None:
+        def done() -> bool:
+            proc = self.consumer.proc
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(f"the consumer exited\n{self.consumer.output()}")
+            return check()
+
+        wait_until_sync(
+            done,
+            timeout=timeout,
+            message=lambda: f"timed out waiting for {what}\n{self.consumer.output()}",
+        )
+
+
+def emulated_cloudflare(database: tuple[str, str | None]) -> tuple[Emulator, dict[str, str]]:
+    """A started `jobgate emulator`, and the settings that point a gateway and a consumer at
+    it (the cloudflare backend, the outbox publishing at once). The caller closes it."""
+    # Imported here: that module imports this one.
+    from tests.emulator.conftest import ACCOUNT, TOKEN, Emulator, emulator_env, start_emulator
+
+    emulator = Emulator(start_emulator(emulator_env(database)))
+    return emulator, {
+        "JOBGATE_QUEUE_BACKEND": "cloudflare",
+        "JOBGATE_CF_API_TOKEN": TOKEN,
+        "JOBGATE_CF_ACCOUNT_ID": ACCOUNT,
+        "JOBGATE_CF_API_BASE_URL": emulator.api_url,
+        "JOBGATE_OUTBOX_LINGER_MS": "0",
+        "JOBGATE_OUTBOX_POLL_MS": "50",
+    }
+
+
+@contextmanager
+def running_stack(
+    backend: str,
+    database: tuple[str, str | None],
+    tmp_path: Path,
+    *,
+    consumer: Mapping[str, Any],
+    extra_env: Mapping[str, str],
+) -> Iterator[Stack]:
+    """`jobgate serve` + `jobgate consume` on `backend` ("local", or "cloudflare" against a
+    `jobgate emulator`), with `consumer` as the `analytics-events` consumer of wrangler.jsonc
+    and a tenant named "e2e". `extra_env` names the handler modules and what they need."""
+    # Imported here: that module imports this one.
+    from tests.consumer.conftest import write_topology
+
+    url, schema = database
+    emulator: Emulator | None = None
+    backend_env: dict[str, str] = {}
+    if backend == "cloudflare":
+        emulator, backend_env = emulated_cloudflare(database)
+    clock_file = tmp_path / "clock"
+    write_clock_offset(clock_file, 0)
+    topology = write_topology(tmp_path / "wrangler.jsonc", dict(consumer))
+    env = jobgate_env(
+        url,
+        schema=schema,
+        extra={
+            "JOBGATE_WRANGLER_CONFIG": str(topology),
+            "JOBGATE_TEST_CLOCK_FILE": str(clock_file),
+            "JOBGATE_CONSUMER_POLL_MIN_MS": "50",
+            "JOBGATE_CONSUMER_POLL_MAX_MS": "200",
+            "JOBGATE_SQLITE_SYNCHRONOUS": "NORMAL",
+            # The console script does not put the working directory on sys.path.
+            "PYTHONPATH": str(REPO_ROOT),
+            **extra_env,
+            **backend_env,
+        },
+    )
+    try:
+        tenant = create_tenant(env, "e2e")
+        process = Consumer(env, tmp_path)
+        with jobgate_server("serve", env=env) as gateway:
+            process.start()
+            with httpx.Client(base_url=gateway.base_url, timeout=30) as http:
+                try:
+                    yield Stack(http, process, clock_file, tenant, env, emulator)
+                finally:
+                    process.terminate()
+    finally:
+        if emulator is not None:
+            emulator.close()

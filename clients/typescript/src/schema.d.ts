@@ -1698,6 +1698,7 @@ export interface components {
             /**
              * To
              * Format: email
+             * @description The recipient; not at a special-use domain (.arpa, .invalid, .local, .localhost, .onion, .test).
              */
             to: string;
             /** Subject */
@@ -2038,9 +2039,9 @@ export interface components {
         ShopRef: {
             /**
              * Id
-             * @description The shop's site id (or id_shop).
+             * @description The shop's site id, or PrestaShop's numeric id_shop.
              */
-            id: string;
+            id: string | number;
             /**
              * Url
              * @default null

@@ -38,6 +38,9 @@ RUN_ELSEWHERE = {
     "make run": "`make run` is `make install` + `jobgate dev` (the gateway below); "
     "`make test` is what .ci/run runs",
     "cd clients/typescript": "tests/clients/test_typescript.py (npm ci, npm run build, node tests)",
+    "export JOBGATE_KEY=jg_...       # the tenant the jobs belong to": (
+        "tests/migrate/test_bull_e2e.py (dry run, run, run again, on real Bull and BullMQ jobs)"
+    ),
 }
 # Blocks run here, by their first line.
 RUN_HERE = {

@@ -145,3 +145,18 @@ def test_a_batch_answer_tells_new_jobs_from_repeats() -> None:
     assert [s.created for s in _batch_outcome(202, [old, new, new])] == [False, True, True]
     assert [s.created for s in _batch_outcome(202, [new, new])] == [True, True]
     assert [s.created for s in _batch_outcome(200, [old, old])] == [False, False]
+
+
+def test_the_readme_mapping_example_loads(tmp_path: Path) -> None:
+    """The mapping file README's "Coming from Bull" shows is one `load_mapping` accepts."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Coming from Bull") :]
+    example = section[
+        section.index("```yaml\n") + len("```yaml\n") : section.index(
+            "```\n", section.index("```yaml\n") + 8
+        )
+    ]
+    path = tmp_path / "bull.yaml"
+    path.write_text(example, encoding="utf-8")
+    mapping = load_mapping(path)
+    assert set(mapping.queues) == {"email", "prestashop", "analytics"}

@@ -55,7 +55,7 @@ from app.consumer.registry import (
 )
 from app.consumer.retry import RetryPolicy, clamp_delay
 from app.consumer.settlement import Plan, QueueRules, Work
-from app.consumer.wakeup import StoreWatch
+from app.consumer.wakeup import StoreWatch, Wakeup
 from app.core.clock import Clock
 from app.core.db import SessionMaker
 from app.jobs import lifecycle
@@ -80,6 +80,10 @@ SETTLE_LINGER_MS = 20
 # so the messages come back when the leases expire).
 SETTLE_TRIES = 5
 MAX_SETTLE_GROUP = 100
+# An idle worker woken by a commit that brought it nothing waits this long before the next
+# wake-up (doubling from the first, up to the last): on SQLite a commit to any queue wakes
+# every idle worker, and each pull takes the write lock the busy queue's work needs.
+WAKE_SETTLE_S = (0.005, 0.1)
 
 
 @dataclass(slots=True)
@@ -222,6 +226,7 @@ class QueueWorker:
         retry: RetryPolicy,
         breaker: BreakerPolicy,
         job_types: Sequence[str] = (),
+        wakeup: Wakeup | None = None,
     ) -> None:
         settings = resources.settings
         self.queue = queue
@@ -230,8 +235,12 @@ class QueueWorker:
         # The local engine shares the job store's database: a batch is leased and started in
         # one transaction, and settled and acknowledged in another.
         self._joint = backend if isinstance(backend, SupportsJointTransactions) else None
-        # Idle, it waits for a commit to the queue's database rather than a poll's timeout.
-        self._watch = StoreWatch.for_url(settings.db.url if self._joint is not None else None)
+        # Idle, it waits for a commit to the queue's database rather than a poll's timeout
+        # (PostgreSQL's notices are the caller's, shared by a process's workers).
+        self._watch: Wakeup = wakeup or StoreWatch.for_url(
+            settings.db.url if self._joint is not None else None
+        )
+        self._empty_wakes = 0  # pulls in a row that a wake-up started and found nothing
         self._registry = registry
         self._resources = resources
         self._sessionmaker: SessionMaker = resources.sessionmaker
@@ -871,6 +880,7 @@ class QueueWorker:
         let started runs finish (`abort()` interrupts them), settle, release the buffer."""
         idle_ms = poll_min_ms
         timeout_ms = int(self.config.max_batch_timeout * 1000)
+        woken = False  # the last pause ended on the store's wake-up
         async with self.leases.heartbeating(), self._groups.running():
             try:
                 while not stop.is_set():
@@ -884,14 +894,17 @@ class QueueWorker:
                             most = None if self.leases.extends else free
                             if await self._step(free, most, timeout_ms):
                                 idle_ms = poll_min_ms
+                                self._empty_wakes = 0
                                 continue
                             wait_ms = poll_min_ms if self._buffer else idle_ms
                             if not self._buffer:
                                 idle_ms = min(idle_ms * 2, poll_max_ms)
+                                # Another queue's work woke it; a quiet spell starts over.
+                                self._empty_wakes = self._empty_wakes + 1 if woken else 0
                     except Exception:
                         log.exception("queue %s: consumer cycle failed", self.queue)
                         wait_ms = poll_max_ms
-                    await self._pause(stop, wait_ms)
+                    woken = await self._pause(stop, wait_ms)
                 if self._tasks:
                     await asyncio.gather(*self._tasks.values(), return_exceptions=True)
             finally:
@@ -928,14 +941,19 @@ class QueueWorker:
         more (they wait for a slot under extended leases, started in one transaction)."""
         return max(free, self.batch_size) if self.leases.extends else free
 
-    async def _pause(self, stop: asyncio.Event, wait_ms: int | None) -> None:
-        """Until `stop`, the end of a run, or `wait_ms`."""
+    async def _pause(self, stop: asyncio.Event, wait_ms: int | None) -> bool:
+        """Until `stop`, the end of a run, `wait_ms`, or new work in the store (then True)."""
         waiters: list[asyncio.Future[Any]] = [
             asyncio.ensure_future(stop.wait()),
             asyncio.ensure_future(self._ended.wait()),
         ]
+        watch: asyncio.Future[None] | None = None
         if self._watch.active and wait_ms:
-            waiters.append(asyncio.ensure_future(self._watch.changed()))
+            first, most = WAKE_SETTLE_S
+            empty = self._empty_wakes
+            settle_s = min(first * 2 ** (empty - 1), most) if empty else 0.0
+            watch = asyncio.ensure_future(self._watch.changed(settle_s))
+            waiters.append(watch)
         try:
             await asyncio.wait(
                 waiters,
@@ -945,3 +963,4 @@ class QueueWorker:
         finally:
             for waiter in waiters:
                 waiter.cancel()
+        return watch is not None and watch.done() and not watch.cancelled()

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from app.consumer.registry import HandlerRegistry, JobContext
-from app.consumer.wakeup import QueueNotices
+from app.consumer.wakeup import QueueNotices, StoreWatch
 from app.jobs.payloads import AnalyticsEventPayload
 from app.queues.base import OutgoingMessage
 from app.settings import Settings
@@ -82,3 +82,28 @@ async def test_notices_wake_only_the_queue_written(
     finally:
         await notices.close()
     assert not mine.active
+
+
+async def test_log_watch_settles_before_waking(
+    make_harness: MakeHarness, settings: Settings
+) -> None:
+    """SQLite: a worker woken for nothing looks again only after `settle_s`, and a commit
+    made meanwhile still wakes it then (none is missed); no commit, no wake-up."""
+    watch = StoreWatch.for_url(settings.db.url)
+    if not watch.active:
+        pytest.skip("the log file is SQLite's (PostgreSQL sends notices)")
+    registry = HandlerRegistry()
+
+    @registry.handler(TYPE, AnalyticsEventPayload)
+    async def record(ctx: JobContext[AnalyticsEventPayload]) -> None:
+        pass
+
+    h = await make_harness(registry)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(watch.changed(), 0.3)
+    started = time.monotonic()
+    waiting = asyncio.create_task(watch.changed(settle_s=0.4))
+    await asyncio.sleep(0.05)
+    await h.submit("a")  # commits during the settle
+    await asyncio.wait_for(waiting, 10)
+    assert time.monotonic() - started >= 0.4

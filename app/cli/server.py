@@ -222,6 +222,7 @@ def consume(
 
     from app.bootstrap import build_runtime
     from app.consumer import service as consumer_service
+    from app.core.db import create_engine
 
     settings = load_settings()
     if not dev_mode:
@@ -231,7 +232,10 @@ def consume(
     _observe(settings, service="jobgate-consumer")
 
     async def run() -> None:
-        runtime = build_runtime(settings)
+        # Its lease, handler and settlement transactions take turns on one SQLite
+        # connection instead of sleeping on the database lock (see app/core/db.py).
+        engine = create_engine(settings.db, sqlite_single_connection=True)
+        runtime = build_runtime(settings, engine=engine)
         try:
             await consumer_service.serve(runtime, queues=queue or None)
         finally:

@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from app.consumer.breaker import BreakerPolicy
 from app.consumer.registry import HandlerRegistry, Resources
 from app.consumer.retry import RetryPolicy
+from app.consumer.wakeup import QueueNotices
 from app.consumer.wiring import check_job_types
 from app.consumer.worker import CycleReport, QueueWorker
 from app.jobs import lifecycle
-from app.queues.base import QueueBackend
+from app.queues.base import QueueBackend, SupportsJointTransactions
 from app.queues.topology import Topology
 
 log = logging.getLogger("jobgate.consumer")
@@ -64,6 +65,12 @@ class Consumer:
             window_ms=settings.breaker.window_seconds * 1000,
             cooldown_ms=settings.breaker.cooldown_seconds * 1000,
         )
+        # On PostgreSQL, idle workers of the local engine wake on the store's notices.
+        self._notices = (
+            QueueNotices.for_url(settings.db.url, resources.sessionmaker)
+            if isinstance(backend, SupportsJointTransactions)
+            else None
+        )
         self.workers: dict[str, QueueWorker] = {
             name: QueueWorker(
                 queue=name,
@@ -75,6 +82,7 @@ class Consumer:
                 retry=self.retry,
                 breaker=self.breaker,
                 job_types=[t for t, queue in topology.routes.items() if queue == name],
+                wakeup=self._notices.watch(name) if self._notices is not None else None,
             )
             for name in names
         }
@@ -126,6 +134,8 @@ class Consumer:
         """Consume until `stop` is set; then finish in-flight runs (interrupting them after
         the shutdown grace) and hand buffered messages back."""
         settings = self.settings
+        if self._notices is not None:
+            await self._notices.start()
         tasks = [
             asyncio.create_task(
                 worker.run(
@@ -150,3 +160,5 @@ class Consumer:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(sweeper, *tasks, return_exceptions=True)
+            if self._notices is not None:
+                await self._notices.close()

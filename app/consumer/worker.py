@@ -35,9 +35,9 @@ import asyncio
 import logging
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import ExitStack, asynccontextmanager, suppress
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -55,7 +55,7 @@ from app.consumer.registry import (
 )
 from app.consumer.retry import RetryPolicy, clamp_delay
 from app.consumer.settlement import Plan, QueueRules, Work
-from app.consumer.wakeup import StoreWatch
+from app.consumer.wakeup import StoreWatch, Wakeup
 from app.core.clock import Clock
 from app.core.db import SessionMaker
 from app.jobs import lifecycle
@@ -72,6 +72,7 @@ from app.queues.base import (
 from app.queues.topology import ConsumerConfig
 
 log = logging.getLogger("jobgate.consumer")
+T = TypeVar("T")
 
 # How long a finished run waits for others to share its settlement (one transaction and
 # one ack call per group): short next to any handler, long next to a burst of quick ones.
@@ -80,6 +81,10 @@ SETTLE_LINGER_MS = 20
 # so the messages come back when the leases expire).
 SETTLE_TRIES = 5
 MAX_SETTLE_GROUP = 100
+# An idle worker woken by a commit that brought it nothing waits this long before the next
+# wake-up (doubling from the first, up to the last): on SQLite a commit to any queue wakes
+# every idle worker, and each pull takes the write lock the busy queue's work needs.
+WAKE_SETTLE_S = (0.005, 0.1)
 
 
 @dataclass(slots=True)
@@ -96,6 +101,15 @@ class CycleReport:
             selected=self.selected + other.selected,
             counts=self.counts + other.counts,
         )
+
+
+async def _within(call: Awaitable[T], timeout_seconds: float | None) -> T:
+    """`call`, raising TimeoutError after `timeout_seconds` (None: no limit); one task
+    where `asyncio.wait_for` makes two."""
+    if not timeout_seconds:
+        return await call
+    async with asyncio.timeout(timeout_seconds):
+        return await call
 
 
 def _describe(exc: BaseException) -> str:
@@ -222,6 +236,7 @@ class QueueWorker:
         retry: RetryPolicy,
         breaker: BreakerPolicy,
         job_types: Sequence[str] = (),
+        wakeup: Wakeup | None = None,
     ) -> None:
         settings = resources.settings
         self.queue = queue
@@ -230,8 +245,12 @@ class QueueWorker:
         # The local engine shares the job store's database: a batch is leased and started in
         # one transaction, and settled and acknowledged in another.
         self._joint = backend if isinstance(backend, SupportsJointTransactions) else None
-        # Idle, it waits for a commit to the queue's database rather than a poll's timeout.
-        self._watch = StoreWatch.for_url(settings.db.url if self._joint is not None else None)
+        # Idle, it waits for a commit to the queue's database rather than a poll's timeout
+        # (PostgreSQL's notices are the caller's, shared by a process's workers).
+        self._watch: Wakeup = wakeup or StoreWatch.for_url(
+            settings.db.url if self._joint is not None else None
+        )
+        self._empty_wakes = 0  # pulls in a row that a wake-up started and found nothing
         self._registry = registry
         self._resources = resources
         self._sessionmaker: SessionMaker = resources.sessionmaker
@@ -272,6 +291,8 @@ class QueueWorker:
         self._works: dict[str, Work] = {}
         self._slots = asyncio.Semaphore(self.concurrency)
         self._abort = asyncio.Event()
+        # Set with `_abort`: one future every running handler waits on beside itself.
+        self._aborted: asyncio.Future[None] | None = None
         self._ended = asyncio.Event()  # a run ended: a slot may be free
 
     # -- pulling and choosing ----------------------------------------------------------------
@@ -607,13 +628,10 @@ class QueueWorker:
                         live.append(work)
                 if live:
                     # Each job of the call is one attempt for metrics, logs and traces.
-                    with ExitStack() as stack:
-                        runs = []
-                        for work in live:
-                            attempt = observe.attempt(self.queue, work.envelope, work.attempt)
-                            runs.append((work, stack.enter_context(attempt)))
+                    jobs = [(work.envelope, work.attempt) for work in live]
+                    with observe.attempts(self.queue, jobs) as runs:
                         await self._invoke_batch(live)
-                        for work, run in runs:
+                        for work, run in zip(live, runs, strict=True):
                             outcome = work.outcome and work.outcome.value
                             run.ended(outcome, work.error, delay=work.delay)
         except asyncio.CancelledError:
@@ -667,11 +685,7 @@ class QueueWorker:
             work.error = str(invalid)
             return
         ctx = self._context(work, payload)
-        handler = asyncio.ensure_future(
-            asyncio.wait_for(spec.func(ctx), spec.timeout_seconds)
-            if spec.timeout_seconds
-            else spec.func(ctx)
-        )
+        handler = asyncio.ensure_future(_within(spec.func(ctx), spec.timeout_seconds))
         if not await self._completed(handler):
             work.outcome = AttemptOutcome.released
             work.error = "interrupted: the consumer stopped before the handler finished"
@@ -680,14 +694,11 @@ class QueueWorker:
 
     async def _completed(self, handler: asyncio.Future[Any]) -> bool:
         """Wait for the handler, or for `abort()` (then cancel it and return False)."""
-        abort = asyncio.ensure_future(self._abort.wait())
         try:
-            await asyncio.wait({handler, abort}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({handler, self._abort_signal()}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             handler.cancel()  # the worker stops (or the lease was lost): so does the handler
             raise
-        finally:
-            abort.cancel()
         if handler.done():
             return True
         handler.cancel()
@@ -730,10 +741,7 @@ class QueueWorker:
             contexts.append(self._context(work, payload))
         if not valid:
             return
-        call = spec.batch_func(contexts)
-        handler = asyncio.ensure_future(
-            asyncio.wait_for(call, spec.timeout_seconds) if spec.timeout_seconds else call
-        )
+        handler = asyncio.ensure_future(_within(spec.batch_func(contexts), spec.timeout_seconds))
         if not await self._completed(handler):
             for work in valid:
                 work.outcome = AttemptOutcome.released
@@ -851,6 +859,17 @@ class QueueWorker:
     def abort(self) -> None:
         """Interrupt running handlers; their messages are released for another delivery."""
         self._abort.set()
+        if self._aborted is not None and not self._aborted.done():
+            self._aborted.set_result(None)
+
+    def _abort_signal(self) -> asyncio.Future[None]:
+        """The future `abort()` completes (made on the running loop at first use)."""
+        loop = asyncio.get_running_loop()
+        if self._aborted is None or self._aborted.get_loop() is not loop:
+            self._aborted = loop.create_future()
+            if self._abort.is_set():
+                self._aborted.set_result(None)
+        return self._aborted
 
     async def release(self) -> int:
         """Hand every buffered (unstarted) message back for immediate redelivery."""
@@ -871,6 +890,8 @@ class QueueWorker:
         let started runs finish (`abort()` interrupts them), settle, release the buffer."""
         idle_ms = poll_min_ms
         timeout_ms = int(self.config.max_batch_timeout * 1000)
+        woken = False  # the last pause ended on the store's wake-up
+        stopping = asyncio.create_task(self._wake_on(stop))
         async with self.leases.heartbeating(), self._groups.running():
             try:
                 while not stop.is_set():
@@ -884,17 +905,21 @@ class QueueWorker:
                             most = None if self.leases.extends else free
                             if await self._step(free, most, timeout_ms):
                                 idle_ms = poll_min_ms
+                                self._empty_wakes = 0
                                 continue
                             wait_ms = poll_min_ms if self._buffer else idle_ms
                             if not self._buffer:
                                 idle_ms = min(idle_ms * 2, poll_max_ms)
+                                # Another queue's work woke it; a quiet spell starts over.
+                                self._empty_wakes = self._empty_wakes + 1 if woken else 0
                     except Exception:
                         log.exception("queue %s: consumer cycle failed", self.queue)
                         wait_ms = poll_max_ms
-                    await self._pause(stop, wait_ms)
+                    woken = await self._pause(stop, wait_ms)
                 if self._tasks:
                     await asyncio.gather(*self._tasks.values(), return_exceptions=True)
             finally:
+                stopping.cancel()
                 try:
                     await self.release()
                 except Exception:
@@ -928,20 +953,30 @@ class QueueWorker:
         more (they wait for a slot under extended leases, started in one transaction)."""
         return max(free, self.batch_size) if self.leases.extends else free
 
-    async def _pause(self, stop: asyncio.Event, wait_ms: int | None) -> None:
-        """Until `stop`, the end of a run, or `wait_ms`."""
+    async def _pause(self, stop: asyncio.Event, wait_ms: int | None) -> bool:
+        """Until `stop`, the end of a run, `wait_ms`, or new work in the store (then True)."""
+        if not (self._watch.active and wait_ms):
+            # The busy path (a wait for every run's end): no task, `stop` sets `_ended` too.
+            with suppress(TimeoutError):
+                async with asyncio.timeout(None if wait_ms is None else wait_ms / 1000):
+                    await self._ended.wait()
+            return False
         waiters: list[asyncio.Future[Any]] = [
             asyncio.ensure_future(stop.wait()),
             asyncio.ensure_future(self._ended.wait()),
         ]
-        if self._watch.active and wait_ms:
-            waiters.append(asyncio.ensure_future(self._watch.changed()))
+        first, most = WAKE_SETTLE_S
+        empty = self._empty_wakes
+        settle_s = min(first * 2 ** (empty - 1), most) if empty else 0.0
+        watch = asyncio.ensure_future(self._watch.changed(settle_s))
+        waiters.append(watch)
         try:
-            await asyncio.wait(
-                waiters,
-                timeout=None if wait_ms is None else wait_ms / 1000,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            await asyncio.wait(waiters, timeout=wait_ms / 1000, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
+        return watch.done() and not watch.cancelled()
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._ended.set()

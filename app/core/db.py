@@ -52,12 +52,21 @@ def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def create_engine(settings: DatabaseSettings, *, search_path: str | None = None) -> AsyncEngine:
+def create_engine(
+    settings: DatabaseSettings,
+    *,
+    search_path: str | None = None,
+    sqlite_single_connection: bool = False,
+) -> AsyncEngine:
+    """The engine for `settings`. `sqlite_single_connection`: the process's transactions
+    take turns on one connection (see `_configure_sqlite`) rather than on SQLite's lock."""
     url = async_url(settings.url)
     # Error messages must not quote bound values: they are tenants' payloads.
     kwargs: dict[str, Any] = {"pool_pre_ping": False, "hide_parameters": True}
     if url.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": 30}
+        if sqlite_single_connection:
+            kwargs["pool_size"], kwargs["max_overflow"] = 1, 0
     else:
         kwargs["pool_size"] = settings.pool_size
         kwargs["max_overflow"] = settings.pool_size
@@ -118,6 +127,11 @@ def _configure_sqlite(engine: AsyncEngine, *, synchronous: str) -> None:
     BEGIN IMMEDIATE takes the write lock up front: concurrent writers queue on the busy
     timeout instead of failing with SQLITE_BUSY when a read lock would have to be upgraded,
     and it is what makes a pull an exclusive read-modify-write on SQLite.
+
+    So one transaction runs at a time anyway, and a waiter on the busy timeout sleeps in
+    steps of up to 100 ms, long after the lock is free. A process of many short
+    transactions (the consumer) is faster on one pooled connection: its transactions wait
+    for their turn on the event loop and start the moment the previous one ends.
     """
 
     @event.listens_for(engine.sync_engine, "connect")

@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.dialects import postgresql, sqlite
+
 from app.consumer.registry import BatchOutcomes, JobContext, batch_handler
 from app.core.clock import to_datetime
-from app.core.db import SessionMaker
-from app.handlers import service
+from app.core.db import SessionMaker, table_of
 from app.handlers.models import AnalyticsEvent
 from app.jobs.payloads import AnalyticsEventPayload
 
@@ -35,17 +36,20 @@ def occurred_at(ctx: JobContext[AnalyticsEventPayload]) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _insert_new(dialect: str) -> Any:
+    """INSERT .. ON CONFLICT (job_id) DO NOTHING, run once per row set (executemany): one
+    statement compiled once and cached, where a multi-row VALUES is compiled per batch."""
+    table = table_of(AnalyticsEvent)
+    stmt = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    return stmt.on_conflict_do_nothing(index_elements=["job_id"])
+
+
 async def _insert(sessionmaker: SessionMaker, rows: list[dict[str, Any]], chunk: int) -> None:
-    """The rows in one transaction, `chunk` rows per statement."""
+    """The rows in one transaction, `chunk` rows per executemany."""
     async with sessionmaker() as session:
+        stmt = _insert_new(session.get_bind().dialect.name)
         for start in range(0, len(rows), chunk):
-            await service.upsert(
-                session,
-                AnalyticsEvent,
-                rows[start : start + chunk],
-                keys=["job_id"],
-                update_columns=[],
-            )
+            await session.execute(stmt, rows[start : start + chunk])
         await session.commit()
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -80,6 +80,25 @@ def attempt(queue: str, job: JobMessage, number: int) -> Iterator[AttemptRun]:
         ) as current,
     ):
         yield AttemptRun(queue, job, number, time.perf_counter(), current)
+
+
+@contextmanager
+def attempts(queue: str, jobs: Sequence[tuple[JobMessage, int]]) -> Iterator[list[AttemptRun]]:
+    """A batch handler's call: one attempt per job (of one type) for metrics and outcomes.
+    Its records carry the batch's queue and type (one call runs every job at once); while
+    tracing, each job still gets its own span, as a single run would."""
+    if tracing.enabled():
+        with ExitStack() as stack:
+            yield [stack.enter_context(attempt(queue, job, number)) for job, number in jobs]
+        return
+    if not jobs:
+        yield []
+        return
+    job_type = jobs[0][0].type
+    metrics.attempt_started(job_type, len(jobs))
+    with logs.job_context(queue=queue, type=job_type):
+        started = time.perf_counter()
+        yield [AttemptRun(queue, job, number, started) for job, number in jobs]
 
 
 def ended_unrun(queue: str, job: JobMessage, attempts: int, outcome: str, reason: str) -> None:

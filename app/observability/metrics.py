@@ -149,8 +149,8 @@ breaker_state = Gauge(
 BREAKER_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 
-def attempt_started(job_type: str) -> None:
-    jobs_started.labels(job_type).inc()
+def attempt_started(job_type: str, count: int = 1) -> None:
+    jobs_started.labels(job_type).inc(count)
 
 
 def attempt_ended(job_type: str, outcome: str, duration_seconds: float | None) -> None:

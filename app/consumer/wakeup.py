@@ -8,7 +8,7 @@ say which queue was written: a worker whose pulls keep coming back empty looks a
 often (`changed(settle_s)`), so idle queues do not take the write lock on every commit of a
 busy one.
 
-On PostgreSQL a trigger on `queue_message` (migration 0013) notifies the channel
+On PostgreSQL a trigger on `queue_message` (migration 0015) notifies the channel
 `jobgate_queue_message` with `<schema>:<queue>` when a transaction that inserted messages
 commits; one LISTEN connection per consumer process (`QueueNotices`) wakes the worker of
 that queue only. A delayed message becoming visible commits nothing: the idle poll still

@@ -123,12 +123,13 @@ def cf_sync(
 ) -> None:
     """Make the account match the topology: queues, dead letter queues, pull consumers.
 
-    Creates what is missing and updates settings that differ; reports what the account
-    holds beyond the file (`extra`), deleted only with --prune. A second run reports no
-    change.
+    Creates what is missing and updates settings that differ; reports what
+    the account holds beyond the file (`extra`), deleted only with --prune.
+    A second run reports no change.
 
-    Exit codes: 0 done, 1 an API error or a Worker consumer left in place (no --prune), 2 a
-    missing setting or an invalid topology, 3 Cloudflare refused the token for the account.
+    Exit codes: 0 done, 1 an API error or a Worker consumer left in place
+    (no --prune), 2 a missing setting or an invalid topology, 3 Cloudflare
+    refused the token for the account.
     """
     topology, settings = _topology(config)
     with _client(settings) as client:
@@ -208,12 +209,12 @@ def cf_doctor(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Check the token (read queues, push, pull, ack) and that each topology queue has an
-    http_pull consumer; print what is missing and how to fix it.
+    """Check the token (read queues, push, pull, ack) and that each topology queue
+    has an http_pull consumer; print what is missing and how to fix it.
 
-    The token needs Account > Queues > Edit. Exit codes: 0 every check passed, 1 a check
-    failed or an API error, 2 a missing setting or an invalid topology, 3 Cloudflare
-    refused the token for the account.
+    The token needs Account > Queues > Edit. Exit codes: 0 every check
+    passed, 1 a check failed or an API error, 2 a missing setting or an
+    invalid topology, 3 Cloudflare refused the token for the account.
     """
     topology, settings = _topology(config)
     with _client(settings) as client:

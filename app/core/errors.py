@@ -217,6 +217,13 @@ def _refused_value() -> ValidationFailed:
     return ValidationFailed("a value in the request cannot be stored")
 
 
+def is_transient_conflict(exc: BaseException) -> bool:
+    """A PostgreSQL deadlock or serialization failure: the transaction was rolled back whole
+    and running it again is expected to succeed."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else None
+    return getattr(orig, "sqlstate", None) in _PG_RETRYABLE
+
+
 def database_problem(exc: BaseException) -> AppError | None:
     """The answer for a database failure, or None when it is a bug (a plain 500).
 

@@ -30,13 +30,17 @@ from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import SessionMaker
-from app.core.errors import database_problem, describe_database_error
+from app.core.errors import database_problem, describe_database_error, is_transient_conflict
 from app.jobs.dispatchers import Dispatcher
 from app.jobs.service import PendingWrites, write_pending
 from app.jobs.sqlite_writer import RecordedInserts
 
 logger = logging.getLogger(__name__)
 
+# A transaction PostgreSQL rolled back for a deadlock or serialization failure is run again
+# this many times, after 5, 10, 20 ms.
+TRANSIENT_RETRIES = 3
+TRANSIENT_BACKOFF_S = 0.005
 # Rows per group: bounded so one transaction stays short.
 MAX_GROUP_JOBS = 1000
 
@@ -122,6 +126,19 @@ class GroupCommitter:
                     _settle(future, None)
 
     async def _commit(self, writes: PendingWrites) -> None:
+        """Write in one transaction; a deadlock or serialization failure (PostgreSQL rolled
+        the whole transaction back, e.g. two writers meeting on counter rows) is retried."""
+        for attempt in range(TRANSIENT_RETRIES + 1):
+            try:
+                await self._commit_once(writes)
+                return
+            except Exception as exc:
+                if attempt == TRANSIENT_RETRIES or not is_transient_conflict(exc):
+                    raise
+                logger.info("group transaction retried: %s", describe_database_error(exc))
+                await asyncio.sleep(TRANSIENT_BACKOFF_S * 2**attempt)
+
+    async def _commit_once(self, writes: PendingWrites) -> None:
         if self._writer is not None:
             # The dispatcher builds its rows as for a session; the writer stores them all.
             recorded = RecordedInserts()

@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, func, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.bootstrap import Runtime, group_writer
 from app.core.clock import to_datetime
-from app.jobs.committer import GroupCommitter
+from app.jobs.committer import TRANSIENT_RETRIES, GroupCommitter, GroupWriter
 from app.jobs.models import Job
 from app.jobs.payloads import AnalyticsEventJob, JobOptions, SyncSingleOrderJob
 from app.jobs.service import PendingWrites, _build, _prepare
@@ -201,3 +202,77 @@ async def test_the_raw_writer_stores_what_the_session_stores(
     assert a.created_at == second.jobs[0]["created_at"]
     assert a.created_at.tzinfo is not None
     assert len(messages) == 2
+
+
+class _PgError(Exception):
+    """What asyncpg's adapted error carries: the SQLSTATE."""
+
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(f"sqlstate {sqlstate}")
+        self.sqlstate = sqlstate
+
+
+class _FailingFirst:
+    """A group writer whose first `failures` transactions fail with `sqlstate`, as PostgreSQL
+    fails a deadlock victim; then the database's real writer stores the rows."""
+
+    def __init__(self, real: GroupWriter, sqlstate: str, failures: int) -> None:
+        self.real, self.sqlstate, self.failures, self.calls = real, sqlstate, failures, 0
+
+    async def write(self, batches: list[tuple[Table, list[dict[str, Any]]]]) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise DBAPIError("INSERT INTO job ...", None, _PgError(self.sqlstate))
+        await self.real.write(batches)
+
+    async def close(self) -> None:
+        await self.real.close()
+
+
+@pytest.mark.parametrize("sqlstate", ["40P01", "40001"])
+async def test_a_deadlock_victim_group_is_written_again(
+    runtime: Runtime, tenants: TenantFactory, sqlstate: str
+) -> None:
+    """Two writers meeting on counter rows in opposite orders: PostgreSQL rolls one back
+    whole, and its submissions are stored by running the transaction again (no 503)."""
+    real = group_writer(runtime.engine, runtime.settings)
+    if real is None:
+        pytest.skip("no raw writer for this database (in-memory SQLite)")
+    principal = await _principal(tenants)
+    writer = _FailingFirst(real, sqlstate, failures=2)
+    committer = GroupCommitter(runtime.sessionmaker, runtime.dispatcher, writer=writer)
+    before = await _count(runtime, Job)
+    await committer.write(_writes(runtime, principal, ORDER))
+    assert writer.calls == 3
+    assert await _count(runtime, Job) == before + 1
+    await committer.close()
+
+
+async def test_a_lasting_deadlock_fails_after_bounded_retries(
+    runtime: Runtime, tenants: TenantFactory
+) -> None:
+    real = group_writer(runtime.engine, runtime.settings)
+    if real is None:
+        pytest.skip("no raw writer for this database (in-memory SQLite)")
+    principal = await _principal(tenants)
+    writer = _FailingFirst(real, "40P01", failures=100)
+    committer = GroupCommitter(runtime.sessionmaker, runtime.dispatcher, writer=writer)
+    with pytest.raises(DBAPIError):
+        await committer.write(_writes(runtime, principal, ORDER))
+    assert writer.calls == TRANSIENT_RETRIES + 1
+    await committer.close()
+
+
+async def test_other_database_errors_are_not_retried(
+    runtime: Runtime, tenants: TenantFactory
+) -> None:
+    real = group_writer(runtime.engine, runtime.settings)
+    if real is None:
+        pytest.skip("no raw writer for this database (in-memory SQLite)")
+    principal = await _principal(tenants)
+    writer = _FailingFirst(real, "23505", failures=1)  # unique violation: the data's fault
+    committer = GroupCommitter(runtime.sessionmaker, runtime.dispatcher, writer=writer)
+    with pytest.raises(DBAPIError):
+        await committer.write(_writes(runtime, principal, ORDER))
+    assert writer.calls == 1
+    await committer.close()

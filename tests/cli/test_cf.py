@@ -19,7 +19,7 @@ import pytest
 
 from app.core.config import REPO_ROOT
 from tests.emulator.conftest import ACCOUNT, TOKEN, Emulator, emulator_env, start_emulator
-from tests.support.servers import jobgate_argv
+from tests.support.servers import call_jobgate
 
 # wrangler.jsonc, as the account must hold it: (batch_size, max_retries, retry_delay,
 # visibility_timeout_ms, dead letter queue). prestashop-sync's exponential retry delay is
@@ -57,16 +57,7 @@ class Cli:
             "JOBGATE_CF_MAX_RETRIES": "0",
             "COLUMNS": "200",
         }
-        return subprocess.run(
-            jobgate_argv("cf", *args),
-            env=env,
-            cwd=REPO_ROOT,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return call_jobgate("cf", *args, env=env, stdin=stdin)
 
     def json(self, *args: str, code: int = 0, **kw: Any) -> dict[str, Any]:
         done = self.run(*args, "--json", **kw)

@@ -16,21 +16,19 @@ import httpx
 import pytest
 
 from app.core.config import REPO_ROOT
-from tests.support.servers import ServerProcess, create_tenant, jobgate_argv, jobgate_env
+from tests.support.servers import (
+    ServerProcess,
+    call_jobgate,
+    create_tenant,
+    jobgate_argv,
+    jobgate_env,
+)
 
 _SHOP_KEY = "A" * 32
 
 
 def _jobgate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        jobgate_argv(*args),
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return call_jobgate(*args, env=env)
 
 
 def _ok(*args: str, env: dict[str, str]) -> str:

@@ -13,22 +13,14 @@ import typer
 
 from app.cli.common import domain_errors, fail
 from app.core.config import REPO_ROOT
-from tests.support.servers import create_tenant, jobgate_argv, jobgate_env
+from tests.support.servers import call_jobgate, create_tenant, jobgate_env
 
 _JOB = '{"type":"sync-orders","siteId":"s1"}'
 _SHOP_KEY = "A" * 32
 
 
 def _jobgate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        jobgate_argv(*args),
-        env=env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return call_jobgate(*args, env=env)
 
 
 def _assert_one_line_error(done: subprocess.CompletedProcess[str], message: str, code: int) -> None:

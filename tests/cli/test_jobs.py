@@ -13,9 +13,8 @@ import httpx
 import pytest
 
 from app.cli.gateway import problem_lines
-from app.core.config import REPO_ROOT
 from tests.jobs.test_operations_e2e import Ops, running_ops
-from tests.support.servers import jobgate_argv
+from tests.support.servers import call_jobgate
 
 pytestmark = pytest.mark.slow
 
@@ -35,16 +34,7 @@ def _cli(
         "JOBGATE_KEY": key or ops.stack.headers["Authorization"].removeprefix("Bearer "),
         "COLUMNS": "200",
     }
-    return subprocess.run(
-        jobgate_argv(*args),
-        env=env,
-        cwd=REPO_ROOT,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return call_jobgate(*args, env=env, stdin=stdin)
 
 
 def _ok(done: subprocess.CompletedProcess[str]) -> str:

@@ -6,7 +6,6 @@ Real subprocesses: what is checked is what a shell sees (stdout, one-line errors
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,11 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from app.core.config import REPO_ROOT
 from tests.support.servers import (
+    call_jobgate,
     create_tenant,
     free_port,
-    jobgate_argv,
     jobgate_env,
     jobgate_server,
     run_jobgate,
@@ -37,16 +35,7 @@ class Gateway:
 
     def jobgate(self, *args: str, key: str | None = None, stdin: str = "") -> Any:
         env = {**self.env, "JOBGATE_URL": self.url, "JOBGATE_KEY": key or self.operator_key}
-        return subprocess.run(
-            jobgate_argv(*args),
-            env=env,
-            cwd=REPO_ROOT,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return call_jobgate(*args, env=env, stdin=stdin)
 
     def rows(self) -> dict[str, dict[str, Any]]:
         done = self.jobgate("queues", "list", "--json")
@@ -120,15 +109,7 @@ def test_errors_are_one_line_and_exit_1(gateway: Gateway) -> None:
 
 def test_tenants_list(gateway: Gateway) -> None:
     create_tenant(gateway.env, "second")
-    done = subprocess.run(
-        jobgate_argv("tenants", "list", "--json"),
-        env=gateway.env,
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = call_jobgate("tenants", "list", "--json", env=gateway.env)
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert [(r["name"], r["api_keys"]) for r in rows] == [("cli-tenant", 1), ("second", 1)]

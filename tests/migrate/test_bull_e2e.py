@@ -31,8 +31,8 @@ from app.core.clock import write_clock_offset
 from app.core.config import REPO_ROOT
 from tests.support.recording_handlers import LOG_ENV, read_runs
 from tests.support.servers import (
+    call_jobgate,
     create_tenant,
-    jobgate_argv,
     jobgate_env,
     jobgate_process,
     jobgate_server,
@@ -116,25 +116,19 @@ class Stack:
         self, prefix: str, *args: str, key: str | None = None
     ) -> tuple[int, list[dict[str, Any]], str]:
         env = {**self.env, "JOBGATE_URL": self.url, "JOBGATE_KEY": key or self.key}
-        done = subprocess.run(
-            jobgate_argv(
-                "migrate",
-                "bull",
-                "--redis-url",
-                REDIS_URL,
-                "--prefix",
-                prefix,
-                "--mapping",
-                str(self.mapping),
-                "--json",
-                *args,
-            ),
+        done = call_jobgate(
+            "migrate",
+            "bull",
+            "--redis-url",
+            REDIS_URL,
+            "--prefix",
+            prefix,
+            "--mapping",
+            str(self.mapping),
+            "--json",
+            *args,
             env=env,
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
             timeout=180,
-            check=False,
         )
         rows = [json.loads(line) for line in done.stdout.splitlines()]
         return done.returncode, rows, done.stderr

@@ -7,20 +7,11 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from app.core.config import REPO_ROOT
-from tests.support.servers import free_port, jobgate_argv
+from tests.support.servers import call_jobgate, free_port
 
 
 def _migrate(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        jobgate_argv("migrate", "bull", *args),
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"},
-    )
+    return call_jobgate("migrate", "bull", *args, env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"})
 
 
 def test_what_stops_it_is_one_line(tmp_path: Path) -> None:

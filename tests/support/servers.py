@@ -92,19 +92,27 @@ def jobgate_env(
     return env
 
 
+def call_jobgate(
+    *args: str, env: Mapping[str, str], stdin: str | None = None, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """Run `jobgate ARGS...` from the repository root to completion, whatever its exit code."""
+    return subprocess.run(
+        jobgate_argv(*args),
+        env=dict(env),
+        cwd=REPO_ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def run_jobgate(*args: str, env: Mapping[str, str], timeout: float = 120.0) -> str:
     """Run `jobgate ARGS...` to completion and return its stdout; raise on failure."""
     argv = jobgate_argv(*args)
     try:
-        done = subprocess.run(
-            argv,
-            env=dict(env),
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        done = call_jobgate(*args, env=env, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         raise CommandFailed(f"{' '.join(argv)} timed out after {timeout} s") from exc
     if done.returncode != 0:

@@ -65,6 +65,16 @@ async def _principal(tenants: TenantFactory) -> Principal:
 ORDER = SyncSingleOrderJob(type="sync-single-order", orderId=1)
 
 
+@pytest.fixture
+def raw_writer(runtime: Runtime) -> GroupWriter:
+    """The database's raw group writer (the stdlib driver's thread on a SQLite file, asyncpg
+    on PostgreSQL)."""
+    writer = group_writer(runtime.engine, runtime.settings)
+    if writer is None:
+        pytest.skip("no raw writer for this database (in-memory SQLite)")
+    return writer
+
+
 @pytest.fixture(params=["sqlalchemy", "raw"])
 def make_committer(
     request: pytest.FixtureRequest, runtime: Runtime
@@ -167,12 +177,10 @@ async def test_an_unreachable_database_fails_the_whole_group_without_retries(
 
 
 async def test_the_raw_writer_stores_what_the_session_stores(
-    runtime: Runtime, tenants: TenantFactory
+    runtime: Runtime, tenants: TenantFactory, raw_writer: GroupWriter
 ) -> None:
     """Rows written by the raw writer (sqlite3 or asyncpg) read back like the ORM path's."""
-    writer = group_writer(runtime.engine, runtime.settings)
-    if writer is None:
-        pytest.skip("no raw writer for this database (in-memory SQLite)")
+    writer = raw_writer
     principal = await _principal(tenants)
     job = AnalyticsEventJob(
         type="analytics-event", name="é", properties={"n": 1.5, "list": [1, "x"], "none": None}
@@ -231,15 +239,12 @@ class _FailingFirst:
 
 @pytest.mark.parametrize("sqlstate", ["40P01", "40001"])
 async def test_a_deadlock_victim_group_is_written_again(
-    runtime: Runtime, tenants: TenantFactory, sqlstate: str
+    runtime: Runtime, tenants: TenantFactory, raw_writer: GroupWriter, sqlstate: str
 ) -> None:
     """Two writers meeting on counter rows in opposite orders: PostgreSQL rolls one back
     whole, and its submissions are stored by running the transaction again (no 503)."""
-    real = group_writer(runtime.engine, runtime.settings)
-    if real is None:
-        pytest.skip("no raw writer for this database (in-memory SQLite)")
     principal = await _principal(tenants)
-    writer = _FailingFirst(real, sqlstate, failures=2)
+    writer = _FailingFirst(raw_writer, sqlstate, failures=2)
     committer = GroupCommitter(runtime.sessionmaker, runtime.dispatcher, writer=writer)
     before = await _count(runtime, Job)
     await committer.write(_writes(runtime, principal, ORDER))
@@ -249,13 +254,10 @@ async def test_a_deadlock_victim_group_is_written_again(
 
 
 async def test_a_lasting_deadlock_fails_after_bounded_retries(
-    runtime: Runtime, tenants: TenantFactory
+    runtime: Runtime, tenants: TenantFactory, raw_writer: GroupWriter
 ) -> None:
-    real = group_writer(runtime.engine, runtime.settings)
-    if real is None:
-        pytest.skip("no raw writer for this database (in-memory SQLite)")
     principal = await _principal(tenants)
-    writer = _FailingFirst(real, "40P01", failures=100)
+    writer = _FailingFirst(raw_writer, "40P01", failures=100)
     committer = GroupCommitter(runtime.sessionmaker, runtime.dispatcher, writer=writer)
     with pytest.raises(DBAPIError):
         await committer.write(_writes(runtime, principal, ORDER))
@@ -264,13 +266,10 @@ async def test_a_lasting_deadlock_fails_after_bounded_retries(
 
 
 async def test_other_database_errors_are_not_retried(
-    runtime: Runtime, tenants: TenantFactory
+    runtime: Runtime, tenants: TenantFactory, raw_writer: GroupWriter
 ) -> None:
-    real = group_writer(runtime.engine, runtime.settings)
-    if real is None:
-        pytest.skip("no raw writer for this database (in-memory SQLite)")
     principal = await _principal(tenants)
-    writer = _FailingFirst(real, "23505", failures=1)  # unique violation: the data's fault
+    writer = _FailingFirst(raw_writer, "23505", failures=1)  # unique violation: the data's fault
     committer = GroupCommitter(runtime.sessionmaker, runtime.dispatcher, writer=writer)
     with pytest.raises(DBAPIError):
         await committer.write(_writes(runtime, principal, ORDER))

@@ -10,17 +10,15 @@ statements, and no aggregate except over the counter rows or an index-bounded on
 from __future__ import annotations
 
 import re
-from collections import Counter
 
 import pytest
 from sqlalchemy import text
 
 from app.admission.service import AdmissionControl
 from app.bootstrap import Runtime
-from app.core.clock import ManualClock, to_datetime
+from app.core.clock import ManualClock
 from app.jobs.dispatchers import OutboxDispatcher
 from app.jobs.payloads import AnalyticsEventJob
-from app.jobs.service import PendingWrites, _build, _prepare, write_pending
 from app.main import create_app
 from app.outbox import service as outbox_service
 from app.queues.base import OutgoingMessage
@@ -28,7 +26,7 @@ from app.tenants.schemas import Principal
 from tests.factories import TenantFactory, auth
 from tests.outbox.conftest import make_relay
 from tests.support.asgi import asgi_client
-from tests.support.statements import count_statements
+from tests.support.statements import add_job_backlog, count_statements, statement_shapes
 
 pytestmark = pytest.mark.asyncio
 
@@ -47,10 +45,6 @@ BOUNDED = (
 
 def _flat(statement: str) -> str:
     return " ".join(statement.split()).lower()
-
-
-def _shapes(statements: list[str]) -> Counter[str]:
-    return Counter(_flat(s)[:100] for s in statements)
 
 
 def _unbounded(statements: list[str]) -> list[str]:
@@ -78,18 +72,12 @@ async def _full_scans(runtime: Runtime, statements: list[str]) -> list[str]:
 
 async def _add_backlog(runtime: Runtime, principal: Principal) -> None:
     """`BACKLOG` queued jobs of the tenant (with their messages) and as many outbox rows."""
-    now = to_datetime(runtime.clock.now_ms())
-    event = AnalyticsEventJob(type="analytics-event", name="e")
+    await add_job_backlog(
+        runtime, principal, AnalyticsEventJob(type="analytics-event", name="e"), BACKLOG
+    )
     message = OutgoingMessage(body={"job_id": "x", "payload": {"n": 1}})
     for start in range(0, BACKLOG, 1000):
-        prepared = [
-            _prepare(principal, event, None, runtime.topology, None, None) for _ in range(1000)
-        ]
-        writes: PendingWrites = _build(
-            prepared, [], principal.tenant_id, runtime.dispatcher.initial_status, now
-        )[1]
         async with runtime.sessionmaker() as session:
-            await write_pending(session, writes, runtime.dispatcher)
             await outbox_service.stage(
                 session, QUEUE, [message] * 1000, now_ms=runtime.clock.now_ms() + start
             )
@@ -139,7 +127,7 @@ async def test_sampler_ticks_do_not_grow_with_the_backlog(
         await _add_backlog(runtime, principal)
         backlog = await _tick(runtime, admission, clock)
 
-    assert _shapes(empty) == _shapes(backlog)
+    assert statement_shapes(empty, 100) == statement_shapes(backlog, 100)
     assert _unbounded(empty + backlog) == []
     if runtime.engine.dialect.name == "sqlite":  # and each reads through an index
         assert await _full_scans(runtime, backlog) == []

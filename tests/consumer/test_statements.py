@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import pytest
@@ -13,16 +12,11 @@ from app.jobs.payloads import AnalyticsEventPayload
 from app.queues.base import OutgoingMessage
 from tests.consumer.conftest import DLQ, QUEUE, MakeHarness
 from tests.factories import auth
-from tests.support.statements import count_statements
+from tests.support.statements import count_statements, statement_shapes
 
 pytestmark = pytest.mark.asyncio
 TYPE = "analytics-event"
 KINDS = ("ok", "flaky", "broken", "bad")  # one of each per group of four jobs
-
-
-def _shapes(statements: list[str]) -> Counter[str]:
-    """Statements by their start (IN lists vary in length), for a readable failure."""
-    return Counter(" ".join(s.split())[:70] for s in statements)
 
 
 class TestStatementsPerBatch:
@@ -78,7 +72,7 @@ class TestStatementsPerBatch:
         small = await self._rounds(make_harness, db_engine, 4)
         large = await self._rounds(make_harness, db_engine, 80)
         for few, many in zip(small, large, strict=True):
-            assert len(few) == len(many), (_shapes(few), _shapes(many))
+            assert len(few) == len(many), (statement_shapes(few, 70), statement_shapes(many, 70))
         # Far fewer than one statement per job (19-20 on SQLite: two transactions per batch,
         # one leasing and starting it, one settling and acknowledging it).
         assert all(len(stmts) < 22 for stmts in large), [len(s) for s in large]
@@ -123,10 +117,13 @@ class TestStatementsPerPull:
         one_batch = await self._pull(h, db_engine)
         await self._seed(h, 10_000)
         deep = await self._pull(h, db_engine)
-        assert len(deep) == len(one_batch), (_shapes(one_batch), _shapes(deep))
-        assert _shapes(deep) == _shapes(one_batch)
+        assert len(deep) == len(one_batch), (
+            statement_shapes(one_batch, 70),
+            statement_shapes(deep, 70),
+        )
+        assert statement_shapes(deep, 70) == statement_shapes(one_batch, 70)
         # An empty queue leases nothing: the same reads, no lease update.
-        assert set(_shapes(empty)) <= set(_shapes(deep))
+        assert set(statement_shapes(empty, 70)) <= set(statement_shapes(deep, 70))
         for statement in [*empty, *one_batch, *deep]:
             flat = " ".join(statement.split()).lower()
             assert "count(" not in flat, statement

@@ -10,7 +10,6 @@ between the two (as it is on a running gateway), not by the requests.
 from __future__ import annotations
 
 import re
-from collections import Counter
 
 import httpx
 import pytest
@@ -18,42 +17,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.admission.service import AdmissionControl
 from app.bootstrap import Runtime
-from app.core.clock import ManualClock, to_datetime
+from app.core.clock import ManualClock
 from app.jobs.payloads import SyncSingleOrderJob
-from app.jobs.service import PendingWrites, _build, _prepare, write_pending
 from app.main import create_app
 from app.tenants.schemas import Principal
 from tests.factories import TenantFactory, auth
 from tests.support.asgi import asgi_client
-from tests.support.statements import count_statements
+from tests.support.statements import add_job_backlog, count_statements, statement_shapes
 
 pytestmark = pytest.mark.asyncio
 
 BACKLOG = 10_000
 ORDER = {"type": "sync-single-order", "orderId": 7}
+ORDER_JOB = SyncSingleOrderJob(type="sync-single-order", orderId=1)
 AGGREGATE = re.compile(r"\b(count|sum|avg|min|max)\s*\(", re.IGNORECASE)
-
-
-def _shapes(statements: list[str]) -> Counter[str]:
-    """Statements without their parameter lists (a batch's VALUES vary in length)."""
-    return Counter(" ".join(s.split())[:90] for s in statements)
-
-
-async def _add_backlog(runtime: Runtime, principal: Principal, jobs: int) -> None:
-    """`jobs` queued jobs of the tenant, written the way submissions write them."""
-    now = to_datetime(runtime.clock.now_ms())
-    order = SyncSingleOrderJob(type="sync-single-order", orderId=1)
-    for start in range(0, jobs, 1000):
-        prepared = [
-            _prepare(principal, order, None, runtime.topology, None, None)
-            for _ in range(min(1000, jobs - start))
-        ]
-        writes: PendingWrites = _build(
-            prepared, [], principal.tenant_id, runtime.dispatcher.initial_status, now
-        )[1]
-        async with runtime.sessionmaker() as session:
-            await write_pending(session, writes, runtime.dispatcher)
-            await session.commit()
 
 
 async def _submissions(
@@ -91,14 +68,14 @@ async def test_accept_statements_do_not_grow_with_the_backlog(
         assert warm.status_code == 202, warm.text
         empty = await _submissions(client, runtime.engine, key, 1)
 
-        await _add_backlog(runtime, principal, BACKLOG)
+        await add_job_backlog(runtime, principal, ORDER_JOB, BACKLOG)
         # Past every cache: what the request path knows is refreshed in the background.
         clock.advance(seconds=5)
         await admission.refresh_active()
         await admission.refresh()
         backlog = await _submissions(client, runtime.engine, key, 2)
 
-    assert _shapes(empty) == _shapes(backlog)
+    assert statement_shapes(empty, 90) == statement_shapes(backlog, 90)
     aggregates = [s for s in empty + backlog if AGGREGATE.search(s)]
     assert aggregates == []
     assert admission.quota.estimate(tenant.tenant_id) >= BACKLOG

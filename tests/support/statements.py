@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.bootstrap import Runtime
+from app.core.clock import to_datetime
+from app.jobs.payloads import JobOptions
+from app.jobs.service import PendingWrites, _build, _prepare, write_pending
+from app.tenants.schemas import Principal
 
 # Set inside `count_statements`: the list this task (and the tasks it starts) appends to.
 _counting: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
@@ -79,3 +86,28 @@ class WriteRecorder:
 
     def close(self) -> None:
         event.remove(self._engine.sync_engine, "before_cursor_execute", self._on_execute)
+
+
+def statement_shapes(statements: list[str], width: int) -> Counter[str]:
+    """Statements by their first `width` characters, whitespace folded: their parameter and
+    IN lists vary in length, their shape does not. For comparisons and readable failures."""
+    return Counter(" ".join(s.split())[:width] for s in statements)
+
+
+async def add_job_backlog(
+    runtime: Runtime, principal: Principal, job: JobOptions, jobs: int
+) -> None:
+    """`jobs` queued copies of `job` for the tenant, written the way submissions write them
+    (with their queue messages), 1,000 a transaction."""
+    now = to_datetime(runtime.clock.now_ms())
+    for start in range(0, jobs, 1000):
+        prepared = [
+            _prepare(principal, job, None, runtime.topology, None, None)
+            for _ in range(min(1000, jobs - start))
+        ]
+        writes: PendingWrites = _build(
+            prepared, [], principal.tenant_id, runtime.dispatcher.initial_status, now
+        )[1]
+        async with runtime.sessionmaker() as session:
+            await write_pending(session, writes, runtime.dispatcher)
+            await session.commit()

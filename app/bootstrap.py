@@ -18,7 +18,14 @@ from app.admission.depth import CloudflareDepth, SampleFn
 from app.admission.service import AdmissionControl
 from app.consumer.breaker import open_breakers
 from app.core.clock import Clock, OffsetFileClock, SystemClock
-from app.core.db import SessionMaker, create_engine, create_sessionmaker, is_sqlite, sqlite_file
+from app.core.db import (
+    SessionMaker,
+    create_engine,
+    create_reader,
+    create_sessionmaker,
+    is_sqlite,
+    sqlite_file,
+)
 from app.core.security import SecretBox
 from app.dashboard.sessions import SessionCodec
 from app.handlers.shop_url import ShopUrlGuard
@@ -49,6 +56,8 @@ class Runtime:
     settings: Settings
     engine: AsyncEngine
     sessionmaker: SessionMaker
+    # Sessions for background reads only: they never hold SQLite's write lock.
+    reader: SessionMaker
     clock: Clock
     topology: Topology
     # The local engine on the job store's database (the backend when QUEUE_BACKEND=local).
@@ -93,10 +102,11 @@ def build_runtime(
     topology = load_topology(settings.queues.wrangler_config, job_types=JOB_TYPES)
     db_engine = engine or create_engine(settings.db)
     sessionmaker = create_sessionmaker(db_engine)
+    reader = create_reader(db_engine)
     clock = clock or (
         OffsetFileClock(settings.test_clock_file) if settings.test_clock_file else SystemClock()
     )
-    queue_engine = LocalQueueEngine(sessionmaker, topology.queues, clock=clock)
+    queue_engine = LocalQueueEngine(sessionmaker, topology.queues, clock=clock, reader=reader)
     backend: QueueBackend = queue_engine
     dispatcher: Dispatcher = LocalDispatcher(queue_engine)
     relay: OutboxRelay | None = None
@@ -142,6 +152,7 @@ def build_runtime(
         settings=settings,
         engine=db_engine,
         sessionmaker=sessionmaker,
+        reader=reader,
         clock=clock,
         topology=topology,
         queue_engine=queue_engine,
@@ -203,7 +214,7 @@ def build_admission(
         )
     pending = None
     if runtime.relay is not None:
-        pending = partial(outbox_service.pending_by_queue, runtime.sessionmaker)
+        pending = partial(outbox_service.pending_by_queue, runtime.reader)
     return AdmissionControl.build(
         settings,
         breaker_cooldown_seconds=runtime.settings.breaker.cooldown_seconds,
@@ -213,7 +224,7 @@ def build_admission(
         pending=pending,
         count_unfinished=jobs_counters.count_unfinished,
         open_breakers=open_breakers,
-        sessionmaker=runtime.sessionmaker,
+        reader=runtime.reader,
     )
 
 

@@ -37,6 +37,7 @@ from app.scheduler.runner import SchedulerRunner
 from app.settings import Settings, get_settings
 from app.tenants.deps import RequireScope, require_operator
 from app.tenants.router import router as admin_router
+from app.tenants.service import keep_key_cache
 from app.webhooks.admin import router as webhooks_admin_router
 from app.webhooks.router import router as webhooks_router
 from app.webhooks.schemas import (
@@ -82,10 +83,15 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.admission.start()  # samples queue depth in the background
+        keys_stop = asyncio.Event()
+        keys_task = asyncio.create_task(
+            keep_key_cache(state.credentials.key_cache, state.reader, keys_stop),
+            name="api-key-cache",
+        )
         relay_task = asyncio.create_task(state.relay.run()) if state.relay else None
         # Every gateway runs a scheduler; fires are claimed, so they never double-fire.
         scheduler = SchedulerRunner(
-            state.sessionmaker, state.submitter, admission=app.state.admission
+            state.sessionmaker, state.submitter, admission=app.state.admission, reader=state.reader
         )
         app.state.scheduler = scheduler
         scheduler_task = asyncio.create_task(scheduler.run())
@@ -97,6 +103,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             yield
         finally:
             gc.unfreeze()
+            keys_stop.set()
+            await keys_task
             scheduler.stop()
             await scheduler_task
             if state.relay is not None and relay_task is not None:

@@ -68,7 +68,7 @@ class AdmissionControl:
         breakers: BreakerGate,
         depth: DepthMonitor,
         clock: Clock,
-        sessionmaker: SessionMaker | None = None,
+        reader: SessionMaker | None = None,
     ) -> None:
         self.settings = settings
         self.topology = topology
@@ -78,7 +78,7 @@ class AdmissionControl:
         self.breakers = breakers
         self.depth = depth
         self._clock = clock
-        self._sessionmaker = sessionmaker
+        self._reader = reader
         self._sampler: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -97,11 +97,12 @@ class AdmissionControl:
         pending: PendingFn | None,
         count_unfinished: CountFn,
         open_breakers: OpenBreakersFn,
-        sessionmaker: SessionMaker | None = None,
+        reader: SessionMaker | None = None,
     ) -> AdmissionControl:
         """Admission from settings; the backend's depth `sample`, the outbox backlog
         (`pending`, Cloudflare only) and the readers of other domains are handed in. With a
-        `sessionmaker`, a background task keeps active tenants' state recent (`start`)."""
+        `reader` (read-only sessions), a background task keeps active tenants' state recent
+        (`start`)."""
         defaults = ResolvedPlan(
             name="default",
             limits={
@@ -138,7 +139,7 @@ class AdmissionControl:
                 pending=pending,
             ),
             clock=clock,
-            sessionmaker=sessionmaker,
+            reader=reader,
         )
 
     # -- decisions -------------------------------------------------------------------------
@@ -290,7 +291,7 @@ class AdmissionControl:
     def start(self) -> None:
         if self._sampler is None:
             self._sampler = asyncio.create_task(self.depth.run())
-        if self._keeper is None and self._sessionmaker is not None and self._keep_interval_ms():
+        if self._keeper is None and self._reader is not None and self._keep_interval_ms():
             self._stop.clear()
             self._keeper = asyncio.create_task(self._keep_warm(), name="admission-keeper")
 
@@ -315,7 +316,7 @@ class AdmissionControl:
 
     async def refresh_active(self) -> None:
         """One round of the keeper: tenants admitted from memory in the last minute."""
-        assert self._sessionmaker is not None
+        assert self._reader is not None
         now = self._clock.now_ms()
         for tenant_id, seen in list(self._active.items()):
             if now - seen > ACTIVE_TENANT_MS:
@@ -323,7 +324,7 @@ class AdmissionControl:
         if not self._active:
             return
         settings = self.settings
-        async with self._sessionmaker() as session:
+        async with self._reader() as session:
             await self.breakers.refresh(session, max_age_ms=settings.breaker_cache_ms * 3 // 4)
             for tenant_id in list(self._active):
                 if self.plans.fresh(tenant_id, settings.plan_cache_ms * 3 // 4) is None:

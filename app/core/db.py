@@ -146,11 +146,25 @@ def _configure_sqlite(engine: AsyncEngine, *, synchronous: str) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A reader's snapshot needs no lock in WAL mode; holding the write lock from its
+        # BEGIN to its COMMIT (across awaits) would stall every writer meanwhile.
+        read_only = conn.get_execution_options().get(_READ_ONLY_OPTION, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def create_sessionmaker(engine: AsyncEngine) -> SessionMaker:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+_READ_ONLY_OPTION = "jobgate_read_only"
+
+
+def create_reader(engine: AsyncEngine) -> SessionMaker:
+    """Sessions for background reads (depth samples, admission refreshes, the scheduler's
+    poll), never for writes. On SQLite their transactions begin DEFERRED, so they never
+    take the write lock that every other transaction takes up front. On PostgreSQL they are
+    ordinary sessions."""
+    return create_sessionmaker(engine.execution_options(**{_READ_ONLY_OPTION: True}))
 
 
 async def session_scope(maker: SessionMaker) -> AsyncIterator[AsyncSession]:

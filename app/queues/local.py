@@ -34,7 +34,7 @@ from sqlalchemy.sql import Select
 
 from app.core.clock import Clock, SystemClock
 from app.core.db import SessionMaker, table_of
-from app.core.ids import hex_id
+from app.core.ids import uuid7_hex
 from app.queues import counters as queue_counters
 from app.queues.base import (
     DEFAULT_PULL_BATCH,
@@ -148,8 +148,10 @@ class LocalQueueEngine:
         queues: Mapping[str, QueueSettings],
         *,
         clock: Clock | None = None,
+        reader: SessionMaker | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
+        self._reader = reader or sessionmaker  # for `stored`, which never writes
         self._queues: dict[str, QueueSettings] = dict(queues)
         self.clock: Clock = clock or SystemClock()
 
@@ -206,7 +208,7 @@ class LocalQueueEngine:
                 delay = delay_seconds if delay_seconds is not None else settings.delivery_delay
             rows.append(
                 {
-                    "id": hex_id(),
+                    "id": uuid7_hex(),
                     "queue": queue,
                     "body": body,
                     "content_type": message.content_type,
@@ -454,9 +456,7 @@ class LocalQueueEngine:
                 exhausted.append(message_id)
             else:
                 delay = (
-                    retry.delay_seconds
-                    if retry.delay_seconds is not None
-                    else settings.retry_delay
+                    retry.delay_seconds if retry.delay_seconds is not None else settings.retry_delay
                 )
                 requeue.append({"b_id": message_id, "b_visible_at_ms": now + delay * 1000})
         if acked:
@@ -471,7 +471,7 @@ class LocalQueueEngine:
         if exhausted:
             await self._dead_letter(session, settings, _table.c.id.in_(exhausted), now)
         return AckResult(
-        ack_count=len(acked), retry_count=len(requeue) + len(exhausted), warnings=warnings
+            ack_count=len(acked), retry_count=len(requeue) + len(exhausted), warnings=warnings
         )
 
     # -- time ----------------------------------------------------------------------------
@@ -589,10 +589,8 @@ class LocalQueueEngine:
         probe, without applying time first, so without writing. Until the next call that
         applies it, expired messages still count and exhausted ones count in their queue."""
         self.settings(queue)
-        async with self._sessionmaker() as session:
-            metrics = await self._stored(session, queue)
-            await session.commit()
-        return metrics
+        async with self._reader() as session:
+            return await self._stored(session, queue)
 
     async def metrics(self, queue: str) -> QueueMetrics:
         """Every stored message counts: visible, delayed and in flight."""

@@ -36,8 +36,11 @@ class SchedulerRunner:
         admission: AdmissionControl | None = None,
         poll_seconds: float = 5.0,
         batch_size: int = 100,
+        reader: SessionMaker | None = None,
     ):
         self._sessionmaker = sessionmaker
+        # Read-only sessions: a poll that finds nothing due takes no write lock (SQLite).
+        self._reader = reader
         self._submitter = submitter
         # Fires are admitted like submitted jobs; None only where no gateway runs (tools).
         self._admission = admission
@@ -51,6 +54,10 @@ class SchedulerRunner:
         fired = 0
         while True:
             now = to_datetime(self._submitter.clock.now_ms())
+            if self._reader is not None:
+                async with self._reader() as session:
+                    if not await scheduler_service.any_due(session, now=now):
+                        return fired
             async with self._sessionmaker() as session:
                 results = await scheduler_service.fire_due(
                     session,

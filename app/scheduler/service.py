@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from prometheus_client import Counter
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import func
+from sqlalchemy import ColumnElement, func
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
@@ -308,6 +308,20 @@ async def _admit(
     return None
 
 
+def _due(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    return (
+        col(Schedule.enabled).is_(True),
+        col(Schedule.next_run_at) <= now,
+        col(Schedule.retry_at).is_(None) | (col(Schedule.retry_at) <= now),
+    )
+
+
+async def any_due(session: AsyncSession, *, now: datetime) -> bool:
+    """Whether a schedule is due: a read, so a poll that finds nothing takes no lock."""
+    stmt = select(col(Schedule.id)).where(*_due(now)).limit(1)
+    return (await session.execute(stmt)).first() is not None
+
+
 async def fire_due(
     session: AsyncSession,
     *,
@@ -331,11 +345,7 @@ async def fire_due(
     """
     stmt = (
         select(Schedule)
-        .where(
-            col(Schedule.enabled).is_(True),
-            col(Schedule.next_run_at) <= now,
-            col(Schedule.retry_at).is_(None) | (col(Schedule.retry_at) <= now),
-        )
+        .where(*_due(now))
         .order_by(col(Schedule.next_run_at))
         .limit(limit)
         .with_for_update(skip_locked=True)

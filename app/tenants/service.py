@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Iterable
 
@@ -10,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from app.core.clock import utcnow
+from app.core.db import SessionMaker
 from app.core.errors import Conflict, NotFound
 from app.core.ids import uuid7
 from app.core.security import (
@@ -30,6 +34,8 @@ from app.tenants.schemas import (
     Scope,
     TenantCreated,
 )
+
+logger = logging.getLogger(__name__)
 
 
 async def create_tenant(
@@ -87,18 +93,28 @@ class ApiKeyCache:
     """Remembers verified keys briefly, so the hot path skips a query per request.
 
     Only successful lookups are cached, keyed by the key's hash; a revoked key stops
-    working everywhere within `ttl_seconds`.
+    working everywhere within `ttl_seconds`. `refresh` (the gateway runs it every quarter
+    of the TTL) re-checks the keys used since the last round against their rows: a key
+    still valid stays cached without a request ever missing, a revoked, deleted or
+    re-scoped one leaves at once. Without it, every busy key would expire at the same
+    moment on every connection, and each would read the key table in the request path.
     """
 
     def __init__(self, ttl_seconds: float = 5.0, max_entries: int = 10_000) -> None:
         self._ttl = ttl_seconds
         self._max = max_entries
         self._entries: dict[str, tuple[float, Principal]] = {}
+        self._used: set[str] = set()  # hashes served since the last refresh
+
+    @property
+    def ttl_seconds(self) -> float:
+        return self._ttl
 
     def get(self, key_hash: str) -> Principal | None:
         entry = self._entries.get(key_hash)
         if entry is None or entry[0] < time.monotonic():
             return None
+        self._used.add(key_hash)
         return entry[1]
 
     def put(self, key_hash: str, principal: Principal) -> None:
@@ -108,6 +124,54 @@ class ApiKeyCache:
 
     def clear(self) -> None:
         self._entries.clear()
+        self._used.clear()
+
+    async def refresh(self, session: AsyncSession) -> None:
+        """Extend the keys used since the last call whose rows still grant the same."""
+        used, self._used = self._used, set()
+        cached = {h: self._entries[h][1] for h in used if h in self._entries}
+        tenant_ids = [p.key_id for p in cached.values() if not p.operator and p.key_id]
+        operator_ids = [p.key_id for p in cached.values() if p.operator and p.key_id]
+        current: dict[str, Principal] = {}
+        if tenant_ids:
+            stmt = select(ApiKey).where(col(ApiKey.id).in_(tenant_ids))
+            for row in (await session.execute(stmt)).scalars():
+                if row.revoked_at is None:
+                    current[row.id] = _tenant_principal(row)
+        if operator_ids:
+            stmt_operator = select(OperatorKey).where(col(OperatorKey.id).in_(operator_ids))
+            for op_row in (await session.execute(stmt_operator)).scalars():
+                if op_row.revoked_at is None:
+                    current[op_row.id] = _operator_principal(op_row)
+        for key_hash, principal in cached.items():
+            if current.get(principal.key_id or "") == principal:
+                self.put(key_hash, principal)
+            else:
+                self._entries.pop(key_hash, None)
+
+
+async def keep_key_cache(cache: ApiKeyCache, reader: SessionMaker, stop: asyncio.Event) -> None:
+    """Run `cache.refresh` every quarter of its TTL until `stop` is set; a failed round
+    is logged and leaves the keys to expire (requests then read them themselves)."""
+    interval = cache.ttl_seconds / 4
+    while not stop.is_set():
+        try:
+            async with reader() as session:
+                await cache.refresh(session)
+        except Exception as exc:
+            logger.warning("API key cache refresh failed: %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+
+
+def _tenant_principal(row: ApiKey) -> Principal:
+    # Only scopes a tenant may hold count, whatever a row says.
+    scopes = frozenset(s for s in row.scopes.split() if s in TENANT_SCOPES)
+    return Principal(tenant_id=row.tenant_id, scopes=scopes, key_id=row.id)
+
+
+def _operator_principal(row: OperatorKey) -> Principal:
+    return Principal(tenant_id="", scopes=OPERATOR.scopes, key_id=row.id, operator=True)
 
 
 async def authenticate_api_key(
@@ -123,9 +187,7 @@ async def authenticate_api_key(
     row = (await session.execute(select(ApiKey).where(ApiKey.prefix == prefix))).scalars().first()
     if row is None or row.revoked_at is not None or not api_key_matches(key, row.key_hash):
         return None
-    # Only scopes a tenant may hold count, whatever a row says.
-    scopes = frozenset(s for s in row.scopes.split() if s in TENANT_SCOPES)
-    principal = Principal(tenant_id=row.tenant_id, scopes=scopes, key_id=row.id)
+    principal = _tenant_principal(row)
     if cache is not None:
         cache.put(key_hash, principal)
     return principal
@@ -145,7 +207,7 @@ async def authenticate_operator_key(
     row = (await session.execute(stmt)).scalars().first()
     if row is None or row.revoked_at is not None or not api_key_matches(key, row.key_hash):
         return None
-    principal = Principal(tenant_id="", scopes=OPERATOR.scopes, key_id=row.id, operator=True)
+    principal = _operator_principal(row)
     if cache is not None:
         cache.put(key_hash, principal)
     return principal

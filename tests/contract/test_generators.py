@@ -9,6 +9,7 @@ skipping it.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -85,13 +86,20 @@ def _python_client_generator() -> Path:
     script = GENERATOR_VENV / "bin" / "openapi-python-client"
     if script.exists():
         return script
-    subprocess.run([sys.executable, "-m", "venv", str(GENERATOR_VENV)], check=True)
-    installed = subprocess.run(
-        [str(GENERATOR_VENV / "bin" / "pip"), "install", "--quiet", GENERATOR_REQUIREMENT],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
+    # CI runs the SQLite and PostgreSQL suites side by side from one clone: the first to
+    # get here builds the venv, the other waits for it instead of building over it.
+    GENERATOR_VENV.parent.mkdir(parents=True, exist_ok=True)
+    with (GENERATOR_VENV.parent / "openapi-python-client.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if script.exists():
+            return script
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(GENERATOR_VENV)], check=True)
+        installed = subprocess.run(
+            [str(GENERATOR_VENV / "bin" / "pip"), "install", "--quiet", GENERATOR_REQUIREMENT],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+        )
     if installed.returncode != 0 or not script.exists():
         _skip_or_fail(f"cannot install {GENERATOR_REQUIREMENT}: {installed.stderr[-500:]}")
     return script

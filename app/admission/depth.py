@@ -20,7 +20,6 @@ rate of zero (nothing drains) gives the 300 s maximum.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections import deque
@@ -35,6 +34,7 @@ from app.admission.config import (
 )
 from app.admission.errors import AdmissionUnknown, QueueFull
 from app.core.clock import Clock
+from app.core.periodic import run_every
 from app.observability import metrics
 from app.queues.base import QueueMetrics
 from app.queues.cloudflare import CloudflareQueues
@@ -304,14 +304,13 @@ class DepthMonitor:
 
     async def run(self) -> None:
         """Sample until `stop()`; one failed round never ends the loop."""
-        interval = self._settings.sample_interval_ms / 1000
-        while not self._stop.is_set():
-            try:
-                await self.refresh()
-            except Exception:
-                logger.exception("admission: depth sampling failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), interval)
+        await run_every(
+            self._settings.sample_interval_ms / 1000,
+            self._stop,
+            self.refresh,
+            what="admission: depth sampling",
+            logger=logger,
+        )
 
     def stop(self) -> None:
         self._stop.set()

@@ -36,6 +36,7 @@ from app.admission.plans import PlanBook, ResolvedPlan
 from app.admission.quota import CountFn, InFlightQuota
 from app.core.clock import Clock
 from app.core.db import SessionMaker
+from app.core.periodic import run_every
 from app.observability import metrics
 from app.queues.topology import Topology
 
@@ -304,15 +305,13 @@ class AdmissionControl:
         """Re-read active tenants' plans, breakers and in-flight counts before they go
         stale, so requests decide from memory (`admit_jobs_from_memory`) instead of
         reading in their own session."""
-        interval_ms = self._keep_interval_ms()
-        while not self._stop.is_set():
-            try:
-                await self.refresh_active()
-            except Exception as exc:
-                # Requests fall back to reading for themselves; log and retry next round.
-                logger.warning("admission: background refresh failed: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), interval_ms / 1000)
+        await run_every(
+            self._keep_interval_ms() / 1000,
+            self._stop,
+            self.refresh_active,
+            what="admission: background refresh",
+            logger=logger,
+        )
 
     async def refresh_active(self) -> None:
         """One round of the keeper: tenants admitted from memory in the last minute."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from contextlib import suppress
 from typing import Any
 
 from prometheus_client import start_http_server
@@ -21,6 +20,7 @@ from sqlalchemy import select
 from app.consumer.models import CircuitBreaker
 from app.core.clock import Clock
 from app.core.db import SessionMaker, table_of
+from app.core.periodic import run_every
 from app.observability import metrics
 from app.queues.base import QueueBackend
 from app.queues.topology import Topology
@@ -90,13 +90,9 @@ class Monitor:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sample until `stop`; a failed sample is logged and tried again next time."""
-        while not stop.is_set():
-            try:
-                await self.sample_once()
-            except Exception:
-                log.exception("sampling queue metrics failed")
-            with suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval_seconds)
+        await run_every(
+            self.interval_seconds, stop, self.sample_once, what="sampling queue metrics", logger=log
+        )
 
 
 def serve_metrics(host: str, port: int) -> Any:

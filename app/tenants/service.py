@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -16,6 +15,7 @@ from app.core.clock import utcnow
 from app.core.db import SessionMaker
 from app.core.errors import Conflict, NotFound
 from app.core.ids import uuid7
+from app.core.periodic import run_every
 from app.core.security import (
     OPERATOR_KEY_PREFIX,
     SecretBox,
@@ -153,15 +153,13 @@ class ApiKeyCache:
 async def keep_key_cache(cache: ApiKeyCache, reader: SessionMaker, stop: asyncio.Event) -> None:
     """Run `cache.refresh` every quarter of its TTL until `stop` is set; a failed round
     is logged and leaves the keys to expire (requests then read them themselves)."""
-    interval = cache.ttl_seconds / 4
-    while not stop.is_set():
-        try:
-            async with reader() as session:
-                await cache.refresh(session)
-        except Exception as exc:
-            logger.warning("API key cache refresh failed: %s", exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
+    async def one_round() -> None:
+        async with reader() as session:
+            await cache.refresh(session)
+
+    await run_every(
+        cache.ttl_seconds / 4, stop, one_round, what="API key cache refresh", logger=logger
+    )
 
 
 def _tenant_principal(row: ApiKey) -> Principal:

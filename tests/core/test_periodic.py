@@ -34,7 +34,8 @@ async def test_a_failed_round_is_logged_and_the_loop_goes_on(
     assert rounds == [0, 1, 2]
     failures = [r for r in caplog.records if r.name == "tests.periodic"]
     assert [r.getMessage() for r in failures] == ["sampling failed"]
-    assert failures[0].exc_info is not None and "database is away" in str(failures[0].exc_info[1])
+    assert failures[0].exc_info is not None
+    assert "database is away" in str(failures[0].exc_info[1])
 
 
 async def test_stop_ends_a_long_wait_at_once() -> None:

@@ -8,15 +8,19 @@ from app.core import counters
 from app.core.counters import CountedRows
 from app.jobs.models import FINISHED_STATUSES, JobStatus
 
-_UNFINISHED = ", ".join(
-    f"'{status.value}'" for status in sorted(JobStatus) if status not in FINISHED_STATUSES
+# Written as an OR chain, not `status IN (...)`: in a SQLite trigger an IN list is built into
+# a lookup table on every firing, which made each job update cost about 100 us more.
+_UNFINISHED = " OR ".join(
+    f"{{row}}.status = '{status.value}'"
+    for status in sorted(JobStatus)
+    if status not in FINISHED_STATUSES
 )
 
 UNFINISHED_JOBS = CountedRows(
     kind="job_unfinished",
     table="job",
     key="tenant_id",
-    condition=f"{{row}}.status IN ({_UNFINISHED})",
+    condition=_UNFINISHED,
     watch=("status",),
 )
 

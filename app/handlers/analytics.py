@@ -37,11 +37,18 @@ def occurred_at(ctx: JobContext[AnalyticsEventPayload]) -> datetime:
 
 
 def _insert_new(dialect: str) -> Any:
-    """INSERT .. ON CONFLICT (job_id) DO NOTHING, run once per row set (executemany): one
-    statement compiled once and cached, where a multi-row VALUES is compiled per batch."""
+    """INSERT .. ON CONFLICT (job_id) DO NOTHING for a list of rows, compiled once and cached.
+
+    On SQLite it runs once per row (`executemany` in-process is cheap). On PostgreSQL the
+    RETURNING makes SQLAlchemy send the rows as multi-row INSERTs (its insertmanyvalues does
+    not batch an upsert without one): one round trip per page instead of one per row, which
+    measured 79 us per event in the consumer as `executemany`.
+    """
     table = table_of(AnalyticsEvent)
-    stmt = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    return stmt.on_conflict_do_nothing(index_elements=["job_id"])
+    if dialect == "postgresql":
+        upsert = postgresql.insert(table).on_conflict_do_nothing(index_elements=["job_id"])
+        return upsert.returning(table.c.job_id)
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=["job_id"])
 
 
 async def _insert(sessionmaker: SessionMaker, rows: list[dict[str, Any]], chunk: int) -> None:

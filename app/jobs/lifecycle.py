@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import Integer, Text, and_, bindparam, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.bulk import BulkUpdate
 from app.core.clock import to_datetime
 from app.core.db import UTCDateTime, table_of
 from app.jobs.models import FINISHED_STATUSES, Job, JobAttempt, JobEvent, JobStatus
@@ -153,8 +154,8 @@ class AttemptStart:
     final_delivery: bool
 
 
-# Start: the new attempt number and status, by primary key (executemany).
-_START_JOB = (
+# Start: the new attempt number and status, by primary key (one row per job).
+_START_JOB = BulkUpdate(
     update(_jobs)
     .where(_jobs.c.id == bindparam("b_id"))
     .values(
@@ -163,7 +164,8 @@ _START_JOB = (
         started_at=func.coalesce(_jobs.c.started_at, _now),
         updated_at=_now,
         next_attempt_at=None,
-    )
+    ),
+    key=["b_id"],
 )
 
 
@@ -182,9 +184,8 @@ async def start_attempts(
     # Only a job that ran before can have an open attempt.
     await _close_open_attempts(session, [s.job.id for s in starts if s.job.attempts > 0], now)
     numbers = {s.job.id: s.job.attempts + 1 for s in starts}
-    await session.execute(
-        _START_JOB,
-        [{"b_id": job_id, "b_attempt": n, "b_now": now} for job_id, n in numbers.items()],
+    await _START_JOB.execute(
+        session, [{"b_id": job_id, "b_attempt": n, "b_now": now} for job_id, n in numbers.items()]
     )
     await session.execute(
         insert(_attempts),
@@ -217,8 +218,8 @@ class AttemptEnd:
     retry_delay_seconds: int | None = None
 
 
-# End: how each attempt ended, by (job, attempt) (executemany); a closed one stays closed.
-_END_ATTEMPT = (
+# End: how each attempt ended, by (job, attempt); a closed one stays closed.
+_END_ATTEMPT = BulkUpdate(
     update(_attempts)
     .where(
         _attempts.c.job_id == bindparam("b_job_id"),
@@ -230,11 +231,12 @@ _END_ATTEMPT = (
         outcome=bindparam("b_outcome"),
         error=bindparam("b_error", type_=Text()),
         retry_delay_seconds=bindparam("b_delay", type_=Integer()),
-    )
+    ),
+    key=["b_job_id", "b_attempt"],
 )
 
 # Move: a job's new status; NULL keeps the error, progress and finish time it has.
-_MOVE_JOB = (
+_MOVE_JOB = BulkUpdate(
     update(_jobs)
     .where(_jobs.c.id == bindparam("b_id"))
     .values(
@@ -246,7 +248,8 @@ _MOVE_JOB = (
             bindparam("b_finished", type_=UTCDateTime()), _jobs.c.finished_at
         ),
         next_attempt_at=bindparam("b_next", type_=UTCDateTime()),
-    )
+    ),
+    key=["b_id"],
 )
 
 
@@ -298,8 +301,8 @@ async def settle(
     moves: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     if ends:
-        await session.execute(
-            _END_ATTEMPT,
+        await _END_ATTEMPT.execute(
+            session,
             [
                 {
                     "b_job_id": end.job_id,
@@ -336,7 +339,7 @@ async def settle(
         if job is not None:
             events.append(_event(job_id, job.status, job.attempts, reason, now))
     if moves:
-        await session.execute(_MOVE_JOB, moves)
+        await _MOVE_JOB.execute(session, moves)
     await _insert_events(session, events)
     return len(moves)
 

@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
 
+from app.core.bulk import BulkUpdate
 from app.core.clock import Clock, SystemClock
 from app.core.db import SessionMaker, table_of
 from app.core.ids import uuid7_hex
@@ -72,6 +73,24 @@ from app.queues.topology import (
 
 _table = table_of(QueueMessage)
 _pauses = table_of(QueuePause)
+
+# Per message, by primary key: a new lease, and a retry's return to the queue.
+_LEASE = BulkUpdate(
+    update(_table)
+    .where(_table.c.id == bindparam("b_id"))
+    .values(
+        attempts=bindparam("b_attempts"),
+        lease_id=bindparam("b_lease_id"),
+        visible_at_ms=bindparam("b_visible_at_ms"),
+    ),
+    key=["b_id"],
+)
+_REQUEUE = BulkUpdate(
+    update(_table)
+    .where(_table.c.id == bindparam("b_id"))
+    .values(lease_id=None, visible_at_ms=bindparam("b_visible_at_ms")),
+    key=["b_id"],
+)
 
 UNKNOWN_LEASE = "unknown lease"
 ACK_GONE = "message already acknowledged, expired or dead-lettered"
@@ -323,20 +342,19 @@ class LocalQueueEngine:
             self._leased(row, attempts=row["attempts"] + 1, lease_id=make_lease_id(row["id"]))
             for row in rows
         ]
-        if leased:
-            await session.execute(
-                update(_table)
-                .where(_table.c.id == bindparam("b_id"))
-                .values(
-                    attempts=bindparam("b_attempts"),
-                    lease_id=bindparam("b_lease_id"),
-                    visible_at_ms=now + visibility_ms,
-                ),
-                [
-                    {"b_id": m.id, "b_attempts": m.attempts, "b_lease_id": m.lease_id}
-                    for m in leased
-                ],
-            )
+        visible_at_ms = now + visibility_ms
+        await _LEASE.execute(
+            session,
+            [
+                {
+                    "b_id": m.id,
+                    "b_attempts": m.attempts,
+                    "b_lease_id": m.lease_id,
+                    "b_visible_at_ms": visible_at_ms,
+                }
+                for m in leased
+            ],
+        )
         return leased
 
     @staticmethod
@@ -461,13 +479,7 @@ class LocalQueueEngine:
                 requeue.append({"b_id": message_id, "b_visible_at_ms": now + delay * 1000})
         if acked:
             await session.execute(delete(_table).where(_table.c.id.in_(acked)))
-        if requeue:
-            await session.execute(
-                update(_table)
-                .where(_table.c.id == bindparam("b_id"))
-                .values(lease_id=None, visible_at_ms=bindparam("b_visible_at_ms")),
-                requeue,
-            )
+        await _REQUEUE.execute(session, requeue)
         if exhausted:
             await self._dead_letter(session, settings, _table.c.id.in_(exhausted), now)
         return AckResult(

@@ -84,9 +84,11 @@ class BulkUpdate:
     async def execute(self, session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:
             return
-        keys = {tuple(row[name] for name in self.key) for row in rows}
-        if session.get_bind().dialect.name != "postgresql" or len(keys) < len(rows):
+        if session.get_bind().dialect.name != "postgresql" or self._repeats_a_key(rows):
             await session.execute(self.statement, list(rows))
             return
         arrays = {f"arr_{name}": [row[name] for row in rows] for name in self._names}
         await session.execute(self._joined, arrays)
+
+    def _repeats_a_key(self, rows: Sequence[dict[str, Any]]) -> bool:
+        return len({tuple(row[name] for name in self.key) for row in rows}) < len(rows)

@@ -70,9 +70,16 @@ def create_engine(
     else:
         kwargs["pool_size"] = settings.pool_size
         kwargs["max_overflow"] = settings.pool_size
+        # Plan each execution with its parameters. asyncpg prepares every statement, and
+        # PostgreSQL switches a prepared statement to a generic plan after five runs, costed
+        # on the table sizes of that moment: a consumer that started on an empty queue kept
+        # a sequential scan of `job` for its batch lookup while the table grew to 100k rows
+        # (200 ms per batch). Where autovacuum lags or is off, nothing re-plans it.
+        server_settings = {"plan_cache_mode": "force_custom_plan"}
         search_path = search_path or settings.schema_name
         if search_path:
-            kwargs["connect_args"] = {"server_settings": {"search_path": search_path}}
+            server_settings["search_path"] = search_path
+        kwargs["connect_args"] = {"server_settings": server_settings}
     engine = create_async_engine(url, **kwargs)
     if url.get_backend_name() != "sqlite":
         # A bulk INSERT (`insert(table), rows`) as one multi-row statement per page instead

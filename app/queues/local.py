@@ -722,15 +722,25 @@ class LocalQueueEngine:
         self, session: AsyncSession, queue: str, lease_ids: Sequence[str], visibility_ms: int
     ) -> set[str]:
         now = self.clock.now_ms()
-        # Locked in id order first, as `ack` locks: an UPDATE by lease would lock rows in
-        # scan order and deadlock against a concurrent ack of the same messages.
+        held = set(lease_ids)
+        message_ids = sorted({m for m in map(message_id_of, held) if m is not None})
+        if not message_ids:
+            return set()
+        # By primary key, as `ack` looks up: `lease_id` has no index, and a queue condition
+        # would read every message of the queue. Locked in id order first, as `ack` locks:
+        # an UPDATE by lease would lock rows in scan order and deadlock against a concurrent
+        # ack of the same messages.
         stmt = (
-            select(_table.c.id, _table.c.lease_id)
-            .where(_table.c.queue == queue, _table.c.lease_id.in_(sorted(set(lease_ids))))
+            select(_table.c.id, _table.c.queue, _table.c.lease_id)
+            .where(_table.c.id.in_(message_ids))
             .order_by(_table.c.id)
             .with_for_update()
         )
-        rows = (await session.execute(stmt)).all()
+        rows = [
+            row
+            for row in (await session.execute(stmt)).all()
+            if row.queue == queue and row.lease_id in held
+        ]
         if rows:
             await session.execute(
                 update(_table)

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.admission.config import AdmissionSettings
-from app.admission.depth import CloudflareDepth, SampleFn
+from app.admission.depth import CloudflareDepth, SampleAllFn, each_queue
 from app.admission.service import AdmissionControl
 from app.consumer.breaker import open_breakers
 from app.core.clock import Clock, OffsetFileClock, SystemClock
@@ -207,10 +207,11 @@ def build_admission(
     """The gateway's admission control over `runtime`: depth is sampled from the backend in
     use (Cloudflare's metrics API, else the local engine) and, with the outbox, its backlog."""
     settings = settings or runtime.settings.admission
-    sample: SampleFn = runtime.queue_engine.stored  # counter rows: no scan, no write
+    # Counter rows, all queues in one read: no scan, no write.
+    sample: SampleAllFn = runtime.queue_engine.stored_all
     if isinstance(runtime.backend, CloudflareQueues):
-        sample = CloudflareDepth(
-            runtime.backend, runtime.clock, poll_ms=settings.cf_metrics_poll_ms
+        sample = each_queue(
+            CloudflareDepth(runtime.backend, runtime.clock, poll_ms=settings.cf_metrics_poll_ms)
         )
     pending = None
     if runtime.relay is not None:

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from app.admission.config import (
@@ -49,6 +49,8 @@ MIN_SPAN_MS = 1000
 COMMIT_GRACE_MS = 2000
 
 SampleFn = Callable[[str], Awaitable[QueueMetrics]]
+# Every queue's backlog in one call, or why that queue's is unknown.
+SampleAllFn = Callable[[Sequence[str]], Awaitable[Mapping[str, QueueMetrics | Exception]]]
 PendingFn = Callable[[], Awaitable[Mapping[str, tuple[int, int]]]]
 
 
@@ -211,6 +213,21 @@ class CloudflareDepth:
         return fetched
 
 
+def each_queue(sample: SampleFn) -> SampleAllFn:
+    """A per-queue sampler as a `SampleAllFn`: one queue's failure leaves the others'."""
+
+    async def sample_all(queues: Sequence[str]) -> dict[str, QueueMetrics | Exception]:
+        sampled: dict[str, QueueMetrics | Exception] = {}
+        for queue in queues:
+            try:
+                sampled[queue] = await sample(queue)
+            except Exception as exc:
+                sampled[queue] = exc
+        return sampled
+
+    return sample_all
+
+
 class DepthMonitor:
     """Samples queue backlogs in the background and decides, in memory, which queues admit."""
 
@@ -220,7 +237,7 @@ class DepthMonitor:
         *,
         settings: AdmissionSettings,
         clock: Clock,
-        sample: SampleFn,
+        sample: SampleAllFn,
         pending: PendingFn | None = None,
     ) -> None:
         self._settings = settings
@@ -248,13 +265,21 @@ class DepthMonitor:
                 for depth in self.queues.values():
                     depth.error = f"outbox backlog unavailable: {exc}"
                 return
+        now = self._clock.now_ms()
+        before = {
+            name: (depth.admitted_total, depth.settled_total(now))
+            for name, depth in self.queues.items()
+        }
+        try:
+            samples = await self._sample(list(self.queues))
+        except Exception as exc:
+            samples = dict.fromkeys(self.queues, exc)
         for depth in self.queues.values():
-            admitted_before = depth.admitted_total
-            settled_before = depth.settled_total(self._clock.now_ms())
-            try:
-                sampled = await self._sample(depth.queue)
-            except Exception as exc:
-                depth.error = str(exc) or type(exc).__name__
+            admitted_before, settled_before = before[depth.queue]
+            sampled = samples.get(depth.queue)
+            if not isinstance(sampled, QueueMetrics):
+                error = sampled or RuntimeError("not sampled")
+                depth.error = str(error) or type(error).__name__
                 logger.warning("admission: depth of %s unavailable: %s", depth.queue, depth.error)
                 continue
             more_messages, more_bytes = extra.get(depth.queue, (0, 0))

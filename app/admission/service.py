@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.admission import email_policy
 from app.admission.breaker import BreakerGate, OpenBreakersFn
 from app.admission.config import AdmissionSettings
-from app.admission.depth import DepthMonitor, PendingFn, SampleFn
+from app.admission.depth import DepthMonitor, PendingFn, SampleAllFn
 from app.admission.errors import AdmissionUnknown, BreakerOpen, Refusal
 from app.admission.limiter import (
     Charge,
@@ -94,7 +94,7 @@ class AdmissionControl:
         breaker_cooldown_seconds: int,
         clock: Clock,
         topology: Topology,
-        sample: SampleFn,
+        sample: SampleAllFn,
         pending: PendingFn | None,
         count_unfinished: CountFn,
         open_breakers: OpenBreakersFn,

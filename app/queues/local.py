@@ -579,30 +579,43 @@ class LocalQueueEngine:
         await self._dead_letter_exhausted(session, settings, now)
         return await self._stored(session, settings.name)
 
+    @classmethod
+    async def _stored(cls, session: AsyncSession, queue: str) -> QueueMetrics:
+        return (await cls._stored_all(session, [queue]))[queue]
+
     @staticmethod
-    async def _stored(session: AsyncSession, queue: str) -> QueueMetrics:
-        counted = await queue_counters.stored(session, [queue])
-        messages, size = counted[queue]
-        oldest = None
-        if messages:
-            oldest = (
-                await session.execute(
-                    select(func.min(_table.c.enqueued_ms)).where(_table.c.queue == queue)
-                )
-            ).scalar_one()
-        return QueueMetrics(
-            backlog_count=messages,
-            backlog_bytes=size,
-            oldest_message_timestamp_ms=int(oldest or 0),
-        )
+    async def _stored_all(session: AsyncSession, queues: Sequence[str]) -> dict[str, QueueMetrics]:
+        counted = await queue_counters.stored(session, queues)
+        metrics: dict[str, QueueMetrics] = {}
+        for queue in queues:
+            messages, size = counted[queue]
+            oldest = None
+            if messages:  # the end of the (queue, enqueued_ms) index
+                oldest = (
+                    await session.execute(
+                        select(func.min(_table.c.enqueued_ms)).where(_table.c.queue == queue)
+                    )
+                ).scalar_one()
+            metrics[queue] = QueueMetrics(
+                backlog_count=messages,
+                backlog_bytes=size,
+                oldest_message_timestamp_ms=int(oldest or 0),
+            )
+        return metrics
 
     async def stored(self, queue: str) -> QueueMetrics:
         """`metrics` for a frequent sampler (admission depth): counter rows and one index
         probe, without applying time first, so without writing. Until the next call that
         applies it, expired messages still count and exhausted ones count in their queue."""
-        self.settings(queue)
+        return (await self.stored_all([queue]))[queue]
+
+    async def stored_all(self, queues: Sequence[str]) -> dict[str, QueueMetrics]:
+        """`stored` for several queues in one read transaction and one counter query: the
+        sampler runs every second on the gateway's event loop, beside its requests."""
+        for queue in queues:
+            self.settings(queue)
         async with self._reader() as session:
-            return await self._stored(session, queue)
+            return await self._stored_all(session, queues)
 
     async def metrics(self, queue: str) -> QueueMetrics:
         """Every stored message counts: visible, delayed and in flight."""

@@ -12,6 +12,7 @@ from app.admission.depth import (
     CloudflareDepth,
     DepthMonitor,
     DrainMeter,
+    each_queue,
     retry_after_seconds,
 )
 from app.admission.errors import AdmissionUnknown, QueueFull
@@ -44,7 +45,7 @@ def _monitor(clock: ManualClock, backlog: Backlog, **settings: object) -> DepthM
         ["a", "b"],
         settings=AdmissionSettings(watermarks=marks, **settings),  # type: ignore[arg-type]
         clock=clock,
-        sample=backlog,
+        sample=each_queue(backlog),
     )
 
 
@@ -161,7 +162,7 @@ class TestDepthMonitor:
                 watermarks={"a": Watermarks(high_messages=100, low_messages=50)}
             ),
             clock=clock,
-            sample=backlog,
+            sample=each_queue(backlog),
             pending=pending,
         )
         backlog.set("a", 40)

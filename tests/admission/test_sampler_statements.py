@@ -134,3 +134,28 @@ async def test_sampler_ticks_do_not_grow_with_the_backlog(
     # The samplers saw the backlog through the counters.
     assert admission.quota.estimate(tenant.tenant_id) >= BACKLOG
     assert admission.depth.queues[QUEUE].messages >= BACKLOG
+
+
+async def test_a_depth_sample_reads_every_queue_at_once(
+    runtime: Runtime, tenants: TenantFactory
+) -> None:
+    """The depth sampler runs every second on the gateway's event loop, beside requests:
+    one read of the counter rows for all queues, plus the oldest message of each non-empty
+    one, not a transaction per queue (which stalled requests for milliseconds each second)."""
+    tenant = await tenants.create()
+    app = create_app(runtime=runtime)
+    admission: AdmissionControl = app.state.admission
+    async with asgi_client(app) as client:
+        response = await client.post("/v1/jobs", json=EVENT, headers=auth(tenant.api_key))
+        assert response.status_code == 202, response.text
+        await admission.close()
+        queues = list(admission.depth.queues)
+        assert len(queues) > 3
+        with count_statements(runtime.engine) as statements:
+            await admission.depth.refresh()
+    flat = [_flat(s) for s in statements]
+    assert sum("from row_counter" in s for s in flat) == 1, flat
+    assert sum("min(queue_message.enqueued_ms)" in s for s in flat) == 1, flat  # one non-empty
+    assert sum(s.startswith("begin") for s in flat) <= 1, flat
+    assert admission.depth.queues[QUEUE].messages == 1
+    assert all(admission.depth.queues[q].messages == 0 for q in queues if q != QUEUE)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import secrets
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -27,6 +26,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.ids import random_hex
 
 LogFormat = Literal["json", "text"]
 
@@ -211,7 +212,7 @@ class RequestContext:
 def open_request(scope: Scope) -> tuple[str, Token[dict[str, Any] | None]]:
     """A request's id (the caller's `X-Request-ID` when it is a sane token, else a new
     one), bound as its log context until `close_request`."""
-    request_id = _incoming_request_id(scope) or secrets.token_hex(8)
+    request_id = _incoming_request_id(scope) or random_hex(8)
     return request_id, _context.set({"request_id": request_id})
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,7 +34,7 @@ from sqlalchemy.sql import Select
 from app.core.bulk import BulkUpdate
 from app.core.clock import Clock, SystemClock
 from app.core.db import SessionMaker, table_of
-from app.core.ids import uuid7_hex
+from app.core.ids import random_hex, uuid7_hex
 from app.queues import counters as queue_counters
 from app.queues.base import (
     DEFAULT_PULL_BATCH,
@@ -130,7 +129,7 @@ def _check_delay(delay: int | None, *, batch: bool = False) -> None:
 
 def make_lease_id(message_id: str) -> str:
     """An opaque lease id that still names its message, so stale acks can be honoured."""
-    raw = f"{message_id}.{secrets.token_hex(12)}".encode()
+    raw = f"{message_id}.{random_hex(12)}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

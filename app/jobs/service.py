@@ -34,6 +34,7 @@ from app.queues.base import (
     MESSAGE_OVERHEAD_BYTES,
     OutgoingMessage,
 )
+from app.queues.local import encode_body
 from app.queues.topology import Topology
 from app.tenants.schemas import Principal
 
@@ -78,7 +79,8 @@ class _Prepared:
     request_hash: str
     job_id: str
     envelope: dict[str, Any]
-    size: int  # of the serialized envelope
+    encoded: str  # the envelope as compact JSON: the message body
+    size: int  # of `encoded`, in bytes
 
 
 # One encoder for every call: `json.dumps` with options builds a new one each time.
@@ -111,7 +113,8 @@ def _prepare(
         "trace": trace,
         "type": job_type,
     }
-    size = len(_canonical(envelope))
+    encoded = encode_body(envelope, "json")  # once: its size here, the message body later
+    size = len(encoded.encode())
     if size > MAX_ENVELOPE_BYTES:
         raise PayloadTooLarge(
             f"{where}a job may be {MAX_ENVELOPE_BYTES} bytes serialized, not {size}"
@@ -128,6 +131,7 @@ def _prepare(
         request_hash=request_hash,
         job_id=job_id,
         envelope=envelope,
+        encoded=encoded,
         size=size,
     )
 
@@ -333,7 +337,7 @@ def _build(
                 "created_at": now,
             }
         )
-        message = OutgoingMessage(body=p.envelope, delay_seconds=delay)
+        message = OutgoingMessage(body=p.envelope, delay_seconds=delay, encoded=p.encoded)
         writes.messages.setdefault(p.queue, []).append((message, p.size))
     return results, writes
 

@@ -22,7 +22,9 @@ async def stage(
     """Store `messages` for `queue` as outbox rows, in the caller's transaction."""
     rows = []
     for message in messages:
-        body = json.dumps(message.body, separators=(",", ":"), ensure_ascii=False)
+        body = message.encoded
+        if body is None:
+            body = json.dumps(message.body, separators=(",", ":"), ensure_ascii=False)
         rows.append(
             {
                 "job_id": message.body["job_id"],

@@ -43,6 +43,9 @@ class OutgoingMessage:
     body: Any
     content_type: ContentType = "json"
     delay_seconds: int | None = None
+    # `body` as compact JSON, when the sender has encoded it already (a job's envelope is,
+    # for its size check): stored as is instead of encoded again.
+    encoded: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,6 +96,11 @@ ACK_GONE = "message already acknowledged, expired or dead-lettered"
 RETRY_STALE = "lease not found or no longer valid"
 
 
+# One encoder for every message (`json.dumps` with options builds one per call).
+# allow_nan=False: NaN and Infinity are not JSON, a consumer could not parse them.
+_json_body = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def encode_body(body: Any, content_type: ContentType) -> str:
     if content_type == "text":
         if not isinstance(body, str):
@@ -105,8 +110,7 @@ def encode_body(body: Any, content_type: ContentType) -> str:
     if content_type != "json":
         raise MessageInvalid(f"content_type must be 'json' or 'text', not {content_type!r}")
     try:
-        # allow_nan=False: NaN and Infinity are not JSON, a consumer could not parse them.
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return _json_body.encode(body)
     except (TypeError, ValueError) as exc:
         raise MessageInvalid(f"a json message body must be JSON-serialisable: {exc}") from None
 
@@ -213,7 +217,9 @@ class LocalQueueEngine:
         total = 0
         for message in messages:
             _check_delay(message.delay_seconds)
-            body = encode_body(message.body, message.content_type)
+            body = message.encoded
+            if body is None or message.content_type != "json":
+                body = encode_body(message.body, message.content_type)
             size = len(body.encode())
             if size + MESSAGE_OVERHEAD_BYTES > MAX_MESSAGE_BYTES:
                 raise MessageTooLarge(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -135,3 +137,32 @@ async def test_the_fast_path_keeps_what_the_middleware_does(
         assert blocked.status_code == 429
         assert blocked.json()["type"].endswith("/auth-failures")
     await runtime.queue_engine.close()
+
+
+async def test_the_queue_message_is_the_envelope_as_sent(
+    client: httpx.AsyncClient, runtime: Runtime, tenants: TenantFactory
+) -> None:
+    """The envelope is encoded once, for its size check, and that text is the message body:
+    the payload's keys in the order they came, non-ASCII as is, the size in bytes."""
+    tenant = await tenants.create()
+    event = {"type": "analytics-event", "name": "é", "properties": {"z": 1, "a": "ü€"}}
+    for path, body in (("/v1/jobs", event), ("/v1/jobs/batch", {"jobs": [event]})):
+        response = await client.post(path, json=body, headers=auth(tenant.api_key))
+        assert response.status_code == 202, response.text
+    messages = await runtime.queue_engine.peek("analytics-events", batch_size=10)
+    assert len(messages) == 2
+    for message in messages:
+        envelope = json.loads(message.body)
+        assert list(envelope) == [
+            "idempotency_key",
+            "job_id",
+            "payload",
+            "tenant_id",
+            "trace",
+            "type",
+        ]
+        assert list(envelope["payload"]["properties"]) == ["z", "a"]
+        assert envelope["payload"]["properties"]["a"] == "ü€"
+        assert envelope["tenant_id"] == tenant.tenant_id
+        assert message.body == json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+        assert message.size_bytes == len(message.body.encode())

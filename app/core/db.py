@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -194,6 +194,25 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], Any] | None:
+        process = super().bind_processor(dialect)
+        if process is None or dialect.name != "sqlite":
+            return process
+        # SQLite stores the text SQLAlchemy formats, a few microseconds a value; a batch
+        # writes the same instant (one object) to every row: format it once.
+        last: tuple[Any, Any] = (object(), None)
+
+        def format_once(value: Any) -> Any:
+            nonlocal last
+            seen = last
+            if value is seen[0]:
+                return seen[1]
+            formatted = process(value)
+            last = (value, formatted)
+            return formatted
+
+        return format_once
 
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")

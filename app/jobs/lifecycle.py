@@ -95,7 +95,7 @@ async def load_jobs(session: AsyncSession, job_ids: Iterable[str]) -> dict[str, 
         _attempts.c.ended_at.is_(None),
     )
     stmt = (
-        select(
+        select(  # in the order of JobState's fields
             _jobs.c.id,
             _jobs.c.status,
             _jobs.c.attempts,
@@ -107,13 +107,8 @@ async def load_jobs(session: AsyncSession, job_ids: Iterable[str]) -> dict[str, 
         .order_by(_jobs.c.id)
         .with_for_update(of=_jobs)
     )
-    rows = (await session.execute(stmt)).all()
-    return {
-        row.id: JobState(
-            row.id, row.status, row.attempts, row.lease_expires_ms, row.attempts_base
-        )
-        for row in rows
-    }
+    result = await session.execute(stmt)
+    return {row[0]: JobState(*row) for row in result}
 
 
 async def _close_open_attempts(

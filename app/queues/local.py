@@ -462,20 +462,20 @@ class LocalQueueEngine:
             .order_by(_table.c.id)
             .with_for_update()
         )
-        found = {
-            row["id"]: row
-            for row in (await session.execute(stmt)).mappings()
-            if row["queue"] == queue
+        found = {  # message id -> (lease id, attempts)
+            message_id: (lease_id, attempts)
+            for message_id, row_queue, lease_id, attempts in await session.execute(stmt)
+            if row_queue == queue
         }
         acked = [message_id for message_id in ack_ids if message_id in found]
         for message_id, lease_id in ack_ids.items():
             if message_id not in found:
                 warnings[lease_id] = ACK_GONE
         for message_id, retry in retry_ids.items():
-            row = found.get(message_id)
-            if row is None or row["lease_id"] != retry.lease_id:
+            held = found.get(message_id)
+            if held is None or held[0] != retry.lease_id:
                 warnings[retry.lease_id] = RETRY_STALE
-            elif row["attempts"] >= settings.max_retries + 1:
+            elif held[1] >= settings.max_retries + 1:
                 exhausted.append(message_id)
             else:
                 delay = (

@@ -894,6 +894,26 @@ class Runner:
                 await t.counter.close()
 
 
+def pg_server_note(url: str) -> str:
+    """The PostgreSQL server's version and vacuum setting: with autovacuum off, tables keep
+    the statistics of their first rows, which changes plans as a run's tables grow."""
+    import asyncpg  # type: ignore[import-untyped]  # no stubs; only with PostgreSQL
+
+    async def read() -> str:
+        connection = await asyncpg.connect(url)
+        try:
+            version = await connection.fetchval("SHOW server_version")
+            autovacuum = await connection.fetchval("SHOW autovacuum")
+        finally:
+            await connection.close()
+        return f"PostgreSQL server {version}, autovacuum {autovacuum}"
+
+    try:
+        return asyncio.run(read())
+    except Exception as exc:  # a note only: the run goes on without it
+        return f"PostgreSQL server settings unreadable: {type(exc).__name__}"
+
+
 def pg_reachable(url: str) -> str | None:
     """None when a schema can be made and dropped at `url`, else why not."""
     try:
@@ -952,6 +972,7 @@ def main(argv: list[str] | None = None) -> int:
         if why_not is None:
             pg_url = args.pg_url
             databases.append("PostgreSQL")
+            notes.append(pg_server_note(pg_url))
         else:
             notes.append(f"PostgreSQL skipped: {why_not}")
 

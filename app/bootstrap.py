@@ -241,6 +241,7 @@ def provide(app: FastAPI, runtime: Runtime, admission: AdmissionControl) -> None
     state.box = runtime.box
     state.engine = runtime.engine
     state.sessionmaker = runtime.sessionmaker
+    state.reader = runtime.reader  # read-only sessions: credential lookups
     state.submitter = runtime.submitter
     state.job_operations = runtime.operations
     state.credentials = runtime.credentials

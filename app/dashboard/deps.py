@@ -13,7 +13,8 @@ from urllib.parse import parse_qs
 
 from fastapi import Depends, Request
 
-from app.core.deps import ClockDep, SessionDep, component
+from app.core.db import SessionMaker
+from app.core.deps import ClockDep, component
 from app.core.errors import BadRequest, Forbidden, Unauthorized, UnsupportedMediaType
 from app.dashboard.sessions import SESSION_COOKIE, SessionCodec
 from app.tenants.deps import CredentialsDep, authenticate, authenticate_token
@@ -54,25 +55,24 @@ def check_role(principal: Principal) -> None:
 
 async def current_viewer(
     request: Request,
-    session: SessionDep,
     credentials: CredentialsDep,
     codec: SessionCodecDep,
     clock: ClockDep,
 ) -> Viewer:
     if request.headers.get("authorization"):
-        principal = await authenticate(request, session, credentials)
-        await session.commit()  # end the read transaction (on SQLite it holds the write lock)
+        principal = await authenticate(request, credentials)
         check_role(principal)
         return Viewer(principal)
     cookie = request.cookies.get(SESSION_COOKIE)
     opened = codec.open(cookie, now_s=clock.now_ms() // 1000) if cookie else None
     if opened is None:
         raise LoginRequired("log in at /dashboard/login, or send Authorization: Bearer <key>")
+    reader: SessionMaker = request.app.state.reader  # a lookup: no write lock on SQLite
     try:
-        principal = await authenticate_token(opened.credential, session, credentials)
+        async with reader() as session:
+            principal = await authenticate_token(opened.credential, session, credentials)
     except Unauthorized:
         raise LoginRequired("the session's credential is no longer valid: log in again") from None
-    await session.commit()
     check_role(principal)
     return Viewer(principal, csrf_token=codec.csrf_token(opened.nonce), nonce=opened.nonce)
 

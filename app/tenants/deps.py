@@ -18,6 +18,7 @@ from fastapi import Depends, Path, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.clock import Clock
+from app.core.db import SessionMaker
 from app.core.deps import SessionDep, component
 from app.core.errors import Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from app.core.security import OPERATOR_KEY_PREFIX, api_key_prefix
@@ -66,11 +67,16 @@ class Credentials:
 CredentialsDep = Annotated[Credentials, Depends(component("credentials"))]
 
 
-async def authenticate(
-    request: Request, session: SessionDep, credentials: CredentialsDep
-) -> Principal:
-    """Who is calling, from any accepted bearer credential; 401 otherwise."""
-    return await authenticate_token(bearer_token(request), session, credentials)
+async def authenticate(request: Request, credentials: CredentialsDep) -> Principal:
+    """Who is calling, from any accepted bearer credential; 401 otherwise.
+
+    A credential not in the key cache is looked up in a read-only session: on SQLite the
+    request's own session would take the write lock at that first read, and wait for the
+    group commit's writer (up to 1.5 s under load) just to authenticate.
+    """
+    reader: SessionMaker = request.app.state.reader
+    async with reader() as session:
+        return await authenticate_token(bearer_token(request), session, credentials)
 
 
 async def authenticate_token(
@@ -116,10 +122,8 @@ class RequireScope:
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
 
-    async def __call__(
-        self, request: Request, session: SessionDep, credentials: CredentialsDep
-    ) -> Principal:
-        principal = await authenticate(request, session, credentials)
+    async def __call__(self, request: Request, credentials: CredentialsDep) -> Principal:
+        principal = await authenticate(request, credentials)
         logs.bind(tenant_id=principal.tenant_id or None)
         if not principal.has(self.scope):
             raise Forbidden(f"this credential lacks the {self.scope.value!r} scope")

@@ -3,13 +3,19 @@ revoked or re-scoped in the database (by another gateway, or the CLI) leaves at 
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+
 import pytest
+from fastapi import Request
 from sqlalchemy import update
 from sqlmodel import col
 
 from app.bootstrap import Runtime
 from app.core.clock import utcnow
 from app.core.security import api_key_prefix, hash_api_key
+from app.main import create_app
+from app.tenants.deps import authenticate
 from app.tenants.models import ApiKey, OperatorKey
 from app.tenants.schemas import Scope
 from app.tenants.service import (
@@ -98,3 +104,32 @@ async def test_revoked_or_rescoped_keys_leave_at_the_next_refresh(
         again = await authenticate_api_key(session, other_key, cache=cache)
     assert again is not None
     assert again.has(Scope.jobs_write)
+
+
+async def test_a_key_not_in_the_cache_is_read_without_the_write_lock(
+    runtime: Runtime, tenants: TenantFactory
+) -> None:
+    """On SQLite a lookup in the request's own session would begin IMMEDIATE and wait for
+    whatever holds the write lock (the group commit's writer, under load: up to 1.5 s)."""
+    if runtime.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's single write lock")
+    database = runtime.engine.url.database
+    assert database is not None
+    tenant = await tenants.create()
+    app = create_app(runtime=runtime)
+    request = Request(
+        {
+            "type": "http",
+            "app": app,
+            "headers": [(b"authorization", f"Bearer {tenant.api_key}".encode())],
+        }
+    )
+    runtime.credentials.key_cache.clear()
+    holder = sqlite3.connect(database, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock meanwhile
+        principal = await asyncio.wait_for(authenticate(request, runtime.credentials), timeout=5)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert principal.tenant_id == tenant.tenant_id

@@ -94,17 +94,21 @@ class ApiKeyCache:
 
     Only successful lookups are cached, keyed by the key's hash; a revoked key stops
     working everywhere within `ttl_seconds`. `refresh` (the gateway runs it every quarter
-    of the TTL) re-checks the keys used since the last round against their rows: a key
-    still valid stays cached without a request ever missing, a revoked, deleted or
+    of the TTL) re-checks the keys used in the last `keep_warm_seconds` against their rows:
+    a key still valid stays cached without a request ever missing, a revoked, deleted or
     re-scoped one leaves at once. Without it, every busy key would expire at the same
-    moment on every connection, and each would read the key table in the request path.
+    moment on every connection, and each would read the key table in the request path;
+    a client pausing for a few seconds would come back to a cold key on every connection.
     """
 
-    def __init__(self, ttl_seconds: float = 5.0, max_entries: int = 10_000) -> None:
+    def __init__(
+        self, ttl_seconds: float = 5.0, max_entries: int = 10_000, keep_warm_seconds: float = 60.0
+    ) -> None:
         self._ttl = ttl_seconds
         self._max = max_entries
+        self._keep_warm = keep_warm_seconds
         self._entries: dict[str, tuple[float, Principal]] = {}
-        self._used: set[str] = set()  # hashes served since the last refresh
+        self._used: dict[str, float] = {}  # hash -> when it was last served
 
     @property
     def ttl_seconds(self) -> float:
@@ -112,9 +116,10 @@ class ApiKeyCache:
 
     def get(self, key_hash: str) -> Principal | None:
         entry = self._entries.get(key_hash)
-        if entry is None or entry[0] < time.monotonic():
+        now = time.monotonic()
+        if entry is None or entry[0] < now:
             return None
-        self._used.add(key_hash)
+        self._used[key_hash] = now
         return entry[1]
 
     def put(self, key_hash: str, principal: Principal) -> None:
@@ -127,9 +132,10 @@ class ApiKeyCache:
         self._used.clear()
 
     async def refresh(self, session: AsyncSession) -> None:
-        """Extend the keys used since the last call whose rows still grant the same."""
-        used, self._used = self._used, set()
-        cached = {h: self._entries[h][1] for h in used if h in self._entries}
+        """Extend the keys used lately whose rows still grant the same."""
+        since = time.monotonic() - self._keep_warm
+        self._used = {h: at for h, at in self._used.items() if at >= since}
+        cached = {h: self._entries[h][1] for h in self._used if h in self._entries}
         tenant_ids = [p.key_id for p in cached.values() if not p.operator and p.key_id]
         operator_ids = [p.key_id for p in cached.values() if p.operator and p.key_id]
         current: dict[str, Principal] = {}

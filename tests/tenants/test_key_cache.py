@@ -66,6 +66,28 @@ async def test_a_used_key_stays_cached_past_its_ttl(
     assert cache.get(key_hash) is None
 
 
+async def test_a_key_stays_warm_through_a_quiet_spell(
+    runtime: Runtime, tenants: TenantFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client pausing for half a minute finds its key cached on every connection (the
+    first request after the pause must not take the full route); a minute unused, it goes."""
+    tenant = await tenants.create()
+    cache = ApiKeyCache(ttl_seconds=5, keep_warm_seconds=60)
+    now = [1000.0]
+    monkeypatch.setattr("app.tenants.service.time.monotonic", lambda: now[0])
+    await cached(runtime, cache, tenant.api_key)
+    key_hash = hash_api_key(tenant.api_key)
+    assert cache.get(key_hash) is not None
+    for _ in range(24):  # 30 s without a request, the keeper's rounds every 1.25 s
+        now[0] += 1.25
+        await refresh(runtime, cache)
+    assert cache.get(key_hash) is not None
+    for _ in range(60):  # then 75 s more without one
+        now[0] += 1.25
+        await refresh(runtime, cache)
+    assert cache.get(key_hash) is None
+
+
 async def test_revoked_or_rescoped_keys_leave_at_the_next_refresh(
     runtime: Runtime, tenants: TenantFactory
 ) -> None:

@@ -582,11 +582,7 @@ class LocalQueueEngine:
         triggers keep, the oldest message from the end of the `(queue, enqueued_ms)` index.
         """
         await self._dead_letter_exhausted(session, settings, now)
-        return await self._stored(session, settings.name)
-
-    @classmethod
-    async def _stored(cls, session: AsyncSession, queue: str) -> QueueMetrics:
-        return (await cls._stored_all(session, [queue]))[queue]
+        return (await self._stored_all(session, [settings.name]))[settings.name]
 
     @staticmethod
     async def _stored_all(session: AsyncSession, queues: Sequence[str]) -> dict[str, QueueMetrics]:
@@ -608,14 +604,11 @@ class LocalQueueEngine:
             )
         return metrics
 
-    async def stored(self, queue: str) -> QueueMetrics:
-        """`metrics` for a frequent sampler (admission depth): counter rows and one index
-        probe, without applying time first, so without writing. Until the next call that
-        applies it, expired messages still count and exhausted ones count in their queue."""
-        return (await self.stored_all([queue]))[queue]
-
     async def stored_all(self, queues: Sequence[str]) -> dict[str, QueueMetrics]:
-        """`stored` for several queues in one read transaction and one counter query: the
+        """`metrics` of `queues` for a frequent sampler (admission depth): counter rows and
+        one index probe per non-empty queue, in one read transaction, without applying time
+        first, so without writing. Until the next call that applies it, expired messages
+        still count and exhausted ones count in their queue. One transaction for all: the
         sampler runs every second on the gateway's event loop, beside its requests."""
         for queue in queues:
             self.settings(queue)

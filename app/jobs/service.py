@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from app.core import jsontext
 from app.core.db import table_of
 from app.core.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
 from app.core.ids import uuid7
@@ -34,7 +35,6 @@ from app.queues.base import (
     MESSAGE_OVERHEAD_BYTES,
     OutgoingMessage,
 )
-from app.queues.local import encode_body
 from app.queues.topology import Topology
 from app.tenants.schemas import Principal
 
@@ -113,7 +113,9 @@ def _prepare(
         "trace": trace,
         "type": job_type,
     }
-    encoded = encode_body(envelope, "json")  # once: its size here, the message body later
+    # Once: its size here, the message body later. JSON-ready (a JSON-mode dump), so the
+    # faster encoder; `encode_body` also refuses non-JSON types in arbitrary bodies.
+    encoded = jsontext.dumps(envelope, allow_nan=False)
     size = len(encoded.encode())
     if size > MAX_ENVELOPE_BYTES:
         raise PayloadTooLarge(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core import jsontext
 from app.core.db import SessionMaker, table_of
 from app.outbox import counters as outbox_counters
 from app.outbox.models import OutboxMessage
@@ -24,7 +24,7 @@ async def stage(
     for message in messages:
         body = message.encoded
         if body is None:
-            body = json.dumps(message.body, separators=(",", ":"), ensure_ascii=False)
+            body = jsontext.dumps(message.body)
         rows.append(
             {
                 "job_id": message.body["job_id"],

@@ -18,6 +18,8 @@ from app.jobs.committer import TRANSIENT_RETRIES, GroupCommitter, GroupWriter
 from app.jobs.models import Job
 from app.jobs.payloads import AnalyticsEventJob, JobOptions, SyncSingleOrderJob
 from app.jobs.service import PendingWrites, _build, _prepare
+from app.jobs.sqlite_writer import MIN_MULTI_ROWS
+from app.queues import counters as queue_counters
 from app.queues.models import QueueMessage
 from app.tenants.schemas import Principal
 from tests.factories import TenantFactory, auth
@@ -55,6 +57,12 @@ def _writes(
         prepared.queue = queue
     now = to_datetime(runtime.clock.now_ms())
     return _build([prepared], [], principal.tenant_id, runtime.dispatcher.initial_status, now)[1]
+
+
+def _writes_of(runtime: Runtime, principal: Principal, jobs: list[JobOptions]) -> PendingWrites:
+    prepared = [_prepare(principal, job, None, runtime.topology, None, None) for job in jobs]
+    now = to_datetime(runtime.clock.now_ms())
+    return _build(prepared, [], principal.tenant_id, runtime.dispatcher.initial_status, now)[1]
 
 
 async def _principal(tenants: TenantFactory) -> Principal:
@@ -176,40 +184,52 @@ async def test_an_unreachable_database_fails_the_whole_group_without_retries(
     await committer.close()
 
 
+@pytest.mark.parametrize("count", [1, MIN_MULTI_ROWS + 9])  # executemany, multi-row
 async def test_the_raw_writer_stores_what_the_session_stores(
-    runtime: Runtime, tenants: TenantFactory, raw_writer: GroupWriter
+    runtime: Runtime, tenants: TenantFactory, raw_writer: GroupWriter, count: int
 ) -> None:
-    """Rows written by the raw writer (sqlite3 or asyncpg) read back like the ORM path's."""
+    """Rows written by the raw writer (sqlite3 or asyncpg) read back like the ORM path's,
+    for a small group and for one large enough for multi-row statements."""
     writer = raw_writer
     principal = await _principal(tenants)
-    job = AnalyticsEventJob(
-        type="analytics-event", name="é", properties={"n": 1.5, "list": [1, "x"], "none": None}
-    )
+    jobs: list[JobOptions] = [
+        AnalyticsEventJob(
+            type="analytics-event",
+            name="é",
+            properties={"n": 1.5, "list": [1, "x"], "none": None, "i": i},
+        )
+        for i in range(count)
+    ]
     by_session = GroupCommitter(runtime.sessionmaker, runtime.dispatcher)
     by_writer = GroupCommitter(runtime.sessionmaker, runtime.dispatcher, writer=writer)
-    first, second = _writes(runtime, principal, job), _writes(runtime, principal, job)
+    first, second = _writes_of(runtime, principal, jobs), _writes_of(runtime, principal, jobs)
     await by_session.write(first)
     await by_writer.write(second)
     await by_session.close()
     await by_writer.close()
     async with runtime.sessionmaker() as session:
-        jobs = {
-            row.id: row
-            for row in (await session.execute(select(Job))).scalars()
-            if row.id in (first.jobs[0]["id"], second.jobs[0]["id"])
-        }
+        stored = {row.id: row for row in (await session.execute(select(Job))).scalars()}
         messages = {
             message.body: message
             for message in (await session.execute(select(QueueMessage))).scalars()
         }
-    a, b = jobs[first.jobs[0]["id"]], jobs[second.jobs[0]["id"]]
     ignored = {"id", "_sa_instance_state"}
-    assert {k: v for k, v in vars(a).items() if k not in ignored} == {
-        k: v for k, v in vars(b).items() if k not in ignored
-    }
-    assert a.created_at == second.jobs[0]["created_at"]
-    assert a.created_at.tzinfo is not None
-    assert len(messages) == 2
+    for mine, theirs in zip(first.jobs, second.jobs, strict=True):
+        a, b = stored[mine["id"]], stored[theirs["id"]]
+        assert {k: v for k, v in vars(a).items() if k not in ignored} == {
+            k: v for k, v in vars(b).items() if k not in ignored
+        }
+        assert b.created_at == theirs["created_at"]
+        assert b.created_at.tzinfo is not None
+    assert [stored[row["id"]].payload["properties"]["i"] for row in second.jobs] == list(
+        range(count)
+    )
+    assert len(messages) == 2 * count
+    # The counting triggers saw every row, whether inserted one by one or many at a time.
+    queue = second.jobs[0]["queue"]
+    async with runtime.sessionmaker() as session:
+        counted = await queue_counters.stored(session, [queue])
+    assert counted[queue][0] == sum(1 for m in messages.values() if m.queue == queue)
 
 
 class _PgError(Exception):

@@ -2,15 +2,15 @@
 
 A group's rows are written with multi-row INSERTs (one statement for up to 16 rows, chunks
 of power-of-two sizes beyond: asyncpg prepares 20 statements per table at most, once per
-connection, within its cache of 100), in one transaction, on
-a connection of the engine's pool, so its settings (the schema search path...) are the
-engine's. Not `executemany`: that runs the INSERT once per row, and each run fires the
-tables' statement-level counting triggers (app.core.counters), a function call and a
-transition table per row; a multi-row INSERT fires them once per statement. The statements
-are plain driver SQL: nothing is compiled per group, and no session or ORM object is built.
-Values are converted by the columns' own bind processors (`BindConverter`, shared with the
-SQLite writer), and the driver's errors are translated by the engine itself,
-so failures map to answers (503, 409...) exactly like the ORM path's.
+connection, within its cache of 100), in one transaction, on a connection of the engine's
+pool, so its settings (the schema search path...) are the engine's. Not `executemany`: that
+runs the INSERT once per row, and each run fires the tables' statement-level counting
+triggers (app.core.counters), a function call and a transition table per row; a multi-row
+INSERT fires them once per statement. The statements are plain driver SQL: nothing is
+compiled per group, and no session or ORM object is built. Values are converted by the
+columns' own bind processors (`BindConverter`, shared with the SQLite writer), and the
+driver's errors are translated by the engine itself, so failures map to answers (503,
+409...) exactly like the ORM path's.
 """
 
 from __future__ import annotations

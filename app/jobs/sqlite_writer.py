@@ -9,7 +9,7 @@ the GIL around each statement step, and `executemany` steps once per row. Every 
 to win the GIL back from the event loop, which holds it while it serves requests (up to the
 5 ms switch interval each time): a 100-job batch waited longer for the GIL than it spent in
 SQLite. A statement for many rows is one step, and SQLite's own per-row work is cheaper too
-(a 100-job batch: 2.2 ms of writer CPU before, 1.2 ms after). Rows go in chunks of
+(a 100-job batch: 2.2 ms of writer CPU before, 1.2-1.5 ms after). Rows go in chunks of
 power-of-two sizes, so each table needs at most a dozen distinct statements, which stay in
 the connection's statement cache.
 
@@ -51,6 +51,12 @@ class RecordedInserts:
         self.batches.append((statement.table, list(params)))
 
 
+# (single-row INSERT, row -> values in column order, [(column index, bind processor)])
+_Prepared = tuple[
+    str, Callable[[dict[str, Any]], tuple[Any, ...]], list[tuple[int, Callable[[Any], Any]]]
+]
+
+
 class BindConverter:
     """INSERT statements per (table, columns), cached, and rows converted to their values by
     the columns' bind processors for `dialect`; each distinct timestamp is formatted once."""
@@ -58,9 +64,7 @@ class BindConverter:
     def __init__(self, dialect: Dialect, *, placeholder: Callable[[int], str]) -> None:
         self._dialect = dialect
         self._placeholder = placeholder  # the driver's mark for parameter n (1-based)
-        self._statements: dict[
-            tuple[str, tuple[str, ...]], tuple[str, list[tuple[int, Callable[[Any], Any]]]]
-        ] = {}
+        self._statements: dict[tuple[str, tuple[str, ...]], _Prepared] = {}
 
     def convert(
         self, table: Table, rows: list[dict[str, Any]]
@@ -69,8 +73,7 @@ class BindConverter:
         cached = self._statements.get((table.name, keys))
         if cached is None:
             cached = self._statements[(table.name, keys)] = self._prepare(table, keys)
-        sql, processors = cached
-        take = itemgetter(*keys) if len(keys) > 1 else lambda row: (row[keys[0]],)
+        sql, take, processors = cached
         if not processors:
             return sql, [take(row) for row in rows]
         formatted: dict[datetime, Any] = {}  # one format per distinct timestamp
@@ -91,10 +94,9 @@ class BindConverter:
             values.append(tuple(converted))
         return sql, values
 
-    def _prepare(
-        self, table: Table, keys: tuple[str, ...]
-    ) -> tuple[str, list[tuple[int, Callable[[Any], Any]]]]:
-        """The single-row INSERT, and the bind processor of each column that has one."""
+    def _prepare(self, table: Table, keys: tuple[str, ...]) -> _Prepared:
+        """The single-row INSERT, what takes a row's values in its column order, and the bind
+        processor of each column that has one."""
         quote = self._dialect.identifier_preparer.quote
         columns = ", ".join(quote(key) for key in keys)
         marks = ", ".join(self._placeholder(i) for i in range(1, len(keys) + 1))
@@ -104,7 +106,10 @@ class BindConverter:
             process = impl.bind_processor(self._dialect)
             if process is not None:
                 processors.append((index, process))
-        return f"INSERT INTO {quote(table.name)} ({columns}) VALUES ({marks})", processors
+        sql = f"INSERT INTO {quote(table.name)} ({columns}) VALUES ({marks})"
+        if len(keys) == 1:  # itemgetter of one key returns the value, not a tuple
+            return sql, lambda row: (row[keys[0]],), processors
+        return sql, itemgetter(*keys), processors
 
 
 # Rows per multi-row INSERT at most (also bounded by SQLite's limit on parameters).
@@ -179,7 +184,7 @@ class SqliteGroupWriter:
         self._converter = BindConverter(dialect, placeholder=_qmark)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="jobgate-sqlite-writer")
         self._connection: sqlite3.Connection | None = None
-        self._inserts = MultiRowInserts(placeholder=_qmark)
+        self._inserts: MultiRowInserts | None = None  # sized for the connection's limit
 
     async def write(self, batches: list[tuple[Table, list[dict[str, Any]]]]) -> None:
         """Insert every batch in one transaction; returns once it is committed."""
@@ -187,8 +192,8 @@ class SqliteGroupWriter:
         if prepared:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._write, prepared)
 
-    def _connect(self) -> sqlite3.Connection:
-        if self._connection is None:
+    def _connect(self) -> tuple[sqlite3.Connection, MultiRowInserts]:
+        if self._connection is None or self._inserts is None:
             # mode=rw: never create the file (the gateway's migrations do, 0600).
             connection = sqlite3.connect(
                 f"file:{self._path}?mode=rw", uri=True, timeout=30, isolation_level=None
@@ -201,19 +206,19 @@ class SqliteGroupWriter:
                 max_variables=connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER),
             )
             self._connection = connection
-        return self._connection
+        return self._connection, self._inserts
 
     def _write(self, prepared: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
         statement = "BEGIN IMMEDIATE"
         try:
-            connection = self._connect()
+            connection, inserts = self._connect()
             connection.execute(statement)
             try:
                 for statement, rows in prepared:  # an error names the single-row form
                     if len(rows) < MIN_MULTI_ROWS:
                         connection.executemany(statement, rows)
                         continue
-                    for multi_row, params in self._inserts.chunks(statement, rows):
+                    for multi_row, params in inserts.chunks(statement, rows):
                         connection.execute(multi_row, params)
                 statement = "COMMIT"
                 connection.execute(statement)

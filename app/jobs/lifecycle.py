@@ -21,10 +21,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Integer, Text, and_, bindparam, func, insert, select, tuple_, update
+from sqlalchemy import Integer, Text, and_, bindparam, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.bulk import BulkUpdate
+from app.core.bulk import BulkUpdate, insert_rows
 from app.core.clock import to_datetime
 from app.core.db import UTCDateTime, table_of
 from app.jobs.models import FINISHED_STATUSES, Job, JobAttempt, JobEvent, JobStatus
@@ -124,8 +124,7 @@ async def _close_open_attempts(
 
 
 async def _insert_events(session: AsyncSession, events: list[dict[str, Any]]) -> None:
-    if events:
-        await session.execute(insert(_events), events)
+    await insert_rows(session, _events, events)
 
 
 def _event(
@@ -182,8 +181,9 @@ async def start_attempts(
     await _START_JOB.execute(
         session, [{"b_id": job_id, "b_attempt": n, "b_now": now} for job_id, n in numbers.items()]
     )
-    await session.execute(
-        insert(_attempts),
+    await insert_rows(
+        session,
+        _attempts,
         [
             {
                 "job_id": s.job.id,

@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
 
-from app.core.bulk import BulkUpdate
+from app.core.bulk import BulkUpdate, insert_rows
 from app.core.clock import Clock, SystemClock
 from app.core.db import SessionMaker, table_of
 from app.core.ids import random_hex, uuid7_hex
@@ -258,6 +258,7 @@ class LocalQueueEngine:
     ) -> None:
         """Write messages inside the caller's transaction (the caller commits)."""
         rows = self.build_rows(queue, messages, delay_seconds=delay_seconds)
+        # A plain INSERT: the gateway's group writers record it (`RecordedInserts`).
         await session.execute(insert(_table), rows)
 
     async def send(self, queue: str, message: OutgoingMessage) -> QueueMetrics:
@@ -274,7 +275,7 @@ class LocalQueueEngine:
         async with self._sessionmaker() as session:
             settings, now = self.settings(queue), self.clock.now_ms()
             await self._expire(session, settings, now)
-            await session.execute(insert(_table), rows)
+            await insert_rows(session, _table, rows)
             metrics = await self._metrics(session, settings, now)
             await session.commit()
         return metrics

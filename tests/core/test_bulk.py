@@ -4,17 +4,35 @@ turn, as `executemany` does."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import String, bindparam, event, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+import pytest_asyncio
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    MetaData,
+    String,
+    Table,
+    Text,
+    bindparam,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from app.bootstrap import Runtime
-from app.core.bulk import BulkUpdate
-from app.core.db import table_of
+from app.core.bulk import BulkUpdate, insert_rows, run_rows
+from app.core.config import DatabaseSettings
+from app.core.db import UTCDateTime, create_engine, table_of
 from app.queues.models import QueueMessage
 
 pytestmark = pytest.mark.asyncio
@@ -47,6 +65,21 @@ def _message(message_id: str, lease_id: str | None = None) -> dict[str, Any]:
         "attempts": 0,
         "lease_id": lease_id,
     }
+
+
+@contextmanager
+def _statements(engine: AsyncEngine) -> Iterator[list[tuple[str, bool, Any]]]:
+    """The statements sent to the database: (sql, sent as executemany, parameters)."""
+    seen: list[tuple[str, bool, Any]] = []
+
+    def record(_c: Any, _cur: Any, sql: str, params: Any, _ctx: Any, many: bool) -> None:
+        seen.append((sql, many, params))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
 
 
 @contextmanager
@@ -131,3 +164,87 @@ async def test_a_row_parameter_without_a_type_is_refused() -> None:
     )
     with pytest.raises(TypeError, match="b_untyped"):
         BulkUpdate(untyped, key=["b_id"])
+
+
+# -- rows as driver SQL (SQLite) ------------------------------------------------------------
+
+_things = Table(
+    "thing",
+    MetaData(),
+    Column("id", String, primary_key=True),
+    Column("at", UTCDateTime, nullable=True),
+    Column("flag", Boolean, nullable=False, default=False),
+    Column("data", JSON, nullable=True),
+    Column("note", Text, nullable=True),
+)
+_MARK = (
+    update(_things)
+    .where(_things.c.id == bindparam("b_id"))
+    .values(note="marked", at=bindparam("b_at", type_=UTCDateTime()), data=None)
+)
+
+
+@pytest_asyncio.fixture
+async def sqlite_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'rows.db'}"))
+    async with engine.begin() as connection:
+        await connection.run_sync(_things.metadata.create_all)
+    yield engine
+    await engine.dispose()
+
+
+async def _stored(engine: AsyncEngine) -> dict[str, tuple[Any, ...]]:
+    """Each row as SQLite keeps it (the text of a timestamp or a JSON value included)."""
+    async with engine.connect() as connection:
+        result = await connection.exec_driver_sql("SELECT id, at, flag, data, note FROM thing")
+        return {row[0]: tuple(row[1:]) for row in result}
+
+
+async def test_driver_rows_store_what_sqlalchemy_stores(sqlite_engine: AsyncEngine) -> None:
+    at = datetime(2026, 12, 2, 10, 30, 0, 123456, tzinfo=UTC)
+    rows = [
+        {"at": at, "flag": True, "data": {"k": [1, "é"]}, "note": None},
+        {"at": None, "flag": False, "data": None, "note": "n"},
+        {"at": at + timedelta(hours=1), "flag": True, "data": [], "note": ""},
+    ]
+    sessions = async_sessionmaker(sqlite_engine)
+    with _statements(sqlite_engine) as sent:
+        async with sessions() as session:
+            await insert_rows(session, _things, [{"id": f"a{i}", **r} for i, r in enumerate(rows)])
+            await session.execute(
+                insert(_things), [{"id": f"b{i}", **r} for i, r in enumerate(rows)]
+            )
+            await session.commit()
+    stored = await _stored(sqlite_engine)
+    for i in range(len(rows)):
+        assert stored[f"a{i}"] == stored[f"b{i}"]
+    assert [stored[f"a{i}"][1] for i in range(3)] == [1, 0, 1]
+    # The driver-SQL rows go as positional tuples in one executemany.
+    driver_insert = next(s for s in sent if s[0].startswith("INSERT"))
+    assert driver_insert[1]
+    assert all(isinstance(values, tuple) for values in driver_insert[2])
+
+
+async def test_driver_rows_keep_constants_and_column_defaults(sqlite_engine: AsyncEngine) -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    sessions = async_sessionmaker(sqlite_engine)
+    async with sessions() as session:
+        # No `flag`: its Python-side default is SQLAlchemy's to fill in, row by row.
+        await insert_rows(
+            session, _things, [{"id": "a1", "data": {"a": 1}}, {"id": "a2", "data": None}]
+        )
+        await session.execute(
+            insert(_things), [{"id": "b1", "data": {"a": 1}}, {"id": "b2", "data": None}]
+        )
+        await session.commit()
+    async with sessions() as session:
+        # A constant (`note`), a NULL constant (`data`) and a processed per-row value.
+        await run_rows(session, _MARK, [{"b_id": "a1", "b_at": at}, {"b_id": "a2", "b_at": None}])
+        await session.execute(_MARK, [{"b_id": "b1", "b_at": at}, {"b_id": "b2", "b_at": None}])
+        await session.commit()
+    stored = await _stored(sqlite_engine)
+    assert stored["a1"] == stored["b1"]
+    assert stored["a2"] == stored["b2"]
+    assert stored["a1"][1:] == (0, "null", "marked")  # JSON null, as SQLAlchemy writes it
+    assert stored["a1"][0] is not None
+    assert stored["a2"][0] is None

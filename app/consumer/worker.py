@@ -112,6 +112,14 @@ async def _within(call: Awaitable[T], timeout_seconds: float | None) -> T:
         return await call
 
 
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """How a handler's call ended: what it returned, or what it raised."""
+
+    result: Any = None
+    error: BaseException | None = None
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -291,8 +299,10 @@ class QueueWorker:
         self._works: dict[str, Work] = {}
         self._slots = asyncio.Semaphore(self.concurrency)
         self._abort = asyncio.Event()
-        # Set with `_abort`: one future every running handler waits on beside itself.
-        self._aborted: asyncio.Future[None] | None = None
+        # Runs inside a handler call now (its task runs the call itself), and those of them
+        # that `abort()` interrupted.
+        self._in_handler: set[asyncio.Task[Any]] = set()
+        self._interrupted: set[asyncio.Task[Any]] = set()
         self._ended = asyncio.Event()  # a run ended: a slot may be free
 
     # -- pulling and choosing ----------------------------------------------------------------
@@ -685,26 +695,40 @@ class QueueWorker:
             work.error = str(invalid)
             return
         ctx = self._context(work, payload)
-        handler = asyncio.ensure_future(_within(spec.func(ctx), spec.timeout_seconds))
-        if not await self._completed(handler):
+        ended = await self._call(spec.func(ctx), spec.timeout_seconds)
+        if ended is None:
             work.outcome = AttemptOutcome.released
             work.error = "interrupted: the consumer stopped before the handler finished"
             return
-        self._judge(work, spec, handler.exception())
+        self._judge(work, spec, ended.error)
 
-    async def _completed(self, handler: asyncio.Future[Any]) -> bool:
-        """Wait for the handler, or for `abort()` (then cancel it and return False)."""
+    async def _call(self, call: Awaitable[Any], timeout: float | None) -> _Ended | None:
+        """Run a handler's call in this task (no task of its own: a job's run is one task);
+        None when `abort()` interrupted it. A cancellation from elsewhere (the worker
+        stops, the lease was lost) goes on up."""
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a handler runs in a task")
+        self._in_handler.add(task)
         try:
-            await asyncio.wait({handler, self._abort_signal()}, return_when=asyncio.FIRST_COMPLETED)
+            result = await _within(call, timeout)
         except asyncio.CancelledError:
-            handler.cancel()  # the worker stops (or the lease was lost): so does the handler
+            if self._was_interrupted(task):
+                return None
             raise
-        if handler.done():
-            return True
-        handler.cancel()
-        with suppress(BaseException):
-            await handler
-        return False
+        except BaseException as exc:
+            return None if self._was_interrupted(task) else _Ended(error=exc)
+        finally:
+            self._in_handler.discard(task)
+        # A handler that swallowed the interruption finished anyway: still released.
+        return None if self._was_interrupted(task) else _Ended(result=result)
+
+    def _was_interrupted(self, task: asyncio.Task[Any]) -> bool:
+        if task not in self._interrupted:
+            return False
+        self._interrupted.discard(task)
+        task.uncancel()  # the interruption is handled here, not a cancellation of the run
+        return True
 
     def _judge(self, work: Work, spec: AnyHandlerSpec, exc: BaseException | None) -> None:
         """A run's outcome from what its handler raised (or reported for it)."""
@@ -741,13 +765,13 @@ class QueueWorker:
             contexts.append(self._context(work, payload))
         if not valid:
             return
-        handler = asyncio.ensure_future(_within(spec.batch_func(contexts), spec.timeout_seconds))
-        if not await self._completed(handler):
+        ended = await self._call(spec.batch_func(contexts), spec.timeout_seconds)
+        if ended is None:
             for work in valid:
                 work.outcome = AttemptOutcome.released
                 work.error = "interrupted: the consumer stopped before the handler finished"
             return
-        exc = handler.exception()
+        exc = ended.error
         if exc is not None:
             if not isinstance(exc, Exception):
                 raise exc
@@ -758,7 +782,7 @@ class QueueWorker:
             for work in valid:
                 self._judge(work, spec, exc)
             return
-        outcomes = handler.result() or {}
+        outcomes = ended.result or {}
         for work in valid:
             self._judge(work, spec, outcomes.get(work.envelope.job_id))
 
@@ -859,17 +883,9 @@ class QueueWorker:
     def abort(self) -> None:
         """Interrupt running handlers; their messages are released for another delivery."""
         self._abort.set()
-        if self._aborted is not None and not self._aborted.done():
-            self._aborted.set_result(None)
-
-    def _abort_signal(self) -> asyncio.Future[None]:
-        """The future `abort()` completes (made on the running loop at first use)."""
-        loop = asyncio.get_running_loop()
-        if self._aborted is None or self._aborted.get_loop() is not loop:
-            self._aborted = loop.create_future()
-            if self._abort.is_set():
-                self._aborted.set_result(None)
-        return self._aborted
+        for task in self._in_handler - self._interrupted:
+            self._interrupted.add(task)
+            task.cancel()
 
     async def release(self) -> int:
         """Hand every buffered (unstarted) message back for immediate redelivery."""

@@ -137,7 +137,9 @@ async def run_rows(
 ) -> None:
     """`statement` once per row (rows of the same keys), as driver SQL where the compiled
     statement allows: positional binds, no Python-side column defaults (those go through
-    SQLAlchemy, which computes them per row)."""
+    SQLAlchemy, which computes them per row). The compiled form is kept for the life of
+    the process, by `cache_key` or else by the statement itself: pass a statement built once
+    (a module constant), not one built per call."""
     if not rows:
         return
     dialect = session.get_bind().dialect

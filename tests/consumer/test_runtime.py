@@ -477,6 +477,49 @@ class TestProgressAndShutdown:
         [message] = await h.messages()
         assert message.lease_id is None
 
+    @pytest.mark.parametrize("kind", ["ignores the interruption", "batch handler"])
+    async def test_grace_over_releases_every_run(
+        self, make_harness: MakeHarness, kind: str
+    ) -> None:
+        registry = HandlerRegistry()
+        started: list[str] = []
+        finished: list[str] = []
+
+        if kind == "batch handler":
+
+            @registry.batch_handler(TYPE, AnalyticsEventPayload)
+            async def stuck(ctxs: list[JobContext[AnalyticsEventPayload]]) -> None:
+                started.extend(ctx.job_id for ctx in ctxs)
+                await asyncio.Event().wait()
+
+        else:
+
+            @registry.handler(TYPE, AnalyticsEventPayload)
+            async def stubborn(ctx: JobContext[AnalyticsEventPayload]) -> None:
+                started.append(ctx.job_id)
+                try:
+                    await asyncio.Event().wait()
+                except asyncio.CancelledError:
+                    await asyncio.sleep(0.05)  # swallows it and finishes its work
+                    finished.append(ctx.job_id)
+
+        h = await make_harness(
+            registry, settings_update={"consumer": {"shutdown_grace_seconds": 0.1}}
+        )
+        jobs = [await h.submit(), await h.submit()]
+        stop = asyncio.Event()
+        task = asyncio.create_task(h.consumer.run(stop))
+        await wait_until(lambda: len(started) == 2)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        if kind != "batch handler":
+            assert sorted(finished) == sorted(jobs)
+        for job_id in jobs:
+            job = await h.job(job_id)
+            assert (job.status, job.attempts) == ("queued", 1)
+            assert [a.outcome for a in await h.attempts(job_id)] == ["released"]
+        assert all(m.lease_id is None for m in await h.messages())
+
     async def test_lost_final_attempt_ends_dead(self, make_harness: MakeHarness) -> None:
         registry = HandlerRegistry()
         started = asyncio.Event()

@@ -155,6 +155,11 @@ class SettlementGroups:
             self._pending.merge(plan)
             self._arrived.set()
 
+    def outcome(self, work: Work, rules: QueueRules) -> None:
+        """A run's outcome, straight into the waiting group (no plan of its own to merge)."""
+        self._pending.outcome(work, rules)
+        self._arrived.set()
+
     async def flush(self) -> Plan:
         """Commit what waits; on failure it waits again (for the next flush)."""
         async with self._lock:
@@ -274,6 +279,13 @@ class QueueWorker:
             min(MAX_PULL_BATCH, max(self.batch_size, settings.consumer.prefetch))
             if isinstance(backend, SupportsLeaseExtension)
             else self.batch_size
+        )
+        # Where a batch already outnumbers the slots (its runs queue for them under leases the
+        # heartbeat extends), the next batch is leased and started while half a batch still
+        # queues: its transaction overlaps their runs instead of following them.
+        extends = isinstance(backend, SupportsLeaseExtension)
+        self._lookahead = (
+            self.batch_size // 2 if extends and self.batch_size > self.concurrency else 0
         )
         self.visibility_ms = lease_for(backend, config.visibility_timeout_ms, registry, job_types)
         self.leases = LeaseKeeper(
@@ -611,9 +623,7 @@ class QueueWorker:
             if work.dropped:
                 return  # its lease is gone: nothing to settle
             raise
-        plan = Plan()
-        plan.outcome(work, self.rules)
-        self._groups.add(plan)
+        self._groups.outcome(work, self.rules)
 
     async def _execute_batch(self, works: list[Work]) -> None:
         """A batch handler's call for `works` (one job type): wait for a slot, run it once,
@@ -915,7 +925,7 @@ class QueueWorker:
                     wait_ms: int | None = None  # None: until a run ends
                     try:
                         free = self.concurrency - len(self._runs)
-                        if free > 0:
+                        if free > 0 or len(self._runs) < self.concurrency + self._lookahead:
                             # Without a heartbeat a buffered lease runs out: lease only what
                             # the free slots take now.
                             most = None if self.leases.extends else free
@@ -950,9 +960,9 @@ class QueueWorker:
         def ready() -> list[Delivery]:
             arrived = self.oldest_buffered_ms()
             waited = 0 if arrived is None else self._clock.now_ms() - arrived
-            if self._buffer and (
-                len(self._buffer) >= min(free, self.batch_size) or waited >= timeout_ms
-            ):
+            # No slot free yet (a look-ahead pull): only a whole batch starts before its time.
+            wanted = min(free, self.batch_size) if free > 0 else self.batch_size
+            if self._buffer and (len(self._buffer) >= wanted or waited >= timeout_ms):
                 started.extend(self._select(self._launchable(free)))
             return started
 

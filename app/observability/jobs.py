@@ -63,10 +63,15 @@ def attempt(queue: str, job: JobMessage, number: int) -> Iterator[AttemptRun]:
     """One handler run: counted as started, logged with the job's context, traced as a
     CONSUMER span under the request that created the job."""
     metrics.attempt_started(job.type)
+    context = logs.job_context(
+        job_id=job.job_id, tenant_id=job.tenant_id, queue=queue, type=job.type, attempt=number
+    )
+    if not tracing.enabled():  # the common case: no span, nor its attributes, to build
+        with context:
+            yield AttemptRun(queue, job, number, time.perf_counter())
+        return
     with (
-        logs.job_context(
-            job_id=job.job_id, tenant_id=job.tenant_id, queue=queue, type=job.type, attempt=number
-        ),
+        context,
         tracing.span(
             f"attempt {job.type}",
             parent=job.trace or {},

@@ -199,6 +199,35 @@ class TestScheduling:
         assert report.counts["succeeded"] == 10
         assert peak == 3
 
+    async def test_running_on_never_more_than_max_concurrency(
+        self, make_harness: MakeHarness
+    ) -> None:
+        """The run loop leases the next batch while the current one still queues for its
+        slots: the slots still bound what runs at once, and every job runs once."""
+        registry = HandlerRegistry()
+        active = peak = 0
+        ran: list[str] = []
+
+        @registry.handler(TYPE, AnalyticsEventPayload)
+        async def slow(ctx: JobContext[AnalyticsEventPayload]) -> None:
+            nonlocal active, peak
+            active += 1
+            peak = max(peak, active)
+            await asyncio.sleep(0.005)
+            ran.append(ctx.job_id)
+            active -= 1
+
+        h = await make_harness(registry, max_concurrency=3, max_batch_size=10)
+        jobs = [await h.submit() for _ in range(35)]
+        stop = asyncio.Event()
+        task = asyncio.create_task(h.consumer.run(stop))
+        await wait_until(lambda: len(ran) == len(jobs), timeout=30)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        assert peak == 3
+        assert sorted(ran) == sorted(jobs)
+        assert Counter([(await h.job(j)).status for j in jobs]) == {"succeeded": 35}
+
     async def test_small_tenant_runs_in_first_cycle(self, make_harness: MakeHarness) -> None:
         registry = HandlerRegistry()
         ran: list[str] = []

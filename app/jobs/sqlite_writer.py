@@ -35,6 +35,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import Insert
 
+from app.core.sqlite_driver import writer_lock
+
 
 class RecordedInserts:
     """Stands in for a session while the pending writes are built: it keeps the bulk
@@ -185,6 +187,7 @@ class SqliteGroupWriter:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="jobgate-sqlite-writer")
         self._connection: sqlite3.Connection | None = None
         self._inserts: MultiRowInserts | None = None  # sized for the connection's limit
+        self._turn = writer_lock(path)  # shared with the process's other writers
 
     async def write(self, batches: list[tuple[Table, list[dict[str, Any]]]]) -> None:
         """Insert every batch in one transaction; returns once it is committed."""
@@ -210,8 +213,11 @@ class SqliteGroupWriter:
 
     def _write(self, prepared: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
         statement = "BEGIN IMMEDIATE"
+        turn = self._turn
         try:
             connection, inserts = self._connect()
+            if turn is not None:
+                turn.acquire(self)
             connection.execute(statement)
             try:
                 for statement, rows in prepared:  # an error names the single-row form
@@ -230,6 +236,9 @@ class SqliteGroupWriter:
             raise DBAPIError.instance(
                 statement, None, exc, sqlite3.Error, hide_parameters=True
             ) from exc
+        finally:
+            if turn is not None:
+                turn.release(self)
 
     def _close(self) -> None:
         if self._connection is not None:

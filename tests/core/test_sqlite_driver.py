@@ -3,6 +3,9 @@ results, row counts and errors SQLAlchemy's stock aiosqlite adapter gives."""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -93,3 +96,116 @@ async def test_errors_are_sqlalchemy_errors_and_the_connection_lives_on(
             await connection.execute(text("SELECT nope FROM item"))
         await connection.rollback()
         assert (await connection.execute(text("SELECT count(*) FROM item"))).scalar() == 0
+
+
+# -- the writers' turn across processes (WriterLock) ----------------------------------------
+
+_PROBE = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+if sys.argv[2] == "try":
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        print("free")
+    except BlockingIOError:
+        print("held")
+else:  # hold the turn for a while, as another process's write transaction would
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    print("holding", flush=True)
+    time.sleep(float(sys.argv[3]))
+"""
+
+
+def other_process_sees(lock_file: Path) -> str:
+    """'held' while this process has its writers' turn, 'free' otherwise."""
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(lock_file), "try"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return done.stdout.strip()
+
+
+async def test_a_write_transaction_holds_the_turn_until_it_ends(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    lock_file = tmp_path / "driver.db-writers"
+    async with engine.connect() as connection:
+        assert other_process_sees(lock_file) == "free"
+        transaction = await connection.begin()
+        await connection.execute(text("INSERT INTO item (name) VALUES ('a')"))
+        assert await asyncio.to_thread(other_process_sees, lock_file) == "held"
+        await transaction.commit()
+        assert await asyncio.to_thread(other_process_sees, lock_file) == "free"
+
+        transaction = await connection.begin()
+        await connection.execute(text("INSERT INTO item (name) VALUES ('b')"))
+        await transaction.rollback()
+        assert await asyncio.to_thread(other_process_sees, lock_file) == "free"
+
+    async with engine.connect() as connection:
+        assert (await connection.execute(text("SELECT name FROM item"))).scalars().all() == ["a"]
+
+
+async def test_a_failed_statement_and_a_closed_connection_give_the_turn_back(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    lock_file = tmp_path / "driver.db-writers"
+    async with engine.begin() as connection:
+        await connection.execute(text("INSERT INTO item (name) VALUES ('a')"))
+    with pytest.raises(exc.IntegrityError):
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO item (name) VALUES ('a')"))
+    assert await asyncio.to_thread(other_process_sees, lock_file) == "free"
+
+    connection = await engine.connect()
+    await connection.begin()
+    await connection.execute(text("INSERT INTO item (name) VALUES ('c')"))
+    await connection.invalidate()  # e.g. a cancelled task: the transaction is lost
+    assert await asyncio.to_thread(other_process_sees, lock_file) == "free"
+    await connection.close()
+
+
+async def test_transactions_of_one_process_share_the_turn(engine: AsyncEngine) -> None:
+    """Two connections of one process: the second waits on SQLite's lock, never on the
+    turn its own process holds, so it goes on once the first commits."""
+    async with engine.connect() as first, engine.connect() as second:
+        await first.begin()
+        await first.execute(text("INSERT INTO item (name) VALUES ('a')"))
+
+        async def write_second() -> None:
+            async with second.begin():
+                await second.execute(text("INSERT INTO item (name) VALUES ('b')"))
+
+        waiting = asyncio.create_task(write_second())
+        await asyncio.sleep(0.2)
+        assert not waiting.done()  # SQLite's lock: the first still writes
+        await first.commit()
+        await asyncio.wait_for(waiting, 30)
+    async with engine.connect() as connection:
+        names = (await connection.execute(text("SELECT name FROM item"))).scalars().all()
+    assert sorted(names) == ["a", "b"]
+
+
+async def test_a_writer_waits_for_another_processes_turn_and_starts_when_it_ends(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    lock_file = tmp_path / "driver.db-writers"
+    lock_file.touch()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _PROBE, str(lock_file), "hold", "0.5"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert await asyncio.to_thread(holder.stdout.readline) == "holding\n"
+        async with engine.begin() as connection:
+            # Not before the other process lets go (it exits after 0.5 s).
+            assert holder.poll() is not None or await asyncio.to_thread(holder.wait, 30) == 0
+            await connection.execute(text("INSERT INTO item (name) VALUES ('after')"))
+    finally:
+        holder.kill()
+        holder.wait()

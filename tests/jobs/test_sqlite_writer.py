@@ -1,12 +1,20 @@
-"""The SQLite group writer's multi-row INSERTs."""
+"""The SQLite group writer: its multi-row INSERTs and its turn among writing processes."""
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import os
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from app.jobs.sqlite_writer import MAX_ROWS_PER_STATEMENT, MultiRowInserts
+from app.jobs.sqlite_writer import MAX_ROWS_PER_STATEMENT, MultiRowInserts, SqliteGroupWriter
 
 
 def _qmark(_: int) -> str:
@@ -74,3 +82,54 @@ def test_numbered_placeholders_count_on_across_rows() -> None:
 def test_a_statement_that_is_not_a_single_row_insert_is_refused() -> None:
     with pytest.raises(ValueError, match="single-row INSERT"):
         MultiRowInserts(placeholder=_qmark).chunks("DELETE FROM t", _rows(2))
+
+
+@pytest.mark.asyncio
+async def test_the_group_writer_takes_the_writers_turn_across_processes(tmp_path: Path) -> None:
+    """While another process holds the turn the group writer waits for it; it holds the
+    turn only while it writes."""
+    database = tmp_path / "group.db"
+    with sqlite3.connect(database) as setup:
+        setup.execute("PRAGMA journal_mode=WAL")
+        setup.execute("CREATE TABLE t (n INTEGER PRIMARY KEY, a, b, c)")
+    table = Table(
+        "t",
+        MetaData(),
+        Column("n", Integer, primary_key=True),
+        *(Column(name, String) for name in "abc"),
+    )
+    writer = SqliteGroupWriter(database, synchronous="FULL", dialect=sqlite_dialect.dialect())
+    lock_file = tmp_path / "group.db-writers"
+    lock_file.touch()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(lock_file), "0.3"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert await asyncio.to_thread(holder.stdout.readline) == "holding\n"
+        write = asyncio.create_task(writer.write([(table, [{"a": "1", "b": "2", "c": "3"}])]))
+        await asyncio.sleep(0.1)
+        assert not write.done()  # the other process's turn
+        await asyncio.wait_for(write, 30)
+        assert holder.poll() is not None  # it had let go
+    finally:
+        holder.kill()
+        holder.wait()
+        await writer.close()
+    with sqlite3.connect(database) as check:
+        assert check.execute("SELECT a, b, c FROM t").fetchall() == [("1", "2", "3")]
+    # Between groups the turn is free.
+    probe = os.open(lock_file, os.O_RDWR)
+    try:
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(probe)
+
+
+_HOLD = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("holding", flush=True)
+time.sleep(float(sys.argv[2]))
+"""

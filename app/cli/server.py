@@ -223,6 +223,7 @@ def consume(
     from app.bootstrap import build_runtime
     from app.consumer import service as consumer_service
     from app.core.db import create_engine
+    from app.core.heap import settle_heap
 
     settings = load_settings()
     if not dev_mode:
@@ -241,6 +242,7 @@ def consume(
         finally:
             await runtime.close()
 
+    settle_heap()
     try:
         # uvloop: the consumer's loop overhead (task switches, socket I/O to PostgreSQL) is
         # a measurable share of a batch's time.

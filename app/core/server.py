@@ -20,6 +20,7 @@ keeps httptools' speed (h11 bounds the head size but is pure Python and much slo
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import resource
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.core.config import HttpSettings
 from app.core.errors import PROBLEM_JSON, TYPE_BASE, Problem
+from app.core.heap import settle_heap
 
 logger = logging.getLogger(__name__)
 # File descriptors beyond the connections: database, Redis, logs, the listening socket.
@@ -201,6 +203,9 @@ def run(
     """Serve the ASGI app factory `app` ("module:function") with the configured limits
     (on `JOBGATE_HOST`/`JOBGATE_PORT` unless given)."""
     limits = ServerLimits.from_settings(settings)
+    # The app's modules, imported now so that they are frozen with the rest of startup.
+    importlib.import_module(app.partition(":")[0])
+    settle_heap()
     fds = raise_fd_limit(limits.max_connections + FD_HEADROOM)
     if fds != resource.RLIM_INFINITY and fds < limits.max_connections + FD_HEADROOM:
         logger.warning(

@@ -15,8 +15,8 @@ for another process's write lock by sleeping 1, 2, 5 ... 100 ms and checking aga
 gateway and a consumer on one file take turns every few milliseconds, so the waiter kept
 sleeping through the free moments: the gateway's group writer waited 40-60 ms per
 transaction behind the consumer's, and ingest stalled with it. A process blocked on the
-flock is woken by the kernel the moment the holder lets go (6-7 ms per transaction, ingest
-up 35-45% under a running consumer). SQLite's lock stays the one that guarantees anything.
+flock is woken by the kernel the moment the holder lets go (7-9 ms per transaction, ingest
+^up about 40% under a running consumer). SQLite's lock stays the one that guarantees anything.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ gateway and a consumer on one file take turns every few milliseconds, so the wai
 sleeping through the free moments: the gateway's group writer waited 40-60 ms per
 transaction behind the consumer's, and ingest stalled with it. A process blocked on the
 flock is woken by the kernel the moment the holder lets go (7-9 ms per transaction, ingest
-^up about 40% under a running consumer). SQLite's lock stays the one that guarantees anything.
+up about 40% under a running consumer). SQLite's lock stays the one that guarantees anything.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from sqlmodel import SQLModel
 
 from app.core import jsontext
 from app.core.config import DatabaseSettings
-from app.core.sqlite_driver import one_trip_dbapi
+from app.core.sqlite_driver import database_file, one_trip_dbapi
 
 # Stable constraint names, so migrations can drop and alter them on every database.
 SQLModel.metadata.naming_convention = {
@@ -100,10 +100,7 @@ def create_engine(
 
 def sqlite_file(url: URL) -> Path | None:
     """The database file of a SQLite URL; None for in-memory and `file:` URI databases."""
-    database = url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    return Path(database)
+    return database_file(url.database)
 
 
 def _keep_sqlite_file_private(engine: AsyncEngine, url: URL) -> None:

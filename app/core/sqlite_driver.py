@@ -92,12 +92,19 @@ _writer_locks: dict[Path, WriterLock] = {}
 _writer_locks_mutex = threading.Lock()
 
 
-def writer_lock(database: str | Path) -> WriterLock | None:
-    """The process's `WriterLock` for a database file; None for in-memory and URI names."""
-    name = str(database)
+def database_file(name: str | None) -> Path | None:
+    """The file a SQLite database name opens; None for in-memory and `file:` URI names."""
     if not name or name == ":memory:" or name.startswith("file:"):
         return None
-    path = Path(name).resolve()
+    return Path(name)
+
+
+def writer_lock(database: str | Path) -> WriterLock | None:
+    """The process's `WriterLock` for a database file; None for in-memory and URI names."""
+    file = database_file(str(database))
+    if file is None:
+        return None
+    path = file.resolve()
     with _writer_locks_mutex:
         lock = _writer_locks.get(path)
         if lock is None:

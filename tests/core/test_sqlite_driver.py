@@ -4,8 +4,6 @@ results, row counts and errors SQLAlchemy's stock aiosqlite adapter gives."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.core.config import DatabaseSettings
 from app.core.db import create_engine
+from tests.support.writer_turn import held_by_another_process, other_process_sees
 
 pytestmark = pytest.mark.asyncio
 
@@ -100,33 +99,6 @@ async def test_errors_are_sqlalchemy_errors_and_the_connection_lives_on(
 
 # -- the writers' turn across processes (WriterLock) ----------------------------------------
 
-_PROBE = """
-import fcntl, os, sys, time
-fd = os.open(sys.argv[1], os.O_RDWR)
-if sys.argv[2] == "try":
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        print("free")
-    except BlockingIOError:
-        print("held")
-else:  # hold the turn for a while, as another process's write transaction would
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    print("holding", flush=True)
-    time.sleep(float(sys.argv[3]))
-"""
-
-
-def other_process_sees(lock_file: Path) -> str:
-    """'held' while this process has its writers' turn, 'free' otherwise."""
-    done = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(lock_file), "try"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )
-    return done.stdout.strip()
-
 
 async def test_a_write_transaction_holds_the_turn_until_it_ends(
     engine: AsyncEngine, tmp_path: Path
@@ -193,19 +165,17 @@ async def test_a_writer_waits_for_another_processes_turn_and_starts_when_it_ends
     engine: AsyncEngine, tmp_path: Path
 ) -> None:
     lock_file = tmp_path / "driver.db-writers"
-    lock_file.touch()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _PROBE, str(lock_file), "hold", "0.5"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert await asyncio.to_thread(holder.stdout.readline) == "holding\n"
+
+    async def write() -> None:
         async with engine.begin() as connection:
-            # Not before the other process lets go (it exits after 0.5 s).
-            assert holder.poll() is not None or await asyncio.to_thread(holder.wait, 30) == 0
             await connection.execute(text("INSERT INTO item (name) VALUES ('after')"))
-    finally:
-        holder.kill()
-        holder.wait()
+
+    async with held_by_another_process(lock_file, 0.5) as holder:
+        writing = asyncio.create_task(write())
+        await asyncio.sleep(0.2)
+        assert not writing.done()  # its BEGIN waits for the other process's turn
+        await asyncio.wait_for(writing, 30)
+        assert holder.poll() is not None  # it began only once the other let go
+    async with engine.connect() as connection:
+        names = (await connection.execute(text("SELECT name FROM item"))).scalars().all()
+    assert names == ["after"]

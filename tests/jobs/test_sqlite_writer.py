@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +11,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from app.jobs.sqlite_writer import MAX_ROWS_PER_STATEMENT, MultiRowInserts, SqliteGroupWriter
+from tests.support.writer_turn import held_by_another_process, other_process_sees
 
 
 def _qmark(_: int) -> str:
@@ -100,36 +97,16 @@ async def test_the_group_writer_takes_the_writers_turn_across_processes(tmp_path
     )
     writer = SqliteGroupWriter(database, synchronous="FULL", dialect=sqlite_dialect.dialect())
     lock_file = tmp_path / "group.db-writers"
-    lock_file.touch()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD, str(lock_file), "0.3"], stdout=subprocess.PIPE, text=True
-    )
     try:
-        assert holder.stdout is not None
-        assert await asyncio.to_thread(holder.stdout.readline) == "holding\n"
-        write = asyncio.create_task(writer.write([(table, [{"a": "1", "b": "2", "c": "3"}])]))
-        await asyncio.sleep(0.1)
-        assert not write.done()  # the other process's turn
-        await asyncio.wait_for(write, 30)
-        assert holder.poll() is not None  # it had let go
+        async with held_by_another_process(lock_file, 0.3) as holder:
+            write = asyncio.create_task(writer.write([(table, [{"a": "1", "b": "2", "c": "3"}])]))
+            await asyncio.sleep(0.1)
+            assert not write.done()  # the other process's turn
+            await asyncio.wait_for(write, 30)
+            assert holder.poll() is not None  # it had let go
     finally:
-        holder.kill()
-        holder.wait()
         await writer.close()
     with sqlite3.connect(database) as check:
         assert check.execute("SELECT a, b, c FROM t").fetchall() == [("1", "2", "3")]
     # Between groups the turn is free.
-    probe = os.open(lock_file, os.O_RDWR)
-    try:
-        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    finally:
-        os.close(probe)
-
-
-_HOLD = """
-import fcntl, os, sys, time
-fd = os.open(sys.argv[1], os.O_RDWR)
-fcntl.flock(fd, fcntl.LOCK_EX)
-print("holding", flush=True)
-time.sleep(float(sys.argv[2]))
-"""
+    assert await asyncio.to_thread(other_process_sees, lock_file) == "free"

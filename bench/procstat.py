@@ -2,7 +2,9 @@
 
 CPU time per request is steadier than requests/s on a shared, noisy machine: other work
 slows a server down (fewer requests/s) but barely changes how many CPU seconds each request
-costs it. `cpu_seconds` reads a process's user + system time, `rss_bytes` its resident set.
+costs it. `cpu_seconds` reads a process's user + system time, `rss_bytes` its resident set,
+each with those of its helper processes: the SQLite writer a gateway starts works for it.
+Other children (the consumer `jobgate dev` starts) are not counted.
 """
 
 from __future__ import annotations
@@ -16,30 +18,63 @@ from typing import Any
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+# The command line of a gateway's SQLite writer process (app/jobs/sqlite_writer.py) has it.
+HELPER_MARK = b"sqlite_write_process"
+
+
+def with_helpers(pid: int) -> list[int]:
+    """`pid` and its live helper processes (children whose command line has HELPER_MARK)."""
+    found = [pid]
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+            if int(raw[raw.rindex(")") + 2 :].split()[1]) != pid:
+                continue
+            if HELPER_MARK in Path(f"/proc/{entry}/cmdline").read_bytes():
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of `pid` (all its threads; not its children), or NaN once gone.
+    """User + system CPU seconds of `pid` and its live helpers (all their threads), or NaN
+    once `pid` is gone.
 
     Fields 14 and 15 of /proc/<pid>/stat; the command name (field 2) may contain spaces, so
     the fields are counted from the closing parenthesis.
     """
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return float("nan")
-    fields = raw[raw.rindex(")") + 2 :].split()
-    # fields[0] is field 3 (state): utime is field 14, stime field 15.
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    total = 0.0
+    for member in with_helpers(pid):
+        try:
+            raw = Path(f"/proc/{member}/stat").read_text()
+        except OSError:
+            if member == pid:
+                return float("nan")
+            continue  # a helper that just exited
+        fields = raw[raw.rindex(")") + 2 :].split()
+        # fields[0] is field 3 (state): utime is field 14, stime field 15.
+        total += (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return total
 
 
 def rss_bytes(pid: int) -> int:
-    """Resident set size of `pid` (VmRSS in /proc/<pid>/status), 0 once the process is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    """Resident set size (VmRSS in /proc/<pid>/status) of `pid` and its live helpers, 0
+    once `pid` is gone."""
+    total = 0
+    for member in with_helpers(pid):
+        try:
+            lines = Path(f"/proc/{member}/status").read_text().splitlines()
+        except OSError:
+            if member == pid:
+                return 0
+            continue
+        total += next(
+            (int(line.split()[1]) * 1024 for line in lines if line.startswith("VmRSS:")), 0
+        )
+    return total
 
 
 def load_average() -> tuple[float, float, float]:

@@ -412,7 +412,7 @@ def plot_rss(data: Row, path: Path) -> None:
     ax.axhline(RSS_GOAL_MB, color="red", ls=":", lw=1, label=f"goal {RSS_GOAL_MB:.0f} MB")
     ax.set_ylim(bottom=0)
     ax.set_xlabel("seconds since the run started")
-    ax.set_ylabel("RSS (MB, /proc/<pid>/status VmRSS)")
+    ax.set_ylabel("RSS (MB, VmRSS, with the SQLite writer)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.suptitle("Gateway memory over the run")
@@ -546,8 +546,9 @@ def write_report(data: Row, out_dir: Path) -> Path:
             "## Single-job accept",
             "",
             f"`POST /v1/jobs`, {plan['accept_s']:.0f} s per target, concurrency and round; CPU is "
-            "the server process's user + system time from `/proc/<pid>/stat` divided by the "
-            "requests it answered (Redis's own CPU is not in the Celery figure).",
+            "the server process's user + system time from `/proc/<pid>/stat` (with its SQLite "
+            "writer process) divided by the requests it answered (Redis's own CPU is not in the "
+            "Celery figure).",
             "",
             accept_table(data),
             "",

@@ -103,6 +103,7 @@ async def runtime(
 ) -> AsyncIterator[Runtime]:
     built = build_runtime(settings, clock=clock, engine=db_engine)
     yield built
+    await built.committer.close()  # its SQLite writer process
     await built.queue_engine.close()
 
 

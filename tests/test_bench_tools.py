@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -87,3 +89,22 @@ def test_proc_readers_see_this_process_and_nothing_once_gone() -> None:
     assert procstat.rss_bytes(gone) == 0
     machine = procstat.machine()
     assert machine.cores == os.cpu_count()
+
+
+def test_a_gateways_sqlite_writer_counts_with_it_and_other_children_do_not() -> None:
+    """CPU and RSS of a gateway include its SQLite writer process, not a consumer it spawned."""
+    sleep = "import time; time.sleep(30)"
+    writer = subprocess.Popen([sys.executable, "-c", sleep, procstat.HELPER_MARK.decode()])
+    other = subprocess.Popen([sys.executable, "-c", sleep, "consume"])
+    try:
+        helpers = procstat.with_helpers(os.getpid())
+        assert helpers[0] == os.getpid()
+        assert writer.pid in helpers
+        assert other.pid not in helpers
+        alone = procstat.rss_bytes(writer.pid)
+        assert procstat.rss_bytes(os.getpid()) >= alone + (1 << 20)
+    finally:
+        for child in (writer, other):
+            child.kill()
+            child.wait()
+    assert writer.pid not in procstat.with_helpers(os.getpid())

@@ -23,7 +23,8 @@ from sqlmodel import SQLModel
 
 from app.core import jsontext
 from app.core.config import DatabaseSettings
-from app.core.sqlite_driver import database_file, one_trip_dbapi
+from app.core.sqlite_driver import one_trip_dbapi
+from app.core.sqlite_lock import database_file
 
 # Stable constraint names, so migrations can drop and alter them on every database.
 SQLModel.metadata.naming_convention = {

@@ -14,8 +14,8 @@ _counter = 0
 class _Entropy:
     """Bytes from `os.urandom`, read 4 KiB at a time. Each `os.urandom` call is a syscall
     that releases the GIL: on the gateway's hot path (two ids and a request id per job) the
-    event loop then waited for the writer thread to hand the GIL back. The pool is dropped in
-    a forked child, which must not repeat its parent's bytes."""
+    event loop then waited for another thread (the database's) to hand the GIL back. The pool
+    is dropped in a forked child, which must not repeat its parent's bytes."""
 
     CHUNK = 4096
 

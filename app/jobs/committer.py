@@ -15,7 +15,7 @@ At low load a group holds one submission and adds no wait; under load the cost o
 commit (an fsync on SQLite FULL, a WAL flush on PostgreSQL) is paid once per group. On
 SQLite the committer is also the only writer of the hot path, which removes lock
 contention between requests. The composition root hands in the database's raw writer:
-`SqliteGroupWriter` (the stdlib driver in a thread of its own) or `PostgresGroupWriter`
+`SqliteGroupWriter` (the stdlib driver in a process of its own) or `PostgresGroupWriter`
 (asyncpg's `executemany`); without one, the rows go through an ORM session.
 """
 

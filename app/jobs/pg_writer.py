@@ -20,7 +20,8 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.jobs.sqlite_writer import BindConverter, MultiRowInserts
+from app.jobs.sqlite_write_process import MultiRowInserts
+from app.jobs.sqlite_writer import BindConverter
 
 # PostgreSQL's protocol counts a statement's parameters in 16 bits.
 MAX_PARAMETERS = 32767

@@ -1,30 +1,35 @@
-"""The group committer's writer on SQLite: the stdlib driver in a thread of its own.
+"""The group committer's writer on SQLite: the stdlib driver in a process of its own.
 
 A group's rows are written in one transaction by a dedicated connection in a dedicated
-thread: the event loop only hands the rows over, and the commit (an fsync with
-`synchronous=FULL`) runs while it serves other requests.
+process (`app.jobs.sqlite_write_process`): the event loop converts the rows and hands them
+over through a pipe, and the commit (an fsync with `synchronous=FULL`) runs while it serves
+other requests. The writer was a thread of the gateway's before. The sqlite3 module releases
+the GIL around each statement step, and every step then had to win it back from the event
+loop: at 32 concurrent single-job requests each group spent 2.6 of its 3.6 ms waiting for
+the GIL, and the requests of the group waited with it. In a process of its own the same
+load took 4,300-5,400 accepted jobs a second instead of 2,600-3,700, with less CPU per
+request counting both processes (230-285 us against 265-375).
 
-Large groups go in multi-row INSERTs rather than `executemany`: the sqlite3 module releases
-the GIL around each statement step, and `executemany` steps once per row. Every row then had
-to win the GIL back from the event loop, which holds it while it serves requests (up to the
-5 ms switch interval each time): a 100-job batch waited longer for the GIL than it spent in
-SQLite. A statement for many rows is one step, and SQLite's own per-row work is cheaper too
-(a 100-job batch: 2.2 ms of writer CPU before, 1.2-1.5 ms after). Rows go in chunks of
-power-of-two sizes, so each table needs at most a dozen distinct statements, which stay in
-the connection's statement cache.
+Large groups go in multi-row INSERTs rather than `executemany` (`MultiRowInserts`): SQLite's
+own per-row work is cheaper (a 100-job batch: 2.2 ms of writer CPU before, 1.2-1.5 ms
+after). Rows go in chunks of power-of-two sizes, so each table needs at most a dozen
+distinct statements, which stay in the connection's statement cache.
 
 Values are converted by the columns' own SQLAlchemy bind processors (the same stored text as
 the ORM writes: timestamps, JSON), each distinct timestamp formatted once per group.
 Failures come back as SQLAlchemy's `DBAPIError` subclasses, so they are mapped to answers
-(503, 409...) exactly like the ORM path's.
+(503, 409...) exactly like the ORM path's. A writer process that stops is replaced at the
+next group; a group it was writing when it stopped fails as the store being unavailable
+(503), since whether it was committed cannot be known.
 """
 
 from __future__ import annotations
 
 import asyncio
+import marshal
 import sqlite3
+import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from operator import itemgetter
 from pathlib import Path
@@ -32,10 +37,10 @@ from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.sql.dml import Insert
 
-from app.core.sqlite_driver import writer_lock
+from app.jobs.sqlite_write_process import HEADER_BYTES, Failure, frame
 
 
 class RecordedInserts:
@@ -114,140 +119,133 @@ class BindConverter:
         return sql, itemgetter(*keys), processors
 
 
-# Rows per multi-row INSERT at most (also bounded by SQLite's limit on parameters).
-MAX_ROWS_PER_STATEMENT = 256
-# Fewer rows than this go through `executemany`: few GIL handoffs. Measured at 32 concurrent
-# single-job requests, multi-row statements for these small groups committed sooner, so
-# groups got smaller and the event loop spent more on per-group work than the writer saved.
-MIN_MULTI_ROWS = 32
-
-
-class MultiRowInserts:
-    """Splits a table's rows into multi-row INSERTs of power-of-two sizes (13 rows: 8, 4
-    and 1), each built from the single-row statement once and cached. `placeholder` is the
-    driver's mark for parameter n (1-based), as for `BindConverter`. Up to `exact_up_to`
-    rows go in one statement of exactly that size (a few more distinct statements, one
-    round trip for a small group)."""
-
-    def __init__(
-        self,
-        *,
-        placeholder: Callable[[int], str],
-        max_rows: int = MAX_ROWS_PER_STATEMENT,
-        max_variables: int = 32766,
-        exact_up_to: int = 1,
-    ) -> None:
-        self._placeholder = placeholder
-        self._exact_up_to = exact_up_to
-        self._max_rows = max_rows
-        self._max_variables = max_variables
-        self._statements: dict[tuple[str, int], str] = {}
-
-    def chunks(
-        self, single_row_sql: str, rows: list[tuple[Any, ...]]
-    ) -> list[tuple[str, tuple[Any, ...]]]:
-        """(statement, flat parameters) pairs that insert `rows` in order."""
-        width = len(rows[0]) if rows else 1
-        largest = max(1, min(self._max_rows, self._max_variables // width))
-        out: list[tuple[str, tuple[Any, ...]]] = []
-        start = 0
-        while start < len(rows):
-            left = len(rows) - start
-            size = min(largest, left if left <= self._exact_up_to else 1 << (left.bit_length() - 1))
-            params = tuple(value for row in rows[start : start + size] for value in row)
-            out.append((self._statement(single_row_sql, size, width), params))
-            start += size
-        return out
-
-    def _statement(self, single_row_sql: str, size: int, width: int) -> str:
-        statement = self._statements.get((single_row_sql, size))
-        if statement is None:
-            head, marker, _ = single_row_sql.partition(" VALUES ")
-            if not marker:
-                raise ValueError(f"not a single-row INSERT: {single_row_sql}")
-            mark = self._placeholder
-            groups = (
-                "(" + ", ".join(mark(row * width + column) for column in range(1, width + 1)) + ")"
-                for row in range(size)
-            )
-            statement = f"{head} VALUES {', '.join(groups)}"
-            self._statements[(single_row_sql, size)] = statement
-        return statement
-
-
 def _qmark(_: int) -> str:
     return "?"
 
 
 class SqliteGroupWriter:
+    """Stores groups through its own writer process (`app.jobs.sqlite_write_process`),
+    started at the first write and again after it died; one group at a time."""
+
     def __init__(self, path: Path, *, synchronous: str, dialect: Dialect) -> None:
         self._path = path
         self._synchronous = synchronous
         self._converter = BindConverter(dialect, placeholder=_qmark)
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="jobgate-sqlite-writer")
-        self._connection: sqlite3.Connection | None = None
-        self._inserts: MultiRowInserts | None = None  # sized for the connection's limit
-        self._turn = writer_lock(path)  # shared with the process's other writers
+        self._process: asyncio.subprocess.Process | None = None
+        self._exchange: asyncio.Lock | None = None
 
     async def write(self, batches: list[tuple[Table, list[dict[str, Any]]]]) -> None:
         """Insert every batch in one transaction; returns once it is committed."""
         prepared = [self._converter.convert(table, rows) for table, rows in batches if rows]
-        if prepared:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._write, prepared)
+        if not prepared:
+            return
+        request = frame(prepared)
+        if self._exchange is None:
+            self._exchange = asyncio.Lock()
+        async with self._exchange:
+            failure = await self._send(request)
+        if failure is not None:
+            raise _database_error(*failure)
 
-    def _connect(self) -> tuple[sqlite3.Connection, MultiRowInserts]:
-        if self._connection is None or self._inserts is None:
-            # mode=rw: never create the file (the gateway's migrations do, 0600).
-            connection = sqlite3.connect(
-                f"file:{self._path}?mode=rw", uri=True, timeout=30, isolation_level=None
-            )
-            connection.execute(f"PRAGMA synchronous={self._synchronous}")
-            connection.execute("PRAGMA busy_timeout=30000")
-            connection.execute("PRAGMA foreign_keys=ON")
-            self._inserts = MultiRowInserts(
-                placeholder=_qmark,
-                max_variables=connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER),
-            )
-            self._connection = connection
-        return self._connection, self._inserts
-
-    def _write(self, prepared: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
-        statement = "BEGIN IMMEDIATE"
-        turn = self._turn
-        try:
-            connection, inserts = self._connect()
-            if turn is not None:
-                turn.acquire(self)
-            connection.execute(statement)
+    async def _send(self, request: bytes) -> Failure | None:
+        retried = False
+        while True:
+            process = self._process
+            if process is None or process.returncode is not None or _closing(process):
+                process = self._process = await self._start()
+            stdin, stdout = process.stdin, process.stdout
+            if stdin is None or stdout is None:
+                raise RuntimeError("the writer process has no pipes")
             try:
-                for statement, rows in prepared:  # an error names the single-row form
-                    if len(rows) < MIN_MULTI_ROWS:
-                        connection.executemany(statement, rows)
-                        continue
-                    for multi_row, params in inserts.chunks(statement, rows):
-                        connection.execute(multi_row, params)
-                statement = "COMMIT"
-                connection.execute(statement)
+                stdin.write(request)
+                await stdin.drain()
+            except ConnectionError as exc:
+                # The process stopped before it had the whole group: nothing of it is
+                # stored, so another process may write it (once).
+                self._discard()
+                if retried:
+                    raise _stopped(exc) from exc
+                retried = True
+                continue
             except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
+                self._discard()
                 raise
-        except sqlite3.Error as exc:
-            raise DBAPIError.instance(
-                statement, None, exc, sqlite3.Error, hide_parameters=True
-            ) from exc
-        finally:
-            if turn is not None:
-                turn.release(self)
+            try:
+                header = await stdout.readexactly(HEADER_BYTES)
+                answer = await stdout.readexactly(int.from_bytes(header, "big"))
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                # Committed or not is unknown: a 503 for every member, never a retry.
+                self._discard()
+                raise _stopped(exc) from exc
+            except BaseException:
+                self._discard()  # cancelled mid-exchange: its answer must not reach the next
+                raise
+            failure: Failure | None = marshal.loads(answer)
+            return failure
 
-    def _close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+    async def _start(self) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            _BOOTSTRAP,
+            str(self._path),
+            self._synchronous,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+
+    def _discard(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.returncode is None:
+            process.kill()
 
     async def close(self) -> None:
-        """Close the connection; a later `write` opens a new writer thread (idempotent)."""
-        executor = self._executor
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="jobgate-sqlite-writer")
-        await asyncio.get_running_loop().run_in_executor(executor, self._close)
-        executor.shutdown(wait=True)
+        """Stop the writer process once it has written what it was sent (idempotent; a
+        later `write` starts another)."""
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+# How long `close` waits for the writer process to finish its group and exit.
+CLOSE_TIMEOUT_S = 30.0
+# The process imports this very package, and nothing from site-packages or the environment
+# (`-I -S`): it is ready for its first group in about 40 ms, in about 14 MB.
+_BOOTSTRAP = (
+    f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r}); "
+    "from app.jobs.sqlite_write_process import main; sys.exit(main(sys.argv))"
+)
+
+
+def _closing(process: asyncio.subprocess.Process) -> bool:
+    transport = getattr(process.stdin, "transport", None)
+    return transport is not None and transport.is_closing()
+
+
+def _stopped(exc: BaseException) -> StatementError:
+    return _database_error(
+        "OperationalError", f"the SQLite writer process stopped: {exc!r}", None, None, ""
+    )
+
+
+def _database_error(
+    name: str, message: str, code: int | None, error_name: str | None, statement: str
+) -> StatementError:
+    """The writer process's failure as the thread's was: SQLAlchemy's `DBAPIError`
+    subclass for the sqlite3 exception (mapped to answers like the ORM path's)."""
+    cls = getattr(sqlite3, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, sqlite3.Error)):
+        cls = sqlite3.Error
+    exc = cls(message)
+    if code is not None and error_name is not None:
+        exc.sqlite_errorcode, exc.sqlite_errorname = code, error_name
+    return DBAPIError.instance(statement, None, exc, sqlite3.Error, hide_parameters=True)

@@ -45,6 +45,7 @@ async def make_gateway(
         control = build_admission(runtime)
         app.state.admission = control  # the lifespan starts its sampler and closes it
         stack.push_async_callback(runtime.queue_engine.close)  # after the gateway stopped
+        stack.push_async_callback(runtime.committer.close)  # its SQLite writer process
         http = await stack.enter_async_context(asgi_client(app))
         return Gateway(runtime=runtime, admission=control, http=http)
 

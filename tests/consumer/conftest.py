@@ -123,6 +123,7 @@ async def make_harness(
         )
         runtime = build_runtime(tuned, clock=clock, engine=db_engine)
         stack.push_async_callback(runtime.queue_engine.close)  # after the gateway stopped
+        stack.push_async_callback(runtime.committer.close)  # its SQLite writer process
         client = await stack.enter_async_context(asgi_client(create_app(runtime=runtime)))
         factory = TenantFactory(runtime)
         keys: dict[str, str] = {}

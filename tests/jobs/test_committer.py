@@ -18,7 +18,7 @@ from app.jobs.committer import TRANSIENT_RETRIES, GroupCommitter, GroupWriter
 from app.jobs.models import Job
 from app.jobs.payloads import AnalyticsEventJob, JobOptions, SyncSingleOrderJob
 from app.jobs.service import PendingWrites, _build, _prepare
-from app.jobs.sqlite_writer import MIN_MULTI_ROWS
+from app.jobs.sqlite_write_process import MIN_MULTI_ROWS
 from app.queues import counters as queue_counters
 from app.queues.models import QueueMessage
 from app.tenants.schemas import Principal

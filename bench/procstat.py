@@ -3,7 +3,7 @@
 CPU time per request is steadier than requests/s on a shared, noisy machine: other work
 slows a server down (fewer requests/s) but barely changes how many CPU seconds each request
 costs it. `cpu_seconds` reads a process's user + system time, `rss_bytes` its resident set,
-each with those of its helper processes: the SQLite writer a gateway starts works for it.
+each with what its helper processes add: the SQLite writer a gateway starts works for it.
 Other children (the consumer `jobgate dev` starts) are not counted.
 """
 
@@ -61,20 +61,27 @@ def cpu_seconds(pid: int) -> float:
 
 
 def rss_bytes(pid: int) -> int:
-    """Resident set size (VmRSS in /proc/<pid>/status) of `pid` and its live helpers, 0
-    once `pid` is gone."""
-    total = 0
-    for member in with_helpers(pid):
+    """Resident set size of `pid` (VmRSS in /proc/<pid>/status) plus what its live helpers
+    add: their private pages (/proc/<pid>/smaps_rollup). The pages a helper shares (the
+    interpreter's and SQLite's code, which the gateway maps too) are counted once, in the
+    gateway's RSS. 0 once `pid` is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0
+    total = _kib(lines, ("VmRSS:",))
+    for helper in with_helpers(pid)[1:]:
         try:
-            lines = Path(f"/proc/{member}/status").read_text().splitlines()
+            rollup = Path(f"/proc/{helper}/smaps_rollup").read_text().splitlines()
         except OSError:
-            if member == pid:
-                return 0
-            continue
-        total += next(
-            (int(line.split()[1]) * 1024 for line in lines if line.startswith("VmRSS:")), 0
-        )
+            continue  # a helper that just exited
+        total += _kib(rollup, ("Private_Clean:", "Private_Dirty:"))
     return total
+
+
+def _kib(lines: list[str], names: tuple[str, ...]) -> int:
+    """The sum of the named `Name:   N kB` lines, in bytes."""
+    return sum(int(line.split()[1]) * 1024 for line in lines if line.startswith(names))
 
 
 def load_average() -> tuple[float, float, float]:

@@ -412,7 +412,7 @@ def plot_rss(data: Row, path: Path) -> None:
     ax.axhline(RSS_GOAL_MB, color="red", ls=":", lw=1, label=f"goal {RSS_GOAL_MB:.0f} MB")
     ax.set_ylim(bottom=0)
     ax.set_xlabel("seconds since the run started")
-    ax.set_ylabel("RSS (MB, VmRSS, with the SQLite writer)")
+    ax.set_ylabel("RSS (MB, VmRSS + the SQLite writer's private)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.suptitle("Gateway memory over the run")

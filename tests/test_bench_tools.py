@@ -10,6 +10,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -92,17 +93,26 @@ def test_proc_readers_see_this_process_and_nothing_once_gone() -> None:
 
 
 def test_a_gateways_sqlite_writer_counts_with_it_and_other_children_do_not() -> None:
-    """CPU and RSS of a gateway include its SQLite writer process, not a consumer it spawned."""
-    sleep = "import time; time.sleep(30)"
-    writer = subprocess.Popen([sys.executable, "-c", sleep, procstat.HELPER_MARK.decode()])
-    other = subprocess.Popen([sys.executable, "-c", sleep, "consume"])
+    """CPU and RSS of a gateway include its SQLite writer process (for RSS, its private
+    pages), not a consumer it spawned."""
+    sleep = "import time; print('ready', flush=True); time.sleep(30)"
+    writer, other = (
+        subprocess.Popen([sys.executable, "-c", sleep, mark], stdout=subprocess.PIPE, text=True)
+        for mark in (procstat.HELPER_MARK.decode(), "consume")
+    )
     try:
+        for child in (writer, other):  # running Python, their heaps in place
+            assert child.stdout is not None
+            assert child.stdout.readline() == "ready\n"
         helpers = procstat.with_helpers(os.getpid())
         assert helpers[0] == os.getpid()
         assert writer.pid in helpers
         assert other.pid not in helpers
-        alone = procstat.rss_bytes(writer.pid)
-        assert procstat.rss_bytes(os.getpid()) >= alone + (1 << 20)
+        own = procstat.rss_bytes(other.pid)  # no helper: its own VmRSS
+        assert own > 1 << 20
+        # The writer's private pages (a Python process's heap: megabytes) count with us.
+        mine = int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) * 1024
+        assert procstat.rss_bytes(os.getpid()) > mine + (1 << 20)
     finally:
         for child in (writer, other):
             child.kill()

@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from redis import Redis
-from redis.exceptions import RedisError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from app.cli.common import err, fail
@@ -122,6 +120,10 @@ def migrate_bull(
     url: UrlOption = DEFAULT_URL,
     as_json: JsonOption = False,
 ) -> None:
+    # Here, not at the top: every `jobgate` command (the gateway's too) loads this module.
+    from redis import Redis
+    from redis.exceptions import RedisError
+
     try:
         mapping = service.load_mapping(mapping_file)
     except MappingInvalid as exc:

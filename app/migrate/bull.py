@@ -21,9 +21,10 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from redis import Redis
+if TYPE_CHECKING:  # a type only: the gateway loads the CLI, and only `migrate` needs redis
+    from redis import Redis
 
 DELAY_SCORE_FACTOR = 0x1000
 PAGE = 500

@@ -92,7 +92,8 @@ class MultiRowInserts:
         return statement
 
 
-def _qmark(_: int) -> str:
+def qmark(_: int) -> str:
+    """The sqlite3 driver's mark for a parameter."""
     return "?"
 
 
@@ -105,11 +106,11 @@ class GroupStore:
         self._path = path
         self._synchronous = synchronous
         self._connection: sqlite3.Connection | None = None
-        self._inserts = MultiRowInserts(placeholder=_qmark)
+        self._inserts: MultiRowInserts | None = None  # sized for the connection's limit
         self._turn: WriterLock | None = writer_lock(path)
 
-    def _connect(self) -> sqlite3.Connection:
-        if self._connection is None:
+    def _connect(self) -> tuple[sqlite3.Connection, MultiRowInserts]:
+        if self._connection is None or self._inserts is None:
             # mode=rw: never create the file (the gateway's migrations do, 0600).
             connection = sqlite3.connect(
                 f"file:{self._path}?mode=rw", uri=True, timeout=30, isolation_level=None
@@ -118,18 +119,18 @@ class GroupStore:
             connection.execute("PRAGMA busy_timeout=30000")
             connection.execute("PRAGMA foreign_keys=ON")
             self._inserts = MultiRowInserts(
-                placeholder=_qmark,
+                placeholder=qmark,
                 max_variables=connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER),
             )
             self._connection = connection
-        return self._connection
+        return self._connection, self._inserts
 
     def write(self, group: Group) -> Failure | None:
         """Store `group` in one transaction; the failure, if any (rolled back)."""
         statement = "BEGIN IMMEDIATE"
         turn = self._turn
         try:
-            connection = self._connect()
+            connection, inserts = self._connect()
             if turn is not None:
                 turn.acquire(self)
             connection.execute(statement)
@@ -138,7 +139,7 @@ class GroupStore:
                     if len(rows) < MIN_MULTI_ROWS:
                         connection.executemany(statement, rows)
                         continue
-                    for multi_row, params in self._inserts.chunks(statement, rows):
+                    for multi_row, params in inserts.chunks(statement, rows):
                         connection.execute(multi_row, params)
                 statement = "COMMIT"
                 connection.execute(statement)

@@ -40,7 +40,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.sql.dml import Insert
 
-from app.jobs.sqlite_write_process import HEADER_BYTES, Failure, frame
+from app.jobs.sqlite_write_process import HEADER_BYTES, Failure, frame, qmark
 
 
 class RecordedInserts:
@@ -119,10 +119,6 @@ class BindConverter:
         return sql, itemgetter(*keys), processors
 
 
-def _qmark(_: int) -> str:
-    return "?"
-
-
 class SqliteGroupWriter:
     """Stores groups through its own writer process (`app.jobs.sqlite_write_process`),
     started at the first write and again after it died; one group at a time."""
@@ -130,7 +126,7 @@ class SqliteGroupWriter:
     def __init__(self, path: Path, *, synchronous: str, dialect: Dialect) -> None:
         self._path = path
         self._synchronous = synchronous
-        self._converter = BindConverter(dialect, placeholder=_qmark)
+        self._converter = BindConverter(dialect, placeholder=qmark)
         self._process: asyncio.subprocess.Process | None = None
         self._exchange: asyncio.Lock | None = None
 

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.bootstrap import Runtime, build_runtime
 from app.core.clock import ManualClock
+from app.jobs.schemas import JobBatchResponse, JobPublic
 from app.main import create_app
 from app.settings import Settings
 from tests.factories import TenantFactory, auth
@@ -65,6 +66,30 @@ async def test_the_fast_answer_is_the_documented_job(
     batch = await client.post("/v1/jobs/batch", json={"jobs": [ORDER] * 2}, headers=auth(key))
     assert batch.status_code == 202
     for job in batch.json()["jobs"]:
+        stored = await client.get(f"/v1/jobs/{job['id']}", headers=auth(key))
+        assert job == stored.json()
+
+
+async def test_the_fast_answer_is_written_as_the_model_writes_it(
+    client: httpx.AsyncClient, tenants: TenantFactory
+) -> None:
+    """Byte for byte what `JobPublic` / `JobBatchResponse` dump: field order, timestamps,
+    non-ASCII text, floats, nested values, nulls."""
+    key = (await tenants.create()).api_key
+    await client.post("/v1/jobs", json=ORDER, headers=auth(key))
+    event = {
+        "type": "analytics-event",
+        "name": "café.paid",
+        "properties": {"amount": 12.5, "tiny": 1e-7, "tags": ["ü", None, True], "n": {"k": 2}},
+    }
+    single = await client.post("/v1/jobs", json=event, headers=auth(key))
+    batch = await client.post("/v1/jobs/batch", json={"jobs": [event, ORDER]}, headers=auth(key))
+    assert (single.status_code, batch.status_code) == (202, 202)
+    assert list(single.json()) == list(JobPublic.model_fields)
+    assert single.content == JobPublic.model_validate(single.json()).model_dump_json().encode()
+    expected = JobBatchResponse.model_validate(batch.json()).model_dump_json().encode()
+    assert batch.content == expected
+    for job in [single.json(), *batch.json()["jobs"]]:
         stored = await client.get(f"/v1/jobs/{job['id']}", headers=auth(key))
         assert job == stored.json()
 

@@ -50,34 +50,60 @@ def random_hex(size: int) -> str:
     return random_bytes(size).hex()
 
 
-def _uuid7_int() -> int:
-    """A UUIDv7 (RFC 9562) with a 12-bit counter, monotonic within this process."""
+_VERSION_AND_VARIANT = (0x7 << 76) | (0b10 << 62)
+_RAND_B_MASK = 0x3FFF_FFFF_FFFF_FFFF
+
+
+def _uuid7_ints(count: int) -> list[int]:
+    """`count` UUIDv7s (RFC 9562) with a 12-bit counter, increasing within this process.
+
+    One clock read, one lock and one draw of entropy for all of them (a batch's 200 ids
+    cost about a third of what 200 calls for one did)."""
     global _last_ms, _counter
-    entropy = random_bytes(10)
+    entropy = random_bytes(10 * count)
+    stamps: list[int] = []
     with _lock:
         now_ms = time.time_ns() // 1_000_000
-        if now_ms > _last_ms:
-            _last_ms, _counter = now_ms, int.from_bytes(entropy[8:]) & 0x3FF
-        else:
-            _counter += 1
-            if _counter > 0xFFF:  # counter exhausted: borrow the next millisecond
-                _last_ms, _counter = _last_ms + 1, 0
         ms, counter = _last_ms, _counter
-    rand_b = int.from_bytes(entropy[:8]) & 0x3FFF_FFFF_FFFF_FFFF
-    return (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand_b
+        for start in range(0, 10 * count, 10):
+            if now_ms > ms:
+                ms, counter = now_ms, int.from_bytes(entropy[start + 8 : start + 10]) & 0x3FF
+            else:
+                counter += 1
+                if counter > 0xFFF:  # counter exhausted: borrow the next millisecond
+                    ms, counter = ms + 1, 0
+            stamps.append((ms << 80) | (counter << 64))
+        _last_ms, _counter = ms, counter
+    return [
+        stamp | _VERSION_AND_VARIANT | (int.from_bytes(entropy[10 * i : 10 * i + 8]) & _RAND_B_MASK)
+        for i, stamp in enumerate(stamps)
+    ]
+
+
+def _dashed(h: str) -> str:
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def uuid7() -> str:
     """A UUIDv7 string, as str(uuid.UUID(...)) gives it, without building the object."""
-    h = f"{_uuid7_int():032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return _dashed(f"{_uuid7_ints(1)[0]:032x}")
+
+
+def uuid7_many(count: int) -> list[str]:
+    """`count` `uuid7()`s, in increasing order."""
+    return [_dashed(f"{value:032x}") for value in _uuid7_ints(count)]
 
 
 def uuid7_hex() -> str:
     """A UUIDv7 as 32 lowercase hex characters (the shape of a queue message id). Keys
     that grow with time are appended to their B-tree; random ones land on a random page
     each, so every insert would dirty (and, with a large table, read) another page."""
-    return f"{_uuid7_int():032x}"
+    return f"{_uuid7_ints(1)[0]:032x}"
+
+
+def uuid7_hex_many(count: int) -> list[str]:
+    """`count` `uuid7_hex()`s, in increasing order."""
+    return [f"{value:032x}" for value in _uuid7_ints(count)]
 
 
 def hex_id() -> str:

@@ -24,7 +24,7 @@ from sqlmodel import col, select
 from app.core import jsontext
 from app.core.db import table_of
 from app.core.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
-from app.core.ids import uuid7
+from app.core.ids import uuid7_many
 from app.jobs.dispatchers import Dispatcher
 from app.jobs.models import Job, JobEvent, JobStatus
 from app.jobs.payloads import JobOptions
@@ -98,13 +98,13 @@ def _prepare(
     topology: Topology,
     trace: dict[str, str] | None,
     index: int | None,
+    job_id: str,
 ) -> _Prepared:
     where = "" if index is None else f"jobs[{index}]: "
     if request.tenantId is not None and request.tenantId != principal.tenant_id:
         raise Forbidden(f"{where}tenantId does not match the authenticated tenant")
     job_type = request.type
     payload = request.payload()
-    job_id = uuid7()
     envelope = {  # the message body, its keys in canonical order
         "idempotency_key": key,
         "job_id": job_id,
@@ -147,9 +147,10 @@ def _prepare_all(
 ) -> list[_Prepared]:
     if len(requests) > MAX_BATCH_JOBS:
         raise PayloadTooLarge(f"a batch holds at most {MAX_BATCH_JOBS} jobs, not {len(requests)}")
+    job_ids = uuid7_many(len(requests))
     prepared = [
-        _prepare(principal, request, key, topology, trace, index if batch else None)
-        for index, (request, key) in enumerate(requests)
+        _prepare(principal, request, key, topology, trace, index if batch else None, job_id)
+        for index, ((request, key), job_id) in enumerate(zip(requests, job_ids, strict=True))
     ]
     total = sum(p.size for p in prepared)
     if batch and total > MAX_BATCH_BYTES:

@@ -34,7 +34,7 @@ from sqlalchemy.sql import Select
 from app.core.bulk import BulkUpdate, insert_rows
 from app.core.clock import Clock, SystemClock
 from app.core.db import SessionMaker, table_of
-from app.core.ids import random_hex, uuid7_hex
+from app.core.ids import random_hex, uuid7_hex_many
 from app.queues import counters as queue_counters
 from app.queues.base import (
     DEFAULT_PULL_BATCH,
@@ -215,7 +215,7 @@ class LocalQueueEngine:
         now = self.clock.now_ms()
         rows: list[dict[str, Any]] = []
         total = 0
-        for message in messages:
+        for message, message_id in zip(messages, uuid7_hex_many(len(messages)), strict=True):
             _check_delay(message.delay_seconds)
             body = message.encoded
             if body is None or message.content_type != "json":
@@ -232,7 +232,7 @@ class LocalQueueEngine:
                 delay = delay_seconds if delay_seconds is not None else settings.delivery_delay
             rows.append(
                 {
-                    "id": uuid7_hex(),
+                    "id": message_id,
                     "queue": queue,
                     "body": body,
                     "content_type": message.content_type,

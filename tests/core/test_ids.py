@@ -23,6 +23,23 @@ def test_uuid7_is_a_time_ordered_rfc_9562_uuid() -> None:
     assert all(len(h) == 32 and int(h, 16) >= 0 for h in (ids.uuid7_hex() for _ in range(10)))
 
 
+def test_ids_made_many_at_once_keep_the_order_of_ids_made_one_at_a_time() -> None:
+    made: list[str] = []
+    for _ in range(50):
+        made += ids.uuid7_many(100)
+        made.append(ids.uuid7())
+    # 5,050 ids in a few milliseconds: the 12-bit counter borrows the next millisecond.
+    assert len(set(made)) == len(made)
+    assert made == sorted(made)
+    assert all(uuid.UUID(text).version == 7 and str(uuid.UUID(text)) == text for text in made)
+    hexes = ids.uuid7_hex_many(3000) + [ids.uuid7_hex()] + ids.uuid7_hex_many(1)
+    assert len(set(hexes)) == len(hexes)
+    assert hexes == sorted(hexes)
+    assert all(len(h) == 32 and uuid.UUID(hex=h).version == 7 for h in hexes)
+    assert ids.uuid7_many(0) == []
+    assert ids.uuid7_hex_many(0) == []
+
+
 def test_random_bytes_never_repeat_across_the_pool_boundary() -> None:
     sizes = [7, 13, 4096, 3, 5000, 1, 4095, 16] * 20
     seen = [ids.random_bytes(size) for size in sizes]

@@ -234,7 +234,8 @@ def consume(
 
     async def run() -> None:
         # Its lease, handler and settlement transactions take turns on one SQLite
-        # connection instead of sleeping on the database lock (see app/core/db.py).
+        # connection instead of sleeping on the database lock (see app/core/db.py), whose
+        # statements run on the event loop (see app/core/sqlite_driver.py).
         engine = create_engine(settings.db, sqlite_single_connection=True)
         runtime = build_runtime(settings, engine=engine)
         try:

@@ -62,7 +62,8 @@ def create_engine(
     sqlite_single_connection: bool = False,
 ) -> AsyncEngine:
     """The engine for `settings`. `sqlite_single_connection`: the process's transactions
-    take turns on one connection (see `_configure_sqlite`) rather than on SQLite's lock."""
+    take turns on one connection (see `_configure_sqlite`) rather than on SQLite's lock,
+    and its statements run on the event loop's thread (see `app.core.sqlite_driver`)."""
     url = async_url(settings.url)
     # Error messages must not quote bound values: they are tenants' payloads.
     kwargs: dict[str, Any] = {"pool_pre_ping": False, "hide_parameters": True}
@@ -70,8 +71,9 @@ def create_engine(
     kwargs["json_serializer"] = jsontext.dumps
     if url.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": 30}
-        # One thread hand-off per statement instead of four (see sqlite_driver).
-        kwargs["module"] = one_trip_dbapi()
+        # One thread hand-off per statement instead of four, or none on the process's one
+        # connection (see sqlite_driver).
+        kwargs["module"] = one_trip_dbapi(inline=sqlite_single_connection)
         if sqlite_single_connection:
             kwargs["pool_size"], kwargs["max_overflow"] = 1, 0
     else:

@@ -1,5 +1,6 @@
-"""The SQLite engine's driver: one hand-off to aiosqlite's thread per statement, with the
-results, row counts and errors SQLAlchemy's stock aiosqlite adapter gives."""
+"""The SQLite engine's driver: one hand-off to aiosqlite's thread per statement (none on a
+process's one connection, the consumer's), with the results, row counts and errors
+SQLAlchemy's stock aiosqlite adapter gives."""
 
 from __future__ import annotations
 
@@ -22,9 +23,15 @@ from tests.support.writer_turn import held_by_another_process, other_process_see
 pytestmark = pytest.mark.asyncio
 
 
-@pytest_asyncio.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'driver.db'}"))
+ONE_CONNECTION = "one connection"
+
+
+@pytest_asyncio.fixture(params=["pooled", ONE_CONNECTION])
+async def engine(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(
+        DatabaseSettings(url=f"sqlite:///{tmp_path / 'driver.db'}"),
+        sqlite_single_connection=request.param == ONE_CONNECTION,
+    )
     async with engine.begin() as connection:
         await connection.execute(
             text("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)")
@@ -48,6 +55,10 @@ def thread_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         yield calls
 
 
+def _one_connection(engine: AsyncEngine) -> bool:
+    return engine.pool.size() == 1
+
+
 async def test_a_statement_is_one_hand_off(
     engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -56,7 +67,8 @@ async def test_a_statement_is_one_hand_off(
         with thread_calls(monkeypatch) as calls:
             rows = (await connection.execute(text("SELECT 1, 'a'"))).all()
         assert rows == [(1, "a")]
-        assert len(calls) == 1, calls
+        # On one connection a statement runs on the event loop's thread: no hand-off.
+        assert len(calls) == (0 if _one_connection(engine) else 1), calls
 
 
 async def test_rows_counts_and_returning(engine: AsyncEngine) -> None:
@@ -143,6 +155,8 @@ async def test_a_failed_statement_and_a_closed_connection_give_the_turn_back(
 async def test_transactions_of_one_process_share_the_turn(engine: AsyncEngine) -> None:
     """Two connections of one process: the second waits on SQLite's lock, never on the
     turn its own process holds, so it goes on once the first commits."""
+    if _one_connection(engine):
+        pytest.skip("one connection: its transactions take turns on the pool")
     async with engine.connect() as first, engine.connect() as second:
         await first.begin()
         await first.execute(text("INSERT INTO item (name) VALUES ('a')"))
@@ -179,3 +193,53 @@ async def test_a_writer_waits_for_another_processes_turn_and_starts_when_it_ends
     async with engine.connect() as connection:
         names = (await connection.execute(text("SELECT name FROM item"))).scalars().all()
     assert names == ["after"]
+
+
+async def test_on_one_connection_only_begin_and_commit_leave_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer's engine: its statements run on the loop's thread (a hand-off each cost
+    more than most of them), except BEGIN IMMEDIATE, which may wait for another process's
+    turn, and COMMIT, which may fsync; the loop goes on serving meanwhile."""
+    engine = create_engine(
+        DatabaseSettings(url=f"sqlite:///{tmp_path / 'one.db'}"), sqlite_single_connection=True
+    )
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("CREATE TABLE item (name TEXT)"))
+        with thread_calls(monkeypatch) as calls:
+            async with engine.begin() as connection:
+                await connection.execute(text("INSERT INTO item VALUES ('a')"))
+                await connection.execute(text("INSERT INTO item VALUES (:n)"), [{"n": "b"}])
+                names = (await connection.execute(text("SELECT name FROM item"))).scalars()
+        assert sorted(names) == ["a", "b"]
+        assert calls == ["_run", "end"], calls  # BEGIN IMMEDIATE, then COMMIT
+
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        async def write() -> None:
+            async with engine.begin() as connection:
+                await connection.execute(text("INSERT INTO item VALUES ('c')"))
+
+        ticker = asyncio.create_task(tick())
+        try:
+            async with held_by_another_process(tmp_path / "one.db-writers", 0.5) as holder:
+                writing = asyncio.create_task(write())
+                await asyncio.sleep(0.3)
+                assert not writing.done()  # waiting for the other process's turn...
+                assert ticks >= 10  # ...off the event loop, which keeps running
+                await asyncio.wait_for(writing, 30)
+                assert holder.poll() is not None
+        finally:
+            ticker.cancel()
+        async with engine.connect() as connection:
+            count = (await connection.execute(text("SELECT count(*) FROM item"))).scalar()
+        assert count == 3
+    finally:
+        await engine.dispose()

@@ -24,7 +24,7 @@ from sqlmodel import col, select
 from app.core import jsontext
 from app.core.db import table_of
 from app.core.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
-from app.core.ids import uuid7_many
+from app.core.ids import uuid7, uuid7_many
 from app.jobs.dispatchers import Dispatcher
 from app.jobs.models import Job, JobEvent, JobStatus
 from app.jobs.payloads import JobOptions
@@ -98,13 +98,14 @@ def _prepare(
     topology: Topology,
     trace: dict[str, str] | None,
     index: int | None,
-    job_id: str,
+    job_id: str | None = None,
 ) -> _Prepared:
     where = "" if index is None else f"jobs[{index}]: "
     if request.tenantId is not None and request.tenantId != principal.tenant_id:
         raise Forbidden(f"{where}tenantId does not match the authenticated tenant")
     job_type = request.type
     payload = request.payload()
+    job_id = job_id or uuid7()  # a batch's come made together (`_prepare_all`)
     envelope = {  # the message body, its keys in canonical order
         "idempotency_key": key,
         "job_id": job_id,

@@ -80,25 +80,23 @@ def _uuid7_ints(count: int) -> list[int]:
     ]
 
 
-def _dashed(h: str) -> str:
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
 def uuid7() -> str:
     """A UUIDv7 string, as str(uuid.UUID(...)) gives it, without building the object."""
-    return _dashed(f"{_uuid7_ints(1)[0]:032x}")
+    return uuid7_many(1)[0]
 
 
 def uuid7_many(count: int) -> list[str]:
     """`count` `uuid7()`s, in increasing order."""
-    return [_dashed(f"{value:032x}") for value in _uuid7_ints(count)]
+    return [
+        f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}" for h in uuid7_hex_many(count)
+    ]
 
 
 def uuid7_hex() -> str:
     """A UUIDv7 as 32 lowercase hex characters (the shape of a queue message id). Keys
     that grow with time are appended to their B-tree; random ones land on a random page
     each, so every insert would dirty (and, with a large table, read) another page."""
-    return f"{_uuid7_ints(1)[0]:032x}"
+    return uuid7_hex_many(1)[0]
 
 
 def uuid7_hex_many(count: int) -> list[str]:

@@ -45,6 +45,8 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_cursor,
     AsyncAdapt_aiosqlite_dbapi,
 )
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_
 
@@ -237,3 +239,29 @@ def one_trip_dbapi(*, inline: bool = False) -> OneTripDBAPI:
     """The `module=` for `create_async_engine` on a `sqlite+aiosqlite` URL; `inline`: see
     `OneTripConnection`."""
     return OneTripDBAPI(inline=inline)
+
+
+def inline_sqlite(connection: AsyncConnection) -> sqlite3.Connection | None:
+    """The sqlite3 connection under `connection` when its statements run inline (on the
+    event loop's thread, in the transaction the caller began), else None."""
+    adapted = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+    if not isinstance(adapted, OneTripConnection) or not adapted.inline:
+        return None
+    driver: aiosqlite.Connection = adapted._connection  # type: ignore[assignment]
+    return driver._connection if driver._running else None
+
+
+def run_inline(
+    raw: sqlite3.Connection, sql: str, parameters: Sequence[Any], *, many: bool = False
+) -> list[Any]:
+    """`sql` on `inline_sqlite`'s connection, without SQLAlchemy's per-statement machinery
+    (its compiled-statement lookup, execution context and result objects are most of the
+    cost of a statement the consumer runs in a millisecond). Returns the rows; a driver
+    error is raised as SQLAlchemy's, like any other statement's."""
+    try:
+        if many:
+            raw.executemany(sql, parameters)
+            return []
+        return raw.execute(sql, parameters).fetchall()
+    except sqlite3.Error as error:
+        raise DBAPIError.instance(sql, parameters, error, sqlite3.Error, ismulti=many) from error

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Integer, Text, and_, bindparam, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.bulk import BulkUpdate, insert_rows
+from app.core.bulk import BulkUpdate, DriverQuery, insert_rows
 from app.core.clock import to_datetime
 from app.core.db import UTCDateTime, table_of
 from app.jobs.models import FINISHED_STATUSES, Job, JobAttempt, JobEvent, JobStatus
@@ -82,6 +82,30 @@ def is_finished(job: JobState) -> bool:
     return JobStatus(job.status) in FINISHED_STATUSES
 
 
+_LOAD_JOBS = DriverQuery(
+    select(  # in the order of JobState's fields
+        _jobs.c.id,
+        _jobs.c.status,
+        _jobs.c.attempts,
+        _attempts.c.lease_expires_ms,
+        _jobs.c.attempts_base,
+    )
+    .select_from(
+        _jobs.outerjoin(
+            _attempts,
+            and_(
+                _attempts.c.job_id == _jobs.c.id,
+                _attempts.c.attempt == _jobs.c.attempts,
+                _attempts.c.ended_at.is_(None),
+            ),
+        )
+    )
+    .where(_jobs.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_jobs.c.id)
+    .with_for_update(of=_jobs)
+)
+
+
 async def load_jobs(session: AsyncSession, job_ids: Iterable[str]) -> dict[str, JobState]:
     """The jobs' states (with their open attempt's lease) in one SELECT, locked for update
     (PostgreSQL) so two consumers move them one at a time (SQLite has one writer: every
@@ -89,26 +113,7 @@ async def load_jobs(session: AsyncSession, job_ids: Iterable[str]) -> dict[str, 
     ids = sorted(set(job_ids))
     if not ids:
         return {}
-    current = and_(
-        _attempts.c.job_id == _jobs.c.id,
-        _attempts.c.attempt == _jobs.c.attempts,
-        _attempts.c.ended_at.is_(None),
-    )
-    stmt = (
-        select(  # in the order of JobState's fields
-            _jobs.c.id,
-            _jobs.c.status,
-            _jobs.c.attempts,
-            _attempts.c.lease_expires_ms,
-            _jobs.c.attempts_base,
-        )
-        .select_from(_jobs.outerjoin(_attempts, current))
-        .where(_jobs.c.id.in_(ids))
-        .order_by(_jobs.c.id)
-        .with_for_update(of=_jobs)
-    )
-    result = await session.execute(stmt)
-    return {row[0]: JobState(*row) for row in result}
+    return {row[0]: JobState(*row) for row in await _LOAD_JOBS.rows(session, ids=ids)}
 
 
 async def _close_open_attempts(

@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
-    RowMapping,
     and_,
     bindparam,
     delete,
@@ -30,8 +29,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
+from sqlalchemy.sql.elements import BindParameter
 
-from app.core.bulk import BulkUpdate, insert_rows
+from app.core.bulk import BulkUpdate, DriverQuery, insert_rows
 from app.core.clock import Clock, SystemClock
 from app.core.db import SessionMaker, table_of
 from app.core.ids import random_hex, uuid7_hex_many
@@ -149,9 +149,46 @@ def message_id_of(lease_id: str) -> str | None:
     return message_id if sep and len(message_id) == 32 else None
 
 
-def _paused(queue: str) -> Any:
+def _paused(queue: str | BindParameter[str]) -> Any:
     """True while `queue`'s delivery is paused (a primary-key probe, not a scan)."""
     return exists().where(_pauses.c.queue == queue)
+
+
+def _lockable(*where: Any) -> Select[Any]:
+    """The ids of matching messages. SKIP LOCKED (PostgreSQL): a row locked by another call
+    is being handled by it (no deadlocks)."""
+    return select(_table.c.id).where(*where).with_for_update(skip_locked=True)
+
+
+# The consumer's statements per pull and per settled group (see `DriverQuery`).
+_COLUMNS = [c.key for c in _table.c]
+_HEAD = DriverQuery(  # the queue's next visible messages
+    select(_table)
+    .where(
+        _table.c.queue == bindparam("queue"),
+        _table.c.visible_at_ms <= bindparam("now"),
+        ~_paused(bindparam("queue")),
+    )
+    .order_by(_table.c.visible_at_ms)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
+_HELD = DriverQuery(  # by primary key only, locked in id order (no deadlock between acks)
+    select(_table.c.id, _table.c.queue, _table.c.lease_id, _table.c.attempts)
+    .where(_table.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_table.c.id)
+    .with_for_update()
+)
+_DELETE = DriverQuery(delete(_table).where(_table.c.id.in_(bindparam("ids", expanding=True))))
+_EXPIRE = DriverQuery(  # past the retention period
+    delete(_table).where(
+        _table.c.id.in_(
+            _lockable(
+                _table.c.queue == bindparam("queue"), _table.c.enqueued_ms < bindparam("cutoff")
+            )
+        )
+    )
+)
 
 
 class LocalQueueEngine:
@@ -324,15 +361,8 @@ class LocalQueueEngine:
         settings = self.settings(queue)
         now = self.clock.now_ms()
         await self._expire(session, settings, now)
-        stmt = (
-            select(_table)
-            # A paused queue delivers nothing (a primary-key probe, not a scan).
-            .where(_table.c.queue == queue, _table.c.visible_at_ms <= now, ~_paused(queue))
-            .order_by(_table.c.visible_at_ms)
-            .limit(batch_size)
-            .with_for_update(skip_locked=True)
-        )
-        rows = (await session.execute(stmt)).mappings().all()
+        found = await _HEAD.rows(session, queue=queue, now=now, limit=batch_size)
+        rows = [dict(zip(_COLUMNS, row, strict=True)) for row in found]
         max_deliveries = settings.max_retries + 1
         exhausted = [row["id"] for row in rows if row["attempts"] >= max_deliveries]
         if exhausted:
@@ -341,7 +371,7 @@ class LocalQueueEngine:
         return await self._take(session, rows, now, visibility_timeout_ms)
 
     async def _take(
-        self, session: AsyncSession, rows: Sequence[RowMapping], now: int, visibility_ms: int
+        self, session: AsyncSession, rows: Sequence[Mapping[str, Any]], now: int, visibility_ms: int
     ) -> list[LeasedMessage]:
         """Lease the selected rows (one bulk statement)."""
         leased = [
@@ -364,7 +394,7 @@ class LocalQueueEngine:
         return leased
 
     @staticmethod
-    def _leased(row: RowMapping, *, attempts: int, lease_id: str) -> LeasedMessage:
+    def _leased(row: Mapping[str, Any], *, attempts: int, lease_id: str) -> LeasedMessage:
         metadata = {"CF-sourceMessageSource": "api", "CF-Content-Type": row["content_type"]}
         if row["delay_seconds"]:
             metadata["CF-msg-delay-secs"] = str(row["delay_seconds"])
@@ -457,15 +487,10 @@ class LocalQueueEngine:
         now = self.clock.now_ms()
         # By primary key only (a queue condition steers planners to the queue index), and
         # locked in id order so two acks of overlapping leases cannot deadlock.
-        stmt = (
-            select(_table.c.id, _table.c.queue, _table.c.lease_id, _table.c.attempts)
-            .where(_table.c.id.in_([*ack_ids, *retry_ids]))
-            .order_by(_table.c.id)
-            .with_for_update()
-        )
+        locked = await _HELD.rows(session, ids=[*ack_ids, *retry_ids])
         found = {  # message id -> (lease id, attempts)
             message_id: (lease_id, attempts)
-            for message_id, row_queue, lease_id, attempts in await session.execute(stmt)
+            for message_id, row_queue, lease_id, attempts in locked
             if row_queue == queue
         }
         acked = [message_id for message_id in ack_ids if message_id in found]
@@ -484,7 +509,7 @@ class LocalQueueEngine:
                 )
                 requeue.append({"b_id": message_id, "b_visible_at_ms": now + delay * 1000})
         if acked:
-            await session.execute(delete(_table).where(_table.c.id.in_(acked)))
+            await _DELETE.rows(session, ids=acked)
         await _REQUEUE.execute(session, requeue)
         if exhausted:
             await self._dead_letter(session, settings, _table.c.id.in_(exhausted), now)
@@ -505,13 +530,7 @@ class LocalQueueEngine:
         feeding = self._feeding(settings.name)
         for source in [settings, *feeding]:
             cutoff = now - source.message_retention_period * 1000
-            await session.execute(
-                delete(_table).where(
-                    _table.c.id.in_(
-                        self._lockable(_table.c.queue == source.name, _table.c.enqueued_ms < cutoff)
-                    )
-                )
-            )
+            await _EXPIRE.rows(session, queue=source.name, cutoff=cutoff)
         for source in feeding:
             await self._dead_letter_exhausted(session, source, now)
 
@@ -520,7 +539,7 @@ class LocalQueueEngine:
     ) -> None:
         # The final delivery's lease ran out. Only leased rows (a partial index) are read:
         # a message requeued before max_retries was lowered is dead-lettered at the head.
-        final = self._lockable(
+        final = _lockable(
             _table.c.queue == settings.name,
             _table.c.lease_id.is_not(None),
             _table.c.visible_at_ms <= now,
@@ -532,11 +551,6 @@ class LocalQueueEngine:
         return [
             s for s in self._queues.values() if s.dead_letter_queue == queue and s.name != queue
         ]
-
-    @staticmethod
-    def _lockable(*where: Any) -> Select[Any]:
-        # SKIP LOCKED: a row locked by another call is being handled by it (no deadlocks).
-        return select(_table.c.id).where(*where).with_for_update(skip_locked=True)
 
     async def _dead_letter(
         self, session: AsyncSession, settings: QueueSettings, where: Any, now: int

@@ -5,7 +5,7 @@ SQLAlchemy's stock aiosqlite adapter gives."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,21 +23,13 @@ from tests.support.writer_turn import held_by_another_process, other_process_see
 pytestmark = pytest.mark.asyncio
 
 
-ONE_CONNECTION = "one connection"
-
-
-@pytest_asyncio.fixture(params=["pooled", ONE_CONNECTION])
-async def engine(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(
-        DatabaseSettings(url=f"sqlite:///{tmp_path / 'driver.db'}"),
-        sqlite_single_connection=request.param == ONE_CONNECTION,
-    )
-    async with engine.begin() as connection:
+@pytest_asyncio.fixture
+async def engine(sqlite_engine: AsyncEngine) -> AsyncEngine:
+    async with sqlite_engine.begin() as connection:
         await connection.execute(
             text("CREATE TABLE item (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)")
         )
-    yield engine
-    await engine.dispose()
+    return sqlite_engine
 
 
 @contextmanager

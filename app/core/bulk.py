@@ -186,32 +186,29 @@ def _driver_rows(
     if not all(callable(process) for process in compiled._bind_processors.values()):
         return None  # a tuple's per-element processors
     processors = cast(Mapping[str, Callable[[Any], Any]], compiled._bind_processors)
-    template: list[Any] = []  # a constant's processed value where it stands, else None
-    for name in names:
+    # The row's values in the statement's order, as one generated expression (a loop over
+    # positions cost 2.7 us a row, this 0.6): `row[name]`, through its column's processor
+    # where it has one, or a constant of the statement, processed once here.
+    namespace: dict[str, Any] = {}
+    parts: list[str] = []
+    for index, name in enumerate(names):
         bind = compiled.binds[name]
+        process = processors.get(name)
         if name in keys:
-            template.append(None)
+            if process is None:
+                parts.append(f"row[{name!r}]")
+            else:
+                namespace[f"process_{index}"] = process
+                parts.append(f"process_{index}(row[{name!r}])")
         elif bind.callable is not None or bind.required:
             return None  # computed per execution, or missing from the rows: SQLAlchemy's
         else:
-            process = processors.get(name)
-            template.append(bind.value if process is None else process(bind.value))
-    from_row = [(i, name) for i, name in enumerate(names) if name in keys]
-    positions = [i for i, _ in from_row]
-    take = _getter([name for _, name in from_row])
-    converters = [(i, processors[name]) for i, name in from_row if name in processors]
-
-    if len(positions) == len(names) and not converters:
-        return _DriverRows(compiled.string, take)
-
-    def convert(row: Mapping[str, Any]) -> tuple[Any, ...]:
-        values = template.copy()
-        for index, value in zip(positions, take(row), strict=True):
-            values[index] = value
-        for index, process in converters:
-            values[index] = process(values[index])
-        return tuple(values)
-
+            namespace[f"constant_{index}"] = bind.value if process is None else process(bind.value)
+            parts.append(f"constant_{index}")
+    if not namespace:  # every value straight from the row
+        return _DriverRows(compiled.string, _getter(list(names)))
+    # The source holds only the compiled statement's own bind names, quoted by repr().
+    convert = eval(f"lambda row: ({', '.join(parts)},)", namespace)
     return _DriverRows(compiled.string, convert)
 
 

@@ -6,9 +6,13 @@ decided, so the consumer's code stays free of metric objects.
 
 from __future__ import annotations
 
+import functools
 import time
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+MetricT = TypeVar("MetricT", Counter, Histogram)
 
 jobs_accepted = Counter(
     "jobgate_jobs_accepted_total", "Jobs stored and handed to a queue.", ["type", "queue"]
@@ -149,17 +153,24 @@ breaker_state = Gauge(
 BREAKER_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 
+@functools.cache
+def _per_type(metric: MetricT, job_type: str) -> MetricT:
+    """`metric.labels(job_type)`, looked up once: `labels()` converts, locks and looks up on
+    every call (3.3 us against 0.9 us for the increment itself), three times per job."""
+    return metric.labels(job_type)
+
+
 def attempt_started(job_type: str, count: int = 1) -> None:
-    jobs_started.labels(job_type).inc(count)
+    _per_type(jobs_started, job_type).inc(count)
 
 
 def attempt_ended(job_type: str, outcome: str, duration_seconds: float | None) -> None:
     """Count one settled attempt (outcome: succeeded, retry, failed, dead, released)."""
     if duration_seconds is not None:
-        handler_duration.labels(job_type).observe(duration_seconds)
+        _per_type(handler_duration, job_type).observe(duration_seconds)
     counter = _OUTCOME_COUNTERS.get(outcome)
     if counter is not None:
-        counter.labels(job_type).inc()
+        _per_type(counter, job_type).inc()
 
 
 _OUTCOME_COUNTERS = {

@@ -4,10 +4,9 @@ turn, as `executemany` does."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,8 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from app.bootstrap import Runtime
 from app.core.bulk import BulkUpdate, insert_rows, run_rows
-from app.core.config import DatabaseSettings
-from app.core.db import UTCDateTime, create_engine, table_of
+from app.core.db import UTCDateTime, table_of
 from app.queues.models import QueueMessage
 
 pytestmark = pytest.mark.asyncio
@@ -185,12 +183,12 @@ _MARK = (
 
 
 @pytest_asyncio.fixture
-async def sqlite_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(DatabaseSettings(url=f"sqlite:///{tmp_path / 'rows.db'}"))
-    async with engine.begin() as connection:
+async def sqlite_engine(sqlite_engine: AsyncEngine) -> AsyncEngine:
+    """The gateway's pooled engine and the consumer's one connection, where `run_rows`
+    hands its rows straight to sqlite3."""
+    async with sqlite_engine.begin() as connection:
         await connection.run_sync(_things.metadata.create_all)
-    yield engine
-    await engine.dispose()
+    return sqlite_engine
 
 
 async def _stored(engine: AsyncEngine) -> dict[str, tuple[Any, ...]]:

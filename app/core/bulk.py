@@ -253,6 +253,8 @@ class DriverQuery:
                 values.append(value if process is None else process(value))
         if length == 0:  # IN () is not SQL: SQLAlchemy renders the empty list its own way
             return await self._through_sqlalchemy(session, params)
+        if plan.expanding is None:
+            return run_inline(raw, plan.sql, values)
         try:
             sql = self._sql[length]
         except KeyError:
@@ -300,8 +302,11 @@ def _query_plan(statement: Executable, dialect: Dialect) -> _QueryPlan:
             if expanding is not None:  # two lists, or one list twice
                 return _NO_PLAN
             expanding = name
-        constant = _FROM_CALL if bind.required or bind.expanding else bind.value
-        binds.append((name, constant, processors.get(name)))
+        process = processors.get(name)
+        if bind.required or bind.expanding:
+            binds.append((name, _FROM_CALL, process))
+        else:  # a constant of the statement: processed once, here
+            binds.append((name, bind.value if process is None else process(bind.value), None))
     token = f"__[POSTCOMPILE_{expanding}]"
     if expanding is not None and compiled.string.count(token) != 1:
         return _NO_PLAN

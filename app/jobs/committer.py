@@ -16,7 +16,7 @@ commit (an fsync on SQLite FULL, a WAL flush on PostgreSQL) is paid once per gro
 SQLite the committer is also the only writer of the hot path, which removes lock
 contention between requests. The composition root hands in the database's raw writer:
 `SqliteGroupWriter` (the stdlib driver in a process of its own) or `PostgresGroupWriter`
-(asyncpg's `executemany`); without one, the rows go through an ORM session.
+(one asyncpg statement per group); without one, the rows go through an ORM session.
 """
 
 from __future__ import annotations

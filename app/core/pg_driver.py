@@ -2,33 +2,42 @@
 
 SQLAlchemy's asyncpg adapter costs a greenlet switch, an execution context and a cursor
 emulation per statement, and its transactions add a BEGIN and a COMMIT round trip each. The
-group committer's writes are plain INSERTs built once per shape: `run_statements` sends them
-to asyncpg directly, on a connection checked out from the engine's pool (so its settings,
-such as the schema search path, are the engine's). One statement runs alone, in the
-implicit transaction PostgreSQL gives it: one round trip, committed when it returns.
+group committer's writes are plain INSERTs built once per shape: `DriverConnection` sends
+them to asyncpg directly, on one connection it keeps from the engine's pool (so its
+settings, such as the schema search path, are the engine's), plus settings of its own. One
+statement runs alone, in the implicit transaction PostgreSQL gives it: one round trip,
+committed when it returns.
 
 Errors are raised as SQLAlchemy raises them (asyncpg's error translated by the adapter, then
-wrapped in `DBAPIError`), so `database_problem` maps them exactly like any other statement's;
-a connection that broke is invalidated, not handed back to the pool.
+wrapped in `DBAPIError`), so `database_problem` maps them exactly like any other statement's.
+A connection that broke is invalidated, and the next call checks out another.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
-async def run_statements(
-    engine: AsyncEngine, statements: Sequence[tuple[str, Sequence[Any]]]
-) -> None:
-    """Run `(sql, positional args)` pairs in order, all committed or none: one statement in
-    its implicit transaction, several in one explicit transaction."""
-    if not statements:
-        return
-    async with engine.connect() as connection:
+class DriverConnection:
+    """One pool connection, kept for one writer's statements (one call at a time), with
+    `settings` (`SET name = value`) applied once; never handed back to the pool with them:
+    `close` closes it."""
+
+    def __init__(self, engine: AsyncEngine, settings: Mapping[str, str] | None = None) -> None:
+        self._engine = engine
+        self._settings = dict(settings or {})
+        self._held: AsyncConnection | None = None
+
+    async def run(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Run `(sql, positional args)` pairs in order, all committed or none: one
+        statement in its implicit transaction, several in one explicit transaction."""
+        if not statements:
+            return
+        connection = await self._connection()
         driver: Any = (await connection.get_raw_connection()).driver_connection
         sql = statements[0][0]
         try:
@@ -39,11 +48,47 @@ async def run_statements(
                 for sql, args in statements:
                     await driver.execute(sql, *args)
         except Exception as error:
-            raise await _translated(connection, sql, error) from error
+            raise await self._translated(connection, sql, error) from error
         except BaseException:
             # Cancelled mid-statement: what the connection is doing is unknown.
-            await connection.invalidate()
+            await self._drop(invalidate=True)
             raise
+
+    async def close(self) -> None:
+        await self._drop(invalidate=True)
+
+    async def _connection(self) -> AsyncConnection:
+        if self._held is not None:
+            return self._held
+        connection = await self._engine.connect().start()
+        try:
+            driver: Any = (await connection.get_raw_connection()).driver_connection
+            for name, value in self._settings.items():
+                await driver.execute("SELECT set_config($1, $2, false)", name, value)
+        except Exception as error:
+            failure = await _translated(connection, "SET", error)
+            await connection.invalidate()
+            await connection.close()
+            raise failure from error
+        self._held = connection
+        return connection
+
+    async def _translated(
+        self, connection: AsyncConnection, sql: str, error: Exception
+    ) -> Exception:
+        failure = await _translated(connection, sql, error)
+        if isinstance(failure, DBAPIError) and failure.connection_invalidated:
+            await self._drop(invalidate=False)
+        return failure
+
+    async def _drop(self, *, invalidate: bool) -> None:
+        connection, self._held = self._held, None
+        if connection is None:
+            return
+        if invalidate:
+            # Its settings are this writer's: it is closed, not pooled for others.
+            await connection.invalidate()
+        await connection.close()
 
 
 async def _translated(connection: AsyncConnection, sql: str, error: Exception) -> Exception:

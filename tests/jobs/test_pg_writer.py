@@ -3,7 +3,8 @@ like any other statement (translated errors, a dead connection left out of the p
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -29,6 +30,8 @@ from app.tenants.schemas import Principal
 from tests.factories import TenantFactory
 
 pytestmark = pytest.mark.asyncio
+
+MakeWriter = Callable[[AsyncEngine], PostgresGroupWriter]
 
 ORDER = SyncSingleOrderJob(type="sync-single-order", orderId=7)
 
@@ -73,7 +76,8 @@ async def _count(runtime: Runtime, model: type) -> int:
 
 @contextmanager
 def _statements_sent(engine: AsyncEngine) -> Iterator[list[str]]:
-    """Every statement asyncpg sends on the engine's connections while inside."""
+    """Every statement asyncpg sends on the connections the engine hands out while inside.
+    asyncpg reports a statement in a callback of the event loop: `_logged` waits for it."""
     sent: list[str] = []
 
     def log(record: Any) -> None:
@@ -91,15 +95,39 @@ def _statements_sent(engine: AsyncEngine) -> Iterator[list[str]]:
         event.remove(engine.sync_engine, "checkout", on_checkout)
 
 
+async def _logged() -> None:
+    await asyncio.sleep(0)
+
+
+@pytest_asyncio.fixture
+async def make_writer() -> AsyncIterator[Callable[[AsyncEngine], PostgresGroupWriter]]:
+    """Writers on an engine, closed after the test (each keeps a connection)."""
+    made: list[PostgresGroupWriter] = []
+
+    def make(engine: AsyncEngine) -> PostgresGroupWriter:
+        made.append(PostgresGroupWriter(engine))
+        return made[-1]
+
+    yield make
+    for writer in made:
+        await writer.close()
+
+
 async def test_a_group_of_three_tables_is_one_statement(
-    pg: Runtime, tenants: TenantFactory, one_connection_engine: AsyncEngine
+    pg: Runtime,
+    tenants: TenantFactory,
+    one_connection_engine: AsyncEngine,
+    make_writer: MakeWriter,
 ) -> None:
-    writer = PostgresGroupWriter(one_connection_engine)
-    # The connection's first statement also reads the array types' codecs from the server.
-    await writer.write(await _recorded(pg, await _batches(pg, tenants, 1)))
-    writes = await _batches(pg, tenants, 250)
+    writer = make_writer(one_connection_engine)
+    writes = await _recorded(pg, await _batches(pg, tenants, 250))
     with _statements_sent(one_connection_engine) as sent:
-        await writer.write(await _recorded(pg, writes))
+        # The connection's first statements set it up and read the array types' codecs.
+        await writer.write(await _recorded(pg, await _batches(pg, tenants, 1)))
+        await _logged()
+        sent.clear()
+        await writer.write(writes)
+        await _logged()
     assert len(sent) == 1  # no BEGIN, no COMMIT: one statement is its own transaction
     assert sent[0].startswith("WITH ")
     assert await _count(pg, Job) == 251
@@ -108,11 +136,13 @@ async def test_a_group_of_three_tables_is_one_statement(
 
 
 async def test_a_failing_row_stores_nothing_of_its_group(
-    pg: Runtime, tenants: TenantFactory
+    pg: Runtime,
+    tenants: TenantFactory,
+    make_writer: MakeWriter,
 ) -> None:
     """The job, event and message rows go in together or not at all: a message id already
     taken fails the statement after the job rows were inserted by it."""
-    writer = PostgresGroupWriter(pg.engine)
+    writer = make_writer(pg.engine)
     first = await _recorded(pg, await _batches(pg, tenants, 1))
     await writer.write(first)
     second = await _recorded(pg, await _batches(pg, tenants, 3))
@@ -128,19 +158,25 @@ async def test_a_failing_row_stores_nothing_of_its_group(
 
 
 async def test_a_table_with_two_column_sets_is_written_in_one_transaction(
-    pg: Runtime, tenants: TenantFactory, one_connection_engine: AsyncEngine
+    pg: Runtime,
+    tenants: TenantFactory,
+    one_connection_engine: AsyncEngine,
+    make_writer: MakeWriter,
 ) -> None:
     """Rows of one table that name different columns cannot share an unnest: each set is a
     statement of its own, all in one transaction, which a failure rolls back whole."""
-    writer = PostgresGroupWriter(one_connection_engine)
-    await writer.write(await _recorded(pg, await _batches(pg, tenants, 1)))  # codecs read
+    writer = make_writer(one_connection_engine)
     plain = await _recorded(pg, await _batches(pg, tenants, 2))
     started = await _recorded(pg, await _batches(pg, tenants, 2))
     for row in started[0][1]:
         row["progress_message"] = "queued by hand"  # a column the other rows leave out
         del row["request_hash"]
     with _statements_sent(one_connection_engine) as sent:
+        await writer.write(await _recorded(pg, await _batches(pg, tenants, 1)))  # set up
+        await _logged()
+        sent.clear()
         await writer.write(plain + started)
+        await _logged()
     assert sent[0] == "BEGIN;"
     assert sent[-1] == "COMMIT;"
     assert await _count(pg, Job) == 5
@@ -157,15 +193,31 @@ async def test_a_table_with_two_column_sets_is_written_in_one_transaction(
     assert await _count(pg, Job) == 5
 
 
+async def _writers_backends(runtime: Runtime) -> list[int]:
+    """The backends whose last statement was a group writer's."""
+    async with runtime.engine.connect() as connection:
+        found = await connection.execute(
+            text(
+                "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                "AND datname = current_database() AND query LIKE 'WITH w0 AS (INSERT INTO%'"
+            )
+        )
+        return list(found.scalars())
+
+
 async def test_a_dead_connection_is_a_503_and_not_reused(
-    pg: Runtime, tenants: TenantFactory, one_connection_engine: AsyncEngine
+    pg: Runtime,
+    tenants: TenantFactory,
+    one_connection_engine: AsyncEngine,
+    make_writer: MakeWriter,
 ) -> None:
-    writer = PostgresGroupWriter(one_connection_engine)
+    writer = make_writer(one_connection_engine)
     await writer.write(await _recorded(pg, await _batches(pg, tenants, 1)))
-    async with one_connection_engine.connect() as connection:  # the pool's one connection
-        pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    backends = await _writers_backends(pg)
+    assert backends
     async with pg.engine.connect() as connection:
-        await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        for pid in backends:
+            await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
     with pytest.raises(DBAPIError) as raised:
         await writer.write(await _recorded(pg, await _batches(pg, tenants, 1)))
     assert raised.value.connection_invalidated
@@ -174,11 +226,36 @@ async def test_a_dead_connection_is_a_503_and_not_reused(
     assert problem.status == 503
     await writer.write(await _recorded(pg, await _batches(pg, tenants, 1)))
     assert await _count(pg, Job) == 2
+    await writer.close()
 
 
-async def test_an_array_column_is_refused(pg: Runtime) -> None:
+async def test_the_writers_plan_setting_stays_on_its_own_connection(
+    pg: Runtime,
+    tenants: TenantFactory,
+    one_connection_engine: AsyncEngine,
+    make_writer: MakeWriter,
+) -> None:
+    """The writer plans its statements (and their foreign-key checks) with PostgreSQL's
+    default; the engine's other connections keep `force_custom_plan`, also after the
+    writer closed its connection."""
+    writer = make_writer(one_connection_engine)
+    await writer.write(await _recorded(pg, await _batches(pg, tenants, 1)))
+    async with one_connection_engine.connect() as connection:
+        setting = await connection.execute(text("SHOW plan_cache_mode"))
+        assert setting.scalar_one() == "force_custom_plan"
+    await writer.close()
+    for _ in range(3):  # every connection the pool now holds
+        async with one_connection_engine.connect() as connection:
+            setting = await connection.execute(text("SHOW plan_cache_mode"))
+            assert setting.scalar_one() == "force_custom_plan"
+    await writer.write(await _recorded(pg, await _batches(pg, tenants, 1)))  # opens another
+    assert await _count(pg, Job) == 2
+    await writer.close()
+
+
+async def test_an_array_column_is_refused(pg: Runtime, make_writer: MakeWriter) -> None:
     """unnest would spread an array column's elements over rows."""
     table = Table("with_array", MetaData(), Column("id", Integer), Column("tags", ARRAY(Integer)))
-    writer = PostgresGroupWriter(pg.engine)
+    writer = make_writer(pg.engine)
     with pytest.raises(TypeError, match="array"):
         await writer.write([(table, [{"id": 1, "tags": [1, 2]}])])

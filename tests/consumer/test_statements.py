@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.consumer.registry import HandlerRegistry, JobContext, PermanentFailure
@@ -128,3 +129,44 @@ class TestStatementsPerPull:
             flat = " ".join(statement.split()).lower()
             assert "count(" not in flat, statement
             assert "sum(" not in flat, statement
+
+    async def test_a_pull_reads_the_head_not_the_backlog_on_postgresql(
+        self, make_harness: MakeHarness, db_engine: AsyncEngine
+    ) -> None:
+        """PostgreSQL plans by statistics, which lag a burst: analyzed while the queue was
+        empty, they make the whole queue look like a few rows. A pull must still read only
+        the head of the queue (rows fetched in its transaction), not every visible message."""
+        if db_engine.dialect.name != "postgresql":
+            pytest.skip("PostgreSQL's planner (JOBGATE_DATABASE_URL=postgresql://...)")
+        registry = HandlerRegistry()
+
+        @registry.handler(TYPE, AnalyticsEventPayload)
+        async def noop(ctx: JobContext[AnalyticsEventPayload]) -> None:
+            pass
+
+        h = await make_harness(registry, max_batch_size=100)
+        engine = h.runtime.queue_engine
+        message = OutgoingMessage(body={"job_id": "x"})
+        async with h.runtime.sessionmaker() as session:
+            await engine.stage(session, DLQ, [message] * 100)
+            await session.commit()
+        async with db_engine.connect() as connection:
+            await connection.execute(text("ANALYZE queue_message"))  # QUEUE has no rows
+        read = text(
+            "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) "
+            "FROM pg_stat_xact_user_tables WHERE relname = 'queue_message' "
+            "AND schemaname = current_schema()"
+        )
+        fetched = {}
+        for backlog in (200, 5_000):
+            await self._seed(h, backlog)
+            async with h.runtime.sessionmaker() as session:
+                before = (await session.execute(read)).scalar_one()
+                leased = await engine.lease(
+                    session, QUEUE, batch_size=100, visibility_timeout_ms=30_000
+                )
+                fetched[backlog] = (await session.execute(read)).scalar_one() - before
+                await session.rollback()
+            assert len(leased) == 100
+            await engine.purge(QUEUE)
+        assert fetched[5_000] <= 2 * fetched[200], fetched

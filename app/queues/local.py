@@ -192,12 +192,16 @@ _HELD = DriverQuery(  # by primary key only, locked in id order (no deadlock bet
     .with_for_update()
 )
 _DELETE = DriverQuery(delete(_table).where(_table.c.id.in_(bindparam("ids", expanding=True))))
-_EXPIRE = DriverQuery(  # past the retention period
+# Past the retention period. Ordered by enqueued_ms so that PostgreSQL reads the (queue,
+# enqueued_ms) index, which holds only the expired messages: with stale statistics both of
+# the queue's indexes looked alike to it, and it walked the (queue, visible_at_ms) one,
+# every message of the queue, on every pull (70-80 ms at 10,000 messages).
+_EXPIRE = DriverQuery(
     delete(_table).where(
         _table.c.id.in_(
             _lockable(
                 _table.c.queue == bindparam("queue"), _table.c.enqueued_ms < bindparam("cutoff")
-            )
+            ).order_by(_table.c.enqueued_ms)
         )
     )
 )
@@ -621,11 +625,17 @@ class LocalQueueEngine:
             messages, size = counted[queue]
             oldest = None
             if messages:  # the end of the (queue, enqueued_ms) index
+                # Not MIN(): with stale statistics PostgreSQL computed it over the (queue,
+                # visible_at_ms) index, every message of the queue; an ORDER BY only that
+                # index serves without a sort makes it read one entry.
                 oldest = (
                     await session.execute(
-                        select(func.min(_table.c.enqueued_ms)).where(_table.c.queue == queue)
+                        select(_table.c.enqueued_ms)
+                        .where(_table.c.queue == queue)
+                        .order_by(_table.c.enqueued_ms)
+                        .limit(1)
                     )
-                ).scalar_one()
+                ).scalar()
             metrics[queue] = QueueMetrics(
                 backlog_count=messages,
                 backlog_bytes=size,

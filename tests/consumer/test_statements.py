@@ -18,6 +18,12 @@ from tests.support.statements import count_statements, statement_shapes
 pytestmark = pytest.mark.asyncio
 TYPE = "analytics-event"
 KINDS = ("ok", "flaky", "broken", "bad")  # one of each per group of four jobs
+# Rows of queue_message read so far in this transaction (PostgreSQL's own statistics).
+_ROWS_READ = text(
+    "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) "
+    "FROM pg_stat_xact_user_tables WHERE relname = 'queue_message' "
+    "AND schemaname = current_schema()"
+)
 
 
 class TestStatementsPerBatch:
@@ -130,12 +136,7 @@ class TestStatementsPerPull:
             assert "count(" not in flat, statement
             assert "sum(" not in flat, statement
 
-    async def test_a_pull_reads_the_head_not_the_backlog_on_postgresql(
-        self, make_harness: MakeHarness, db_engine: AsyncEngine
-    ) -> None:
-        """PostgreSQL plans by statistics, which lag a burst: analyzed while the queue was
-        empty, they make the whole queue look like a few rows. A pull must still read only
-        the head of the queue (rows fetched in its transaction), not every visible message."""
+    async def _postgres_harness(self, make_harness: MakeHarness, db_engine: AsyncEngine) -> Any:
         if db_engine.dialect.name != "postgresql":
             pytest.skip("PostgreSQL's planner (JOBGATE_DATABASE_URL=postgresql://...)")
         registry = HandlerRegistry()
@@ -144,7 +145,15 @@ class TestStatementsPerPull:
         async def noop(ctx: JobContext[AnalyticsEventPayload]) -> None:
             pass
 
-        h = await make_harness(registry, max_batch_size=100)
+        return await make_harness(registry, max_batch_size=100)
+
+    async def test_a_pull_reads_the_head_not_the_backlog_on_postgresql(
+        self, make_harness: MakeHarness, db_engine: AsyncEngine
+    ) -> None:
+        """PostgreSQL plans by statistics, which lag a burst: analyzed while the queue was
+        empty, they make the whole queue look like a few rows. A pull must still read only
+        the head of the queue (rows fetched in its transaction), not every visible message."""
+        h = await self._postgres_harness(make_harness, db_engine)
         engine = h.runtime.queue_engine
         message = OutgoingMessage(body={"job_id": "x"})
         async with h.runtime.sessionmaker() as session:
@@ -152,21 +161,38 @@ class TestStatementsPerPull:
             await session.commit()
         async with db_engine.connect() as connection:
             await connection.execute(text("ANALYZE queue_message"))  # QUEUE has no rows
-        read = text(
-            "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) "
-            "FROM pg_stat_xact_user_tables WHERE relname = 'queue_message' "
-            "AND schemaname = current_schema()"
-        )
         fetched = {}
         for backlog in (200, 5_000):
             await self._seed(h, backlog)
             async with h.runtime.sessionmaker() as session:
-                before = (await session.execute(read)).scalar_one()
+                before = (await session.execute(_ROWS_READ)).scalar_one()
                 leased = await engine.lease(
                     session, QUEUE, batch_size=100, visibility_timeout_ms=30_000
                 )
-                fetched[backlog] = (await session.execute(read)).scalar_one() - before
+                fetched[backlog] = (await session.execute(_ROWS_READ)).scalar_one() - before
                 await session.rollback()
             assert len(leased) == 100
             await engine.purge(QUEUE)
         assert fetched[5_000] <= 2 * fetched[200], fetched
+
+    async def test_stats_read_the_expired_and_the_oldest_message_only_on_postgresql(
+        self, make_harness: MakeHarness, db_engine: AsyncEngine
+    ) -> None:
+        """Every pull, send and stats call first deletes the messages past retention, and
+        stats (the admission sampler's too) read the oldest message's time. With statistics
+        taken while the queue was empty, that must still read the expired messages (none
+        here) and one index entry, not the 5,000 messages the queue holds."""
+        h = await self._postgres_harness(make_harness, db_engine)
+        engine = h.runtime.queue_engine
+        async with h.runtime.sessionmaker() as session:
+            await engine.stage(session, DLQ, [OutgoingMessage(body={"job_id": "x"})])
+            await session.commit()
+        async with db_engine.connect() as connection:
+            await connection.execute(text("ANALYZE queue_message"))  # one row, of another queue
+        await self._seed(h, 5_000)
+        async with h.runtime.sessionmaker() as session:
+            before = (await session.execute(_ROWS_READ)).scalar_one()
+            await engine.stats(QUEUE, session=session)
+            fetched = (await session.execute(_ROWS_READ)).scalar_one() - before
+            await session.rollback()
+        assert fetched < 500, fetched

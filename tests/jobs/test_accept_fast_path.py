@@ -162,6 +162,7 @@ async def test_the_fast_path_keeps_what_the_middleware_does(
         assert blocked.status_code == 429
         assert blocked.json()["type"].endswith("/auth-failures")
     await runtime.queue_engine.close()
+    await runtime.committer.close()  # its writer's connection
 
 
 async def test_the_queue_message_is_the_envelope_as_sent(

@@ -113,6 +113,7 @@ async def test_one_trace_runs_from_accept_to_publish_to_each_attempt(
         first = await consumer.run_once()
         second = await consumer.run_once()
     await runtime.backend.close()
+    await runtime.committer.close()  # its writer's connection
     assert first.counts["retry"] == 1
     assert second.counts["succeeded"] == 1
 
@@ -164,6 +165,7 @@ async def test_tracing_off_passes_the_callers_traceparent_on_unchanged(
     assert response.status_code == 202
     pulled = await runtime.queue_engine.pull(QUEUE, batch_size=10)
     await runtime.queue_engine.close()
+    await runtime.committer.close()  # its writer's connection
     # For a tracer further down (the caller's, or a consumer that traces).
     assert [m.body["trace"] for m in pulled.messages] == [{"traceparent": traceparent}]
 

@@ -205,6 +205,7 @@ async def test_gateway_answers_202_accepted_while_cloudflare_is_unreachable(
         rows = (await session.execute(select(OutboxMessage))).scalars().all()
     assert [row.job_id for row in rows] == [response.json()["id"]]
     await runtime.backend.close()
+    await runtime.committer.close()  # its writer's connection
 
 
 @pytest.mark.asyncio

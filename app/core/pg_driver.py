@@ -31,14 +31,14 @@ class DriverConnection:
         self._engine = engine
         self._settings = dict(settings or {})
         self._held: AsyncConnection | None = None
+        self._driver: Any = None  # the held connection's asyncpg connection
 
     async def run(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         """Run `(sql, positional args)` pairs in order, all committed or none: one
         statement in its implicit transaction, several in one explicit transaction."""
         if not statements:
             return
-        connection = await self._connection()
-        driver: Any = (await connection.get_raw_connection()).driver_connection
+        connection, driver = await self._connection()
         sql = statements[0][0]
         try:
             if len(statements) == 1:
@@ -57,9 +57,9 @@ class DriverConnection:
     async def close(self) -> None:
         await self._drop(invalidate=True)
 
-    async def _connection(self) -> AsyncConnection:
+    async def _connection(self) -> tuple[AsyncConnection, Any]:
         if self._held is not None:
-            return self._held
+            return self._held, self._driver
         connection = await self._engine.connect().start()
         try:
             driver: Any = (await connection.get_raw_connection()).driver_connection
@@ -70,8 +70,8 @@ class DriverConnection:
             await connection.invalidate()
             await connection.close()
             raise failure from error
-        self._held = connection
-        return connection
+        self._held, self._driver = connection, driver
+        return connection, driver
 
     async def _translated(
         self, connection: AsyncConnection, sql: str, error: Exception
@@ -82,7 +82,7 @@ class DriverConnection:
         return failure
 
     async def _drop(self, *, invalidate: bool) -> None:
-        connection, self._held = self._held, None
+        connection, self._held, self._driver = self._held, None, None
         if connection is None:
             return
         if invalidate:

@@ -12,8 +12,8 @@ asyncpg prepares it once per connection. It fires each table's statement-level c
 triggers (app.core.counters) once. Foreign keys are checked at the end of the statement, so
 a job's events may come in the same statement as the job. Multi-row `VALUES` INSERTs (one
 per table, in a transaction) cost five round trips per group through SQLAlchemy's adapter:
-at 32 connections accept went from 1,337-1,517 to 2,629-2,940 req/s, and from 452-495 to
-306-354 us of gateway CPU per request.
+at 32 connections accept went from 1,337-1,517 to 2,629-3,047 req/s, and from 452-495 to
+283-381 us of gateway CPU per request.
 
 Values are converted by the columns' own bind processors (`BindConverter`, shared with the
 SQLite writer). A table whose rows come with two different sets of columns (a column left

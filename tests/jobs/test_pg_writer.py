@@ -77,7 +77,7 @@ async def _count(runtime: Runtime, model: type) -> int:
 @contextmanager
 def _statements_sent(engine: AsyncEngine) -> Iterator[list[str]]:
     """Every statement asyncpg sends on the connections the engine hands out while inside.
-    asyncpg reports a statement in a callback of the event loop: `_logged` waits for it."""
+    asyncpg reports a statement in a callback of the event loop (see `_sent_by`)."""
     sent: list[str] = []
 
     def log(record: Any) -> None:
@@ -95,8 +95,21 @@ def _statements_sent(engine: AsyncEngine) -> Iterator[list[str]]:
         event.remove(engine.sync_engine, "checkout", on_checkout)
 
 
-async def _logged() -> None:
-    await asyncio.sleep(0)
+async def _sent_by(
+    writer: PostgresGroupWriter,
+    engine: AsyncEngine,
+    batches: list[tuple[Table, list[Any]]],
+    setup: list[tuple[Table, list[Any]]],
+) -> list[str]:
+    """The statements `writer` sends for `batches`, after writing `setup` first: the
+    connection's first statements set it up and read the array types' codecs."""
+    with _statements_sent(engine) as sent:
+        await writer.write(setup)
+        await asyncio.sleep(0)  # asyncpg reports in a callback of the event loop
+        sent.clear()
+        await writer.write(batches)
+        await asyncio.sleep(0)
+    return sent
 
 
 @pytest_asyncio.fixture
@@ -121,13 +134,8 @@ async def test_a_group_of_three_tables_is_one_statement(
 ) -> None:
     writer = make_writer(one_connection_engine)
     writes = await _recorded(pg, await _batches(pg, tenants, 250))
-    with _statements_sent(one_connection_engine) as sent:
-        # The connection's first statements set it up and read the array types' codecs.
-        await writer.write(await _recorded(pg, await _batches(pg, tenants, 1)))
-        await _logged()
-        sent.clear()
-        await writer.write(writes)
-        await _logged()
+    setup = await _recorded(pg, await _batches(pg, tenants, 1))
+    sent = await _sent_by(writer, one_connection_engine, writes, setup)
     assert len(sent) == 1  # no BEGIN, no COMMIT: one statement is its own transaction
     assert sent[0].startswith("WITH ")
     assert await _count(pg, Job) == 251
@@ -171,12 +179,8 @@ async def test_a_table_with_two_column_sets_is_written_in_one_transaction(
     for row in started[0][1]:
         row["progress_message"] = "queued by hand"  # a column the other rows leave out
         del row["request_hash"]
-    with _statements_sent(one_connection_engine) as sent:
-        await writer.write(await _recorded(pg, await _batches(pg, tenants, 1)))  # set up
-        await _logged()
-        sent.clear()
-        await writer.write(plain + started)
-        await _logged()
+    setup = await _recorded(pg, await _batches(pg, tenants, 1))
+    sent = await _sent_by(writer, one_connection_engine, plain + started, setup)
     assert sent[0] == "BEGIN;"
     assert sent[-1] == "COMMIT;"
     assert await _count(pg, Job) == 5

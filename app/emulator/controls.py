@@ -6,7 +6,8 @@
   leases, retention, rate windows;
 - `POST /_emulator/reset` — forget every queue, consumer, message, fault and counter, and
   return the clock and the settings to their start values;
-- `GET /_emulator/state` — queues, consumers and metrics, pending faults, settings;
+- `GET /_emulator/state` — queues, consumers and metrics (with the messages under a lease:
+  `in_flight`), pending faults, settings;
 - `POST|DELETE /_emulator/faults` — schedule (`{"kind": "error"|"rate_limit"|"drop",
   "count", "retry_after", "match", "after"}`) or clear faults;
 - `GET|POST /_emulator/config` — read or change the emulator settings (without the
@@ -92,6 +93,8 @@ async def state(service: ServiceDep, faults: FaultsDep) -> dict[str, Any]:
     for record in service.list_queues():
         queue = queue_out(record)
         queue["metrics"] = Metrics.of(await service.metrics(record)).model_dump()
+        # Not in Cloudflare's metrics: tests wait on it for a consumer's acks to land.
+        queue["in_flight"] = (await service.engine.stats(record.id)).in_flight
         queues.append(queue)
     return {
         "now_ms": service.clock.now_ms(),

@@ -75,6 +75,7 @@ def test_failing_job_retries_on_schedule_then_is_dead(stack: Stack) -> None:
                 and stack.job(job_id)["status"] == "retrying"
             ),
         )
+        stack.wait_acked()
         # Just short of the delay nothing runs (the consumer polls every 50-200 ms).
         stack.advance(delay - 2)
         time.sleep(1.0)

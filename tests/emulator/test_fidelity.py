@@ -389,3 +389,25 @@ async def test_sdk_reads_every_answer_of_a_full_cycle(emulator: Emulator) -> Non
         status = await cf.queues.purge.status(queue.queue_id, account_id=ACCOUNT)
         assert status is not None
         assert status.started_at is None
+
+
+async def test_state_counts_leased_messages_until_acked(
+    api: httpx.AsyncClient, emulator: Emulator
+) -> None:
+    """`/_emulator/state` (a test control) tells when a consumer's acks have landed."""
+
+    def in_flight() -> int:
+        (queue,) = emulator.control("GET", "state")["queues"]
+        return int(queue["in_flight"])
+
+    queue_id = await _queue(api)
+    for _ in range(2):
+        sent = await api.post(f"/{queue_id}/messages", json={"body": "x"})
+        assert sent.status_code == 200, sent.text
+    assert in_flight() == 0
+    pulled = await api.post(f"/{queue_id}/messages/pull", json={"batch_size": 2})
+    leases = [m["lease_id"] for m in pulled.json()["result"]["messages"]]
+    assert (len(leases), in_flight()) == (2, 2)
+    body = {"acks": [{"lease_id": leases[0]}], "retries": [{"lease_id": leases[1]}]}
+    assert (await api.post(f"/{queue_id}/messages/ack", json=body)).status_code == 200
+    assert in_flight() == 0

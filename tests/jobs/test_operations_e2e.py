@@ -65,6 +65,7 @@ class Ops:
             "first attempts",
             lambda: all(self.stack.job(j)["status"] in ("retrying", "dead") for j in job_ids),
         )
+        self.stack.wait_acked()
         self.stack.advance(RETRY_DELAY_S)
         self.stack.wait("dead", lambda: all(self.stack.job(j)["status"] == "dead" for j in job_ids))
 

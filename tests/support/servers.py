@@ -419,6 +419,19 @@ class Stack:
         body: dict[str, Any] = response.json()
         return body
 
+    def wait_acked(self) -> None:
+        """Wait until the queue holds no leased message. With Cloudflare the consumer writes
+        the job store before it acks, so a job can read `retrying` while its message is still
+        leased: moving the clock then would start the retry delay late. On the local engine
+        both are one transaction."""
+        emulator = self.emulator
+        if emulator is None:
+            return
+        self.wait(
+            "the consumer's acks",
+            lambda: all(q["in_flight"] == 0 for q in emulator.control("GET", "state")["queues"]),
+        )
+
     def wait(self, what: str, check: Callable[[], bool], timeout: float = E2E_WAIT_S) -> None:
         def done() -> bool:
             proc = self.consumer.proc
